@@ -1,0 +1,372 @@
+"""Layered configuration: ``conf/base`` + ``conf/<env>`` + ``--set`` overrides -> typed objects.
+
+Why so strict: a typo in a nightly job's YAML must fail in the first second with the key and the
+file named, not after an hour of training with a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import yaml
+
+from mlcore.config.models import CONFIG_SECTIONS, MlcoreConfig
+
+DEFAULT_ENV = "local"
+ENV_VAR_ENV = "MLCORE_ENV"
+ENV_VAR_HOME = "MLCORE_HOME"
+ENV_VAR_CONF_DIR = "MLCORE_CONF_DIR"
+_ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,127}$")
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+_KNOWN_PLACEHOLDERS = ("mlcore_home", "repo_root", "datasets_dir")
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the key and where it came from."""
+
+
+class _UniqueKeySafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no python tags) that also rejects duplicate mapping keys."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeySafeLoader, node: yaml.MappingNode) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeySafeLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
+)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse one YAML file safely; python tags and duplicate keys are errors."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return yaml.load(handle, Loader=_UniqueKeySafeLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+
+
+def resolve_env(cli_env: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """Pick the env: ``--env`` beats ``MLCORE_ENV`` beats ``local``."""
+    environ = os.environ if environ is None else environ
+    env = cli_env or environ.get(ENV_VAR_ENV) or DEFAULT_ENV
+    if not _ENV_NAME.match(env):
+        raise ConfigError(f"invalid env name {env!r}: use lower-case letters, digits, '-' or '_'")
+    return env
+
+
+def resolve_conf_dir(cli_conf_dir: str | None, environ: Mapping[str, str] | None = None) -> Path:
+    """Find ``conf/``: flag, then ``MLCORE_CONF_DIR``, then ``./conf``, then the source checkout's."""
+    environ = os.environ if environ is None else environ
+    explicit = cli_conf_dir or environ.get(ENV_VAR_CONF_DIR)
+    if explicit:
+        path = Path(explicit).expanduser().resolve()
+        if not (path / "base").is_dir():
+            raise ConfigError(f"conf dir {path} has no 'base' folder")
+        return path
+    for candidate in (Path.cwd() / "conf", Path(__file__).resolve().parents[2] / "conf"):
+        if (candidate / "base").is_dir():
+            return candidate.resolve()
+    raise ConfigError("no conf dir found: pass --conf-dir or set MLCORE_CONF_DIR")
+
+
+def resolve_home(environ: Mapping[str, str] | None = None) -> Path:
+    """``MLCORE_HOME`` (default ``./.mlcore``) holds local tables and the MLflow store."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(ENV_VAR_HOME) or ".mlcore").expanduser().resolve()
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``a.b=value``; the value is read as a YAML scalar (so ``true``/``3`` get types)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML: {exc}") from exc
+    if isinstance(value, (dict, list)):
+        raise ConfigError(f"--set {text!r}: only scalar values can be set from the command line")
+    return key, value
+
+
+def load_config(
+    env: str | None = None,
+    conf_dir: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> MlcoreConfig:
+    """Load, merge and validate the configuration for one run."""
+    environ = os.environ if environ is None else environ
+    env_name = resolve_env(env, environ)
+    root = resolve_conf_dir(str(conf_dir) if conf_dir else None, environ)
+    env_dir = root / env_name
+    if env_name != "base" and not env_dir.is_dir():
+        available = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "base")
+        raise ConfigError(f"unknown env {env_name!r}: no folder {env_dir} (available: {available})")
+
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    _merge_layer(merged, origin, _read_layer(root / "base"))
+    if env_name != "base":
+        _merge_layer(merged, origin, _read_layer(env_dir))
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(merged, _override_path(key), value)
+        origin[key] = f"--set {key}"
+
+    for section in merged:
+        if section not in CONFIG_SECTIONS:
+            raise ConfigError(
+                f"unknown section {section!r} ({_origin_of(origin, section)}); "
+                f"allowed: {', '.join(CONFIG_SECTIONS)}"
+            )
+    home = resolve_home(environ)
+    merged = _resolve_placeholders(merged, home=home, repo_root=root.parent, origin=origin)
+    values = dict(merged, env=env_name, conf_dir=str(root), mlcore_home=str(home))
+    config = _build(MlcoreConfig, values, "", origin)
+    for table_name in config.tables:
+        if not _TABLE_NAME.match(table_name):
+            raise ConfigError(
+                f"tables.{table_name}: logical table names are lower-case identifiers "
+                f"({_origin_of(origin, 'tables.' + table_name)})"
+            )
+    return config
+
+
+def _read_layer(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
+    layer = []
+    for path in sorted(folder.glob("*.yml")) + sorted(folder.glob("*.yaml")):
+        data = read_yaml(path)
+        if data is None:
+            continue
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        layer.append((path, data))
+    return layer
+
+
+def _merge_layer(
+    merged: dict[str, Any], origin: dict[str, str], layer: list[tuple[Path, dict[str, Any]]]
+) -> None:
+    """Deep-merge one env's files; the same key set twice within one env is an error."""
+    seen_in_layer: dict[str, Path] = {}
+    for path, data in layer:
+        for parts, value in _leaves(data):
+            dotted = ".".join(parts)
+            if dotted in seen_in_layer:
+                raise ConfigError(
+                    f"key {dotted!r} is set in both {seen_in_layer[dotted]} and {path}"
+                )
+            seen_in_layer[dotted] = path
+            _set_dotted(merged, parts, value)
+            origin[dotted] = str(path)
+
+
+def _override_path(key: str) -> list[str]:
+    """Split an override key; Spark conf keys contain dots, so they stay whole."""
+    if key.startswith("spark.conf."):
+        return ["spark", "conf", key[len("spark.conf.") :]]
+    return key.split(".")
+
+
+def _leaves(data: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[list[str], Any]]:
+    out: list[tuple[list[str], Any]] = []
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"key {'.'.join(prefix + (str(key),))!r}: keys must be strings")
+        parts = prefix + (key,)
+        if isinstance(value, dict) and value:
+            out.extend(_leaves(value, parts))
+        else:
+            out.append((list(parts), value))
+    return out
+
+
+def _set_dotted(target: dict[str, Any], parts: list[str], value: Any) -> None:
+    node = target
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _origin_of(origin: Mapping[str, str], dotted: str) -> str:
+    if dotted in origin:
+        return origin[dotted]
+    hits = sorted({src for key, src in origin.items() if key.startswith(dotted + ".")})
+    return ", ".join(hits) if hits else "defaults"
+
+
+def _resolve_placeholders(
+    merged: dict[str, Any], home: Path, repo_root: Path, origin: Mapping[str, str]
+) -> dict[str, Any]:
+    """Replace ``{mlcore_home}``, ``{repo_root}`` and ``{datasets_dir}`` in string values."""
+    values = {"mlcore_home": str(home), "repo_root": str(repo_root)}
+    datasets = (merged.get("sources") or {}).get("datasets_dir")
+    values["datasets_dir"] = (
+        _substitute(datasets, values, "sources.datasets_dir", origin)
+        if isinstance(datasets, str)
+        else ""
+    )
+
+    def walk(node: Any, dotted: str) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, f"{dotted}.{k}" if dotted else k) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, dotted) for v in node]
+        if isinstance(node, str):
+            return _substitute(node, values, dotted, origin)
+        return node
+
+    return walk(merged, "")
+
+
+def _substitute(text: str, values: Mapping[str, str], dotted: str, origin: Mapping[str, str]) -> str:
+    def repl(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in _KNOWN_PLACEHOLDERS:
+            raise ConfigError(
+                f"{dotted}: unknown placeholder {{{name}}} ({_origin_of(origin, dotted)}); "
+                f"known: {', '.join('{' + p + '}' for p in _KNOWN_PLACEHOLDERS)}"
+            )
+        if name == "datasets_dir" and not values.get(name):
+            raise ConfigError(f"{dotted}: uses {{datasets_dir}} but sources.datasets_dir is unset")
+        return values[name]
+
+    return _PLACEHOLDER.sub(repl, text)
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if origin is not None:
+        return str(tp).replace("typing.", "")
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _build(tp: Any, value: Any, dotted: str, origin: Mapping[str, str]) -> Any:
+    """Check ``value`` against type ``tp`` and build dataclasses; errors name key and file."""
+
+    def fail(expected: str) -> ConfigError:
+        where = _origin_of(origin, dotted) if dotted else "config"
+        return ConfigError(f"{dotted or 'config'}: expected {expected}, got {value!r} ({where})")
+
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise fail("a mapping")
+        hints = get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            key = f"{dotted}.{unknown[0]}" if dotted else unknown[0]
+            raise ConfigError(
+                f"unknown key {key!r} ({_origin_of(origin, key)}); "
+                f"allowed under {dotted or 'top level'}: {', '.join(sorted(names))}"
+            )
+        kwargs = {
+            name: _build(hints[name], value[name], f"{dotted}.{name}" if dotted else name, origin)
+            for name in names
+            if name in value
+        }
+        return tp(**kwargs)
+
+    type_origin = get_origin(tp)
+    if type_origin in (typing.Union, types.UnionType):
+        options = get_args(tp)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise fail(_type_name(tp))
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _build(option, value, dotted, origin)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise fail(_type_name(tp))
+    if type_origin is Literal:
+        if value not in get_args(tp):
+            raise fail(_type_name(tp))
+        return value
+    if type_origin is list:
+        if not isinstance(value, list):
+            raise fail(_type_name(tp))
+        (item_type,) = get_args(tp)
+        return [_build(item_type, item, f"{dotted}[{i}]", origin) for i, item in enumerate(value)]
+    if type_origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise fail("a mapping")
+        _, item_type = get_args(tp)
+        return {
+            str(key): _build(item_type, item, f"{dotted}.{key}", origin)
+            for key, item in value.items()
+        }
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise fail("bool")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("int")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail("float")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise fail("str")
+        return value
+    raise ConfigError(f"{dotted}: unsupported config type {tp!r}")
+
+
+def config_as_flat_dict(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten a config object to ``{"a.b": value}`` (for MLflow params and manifests)."""
+    out: dict[str, Any] = {}
+    items = (
+        {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        if dataclasses.is_dataclass(config)
+        else config
+    )
+    for key, value in items.items():
+        dotted = f"{prefix}{key}"
+        if dataclasses.is_dataclass(value) or isinstance(value, dict):
+            out.update(config_as_flat_dict(value, dotted + "."))
+        elif isinstance(value, list):
+            out[dotted] = ",".join(str(v) for v in value)
+        else:
+            out[dotted] = value
+    return out

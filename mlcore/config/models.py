@@ -1,0 +1,148 @@
+"""Typed configuration objects.
+
+Every section is a frozen dataclass so that a job receives validated, immutable values and
+executor code only ever sees plain picklable data. The loader (``loader.py``) maps YAML onto
+these classes field by field, so an unknown key or a wrong type fails before any work starts.
+Adding a key means adding a field here: there is no free-form section except Spark conf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+DeltaEngineName = Literal["auto", "spark", "deltars"]
+IfMissing = Literal["synthetic", "error"]
+ScalarValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """How to obtain the Spark session.
+
+    ``master`` is only honoured for embedded local runs; under spark-submit or on Databricks the
+    session comes from ``getOrCreate`` and the cluster decides.
+    """
+
+    master: str | None = None
+    app_name_prefix: str = "mlcore"
+    log_level: str = "WARN"
+    conf: dict[str, ScalarValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """Where a logical table lives.
+
+    ``path`` is relative to ``storage.lake_root`` unless absolute or a URI. ``catalog_name``
+    (``catalog.schema.table``) is used by the native Spark engine instead of a path when set.
+    """
+
+    path: str | None = None
+    catalog_name: str | None = None
+    partition_by: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Delta storage: lake root, engine choice, writer tuning."""
+
+    lake_root: str = "{mlcore_home}/lake"
+    delta_engine: DeltaEngineName = "auto"
+    rows_per_row_group: int = 1_000_000
+    max_rows_per_file: int = 5_000_000
+    commit_retries: int = 1
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    """Tracking and registry locations. ``None`` means the embedded sqlite store."""
+
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+    artifact_location: str | None = None
+    experiment_root: str = "mlcore"
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class SalesSourceConfig:
+    """Rossmann-format sources: daily sales per store and store attributes."""
+
+    train_path: str | None = None
+    store_path: str | None = None
+    if_missing: IfMissing = "synthetic"
+
+
+@dataclass(frozen=True)
+class FileSourceConfig:
+    """A single delimited source file."""
+
+    path: str | None = None
+    if_missing: IfMissing = "synthetic"
+
+
+@dataclass(frozen=True)
+class SourcesConfig:
+    """Input files for the ingest jobs. ``None`` paths use the bundled synthetic generator."""
+
+    datasets_dir: str | None = None
+    sales: SalesSourceConfig = field(default_factory=SalesSourceConfig)
+    bank: FileSourceConfig = field(default_factory=FileSourceConfig)
+    rides: FileSourceConfig = field(default_factory=FileSourceConfig)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Sizes of the synthetic demo data (used when real files are absent)."""
+
+    seed: int = 42
+    stores: int = 20
+    start_date: str = "2013-01-01"
+    end_date: str = "2015-07-31"
+    bank_rows: int = 5_000
+    rides_rows: int = 20_000
+    rides_start_date: str = "2019-01-01"
+    rides_days: int = 31
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Validation budget and limits for the ingest jobs."""
+
+    bad_row_budget: float = 0.01
+    max_days_outside_period: int = 7
+    max_ride_hours: float = 24.0
+    limit_rows: int | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Per-run knobs.
+
+    ``revision`` is part of every output write's idempotency token: re-running a job for the same
+    run date with the same revision is a no-op; bump it to republish deliberately.
+    """
+
+    revision: int = 1
+
+
+@dataclass(frozen=True)
+class MlcoreConfig:
+    """The whole configuration of one job run."""
+
+    env: str
+    conf_dir: str
+    mlcore_home: str
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    tables: dict[str, TableConfig] = field(default_factory=dict)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# Sections a YAML file may set; env, conf_dir and mlcore_home come from the loader.
+CONFIG_SECTIONS = ("spark", "storage", "tables", "mlflow", "sources", "synthetic", "ingest", "run")

@@ -1,0 +1,118 @@
+"""``DeltaTables``: the one API jobs use for Delta tables, by logical name.
+
+Job and pipeline code never calls ``format("delta")`` or ``deltalake`` directly: the engine is
+picked once per session (config ``storage.delta_engine``: auto | spark | deltars) and recorded on
+the run, and every read's table version is remembered so tracking can log input versions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from mlcore.config.models import MlcoreConfig
+from mlcore.io.engines import (
+    DeltaRsEngine,
+    SparkDeltaEngine,
+    WriteMode,
+    WriteResult,
+    detect_engine,
+)
+from mlcore.io.errors import EngineUnavailableError
+from mlcore.io.predicates import Predicate
+from mlcore.io.tables import TableRef, WriteToken, resolve_table
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+__all__ = ["DeltaTables", "WriteResult"]
+
+
+class DeltaTables:
+    """Read, write and merge Delta tables by logical name on the session's engine."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        config: MlcoreConfig,
+        engine: str | None = None,
+        commit_metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        self.spark = spark
+        self.config = config
+        self.engine_name = detect_engine(spark, engine or config.storage.delta_engine)
+        if self.engine_name == "spark":
+            self._engine: DeltaRsEngine | SparkDeltaEngine = SparkDeltaEngine(spark)
+        else:
+            self._engine = DeltaRsEngine(
+                spark,
+                rows_per_row_group=config.storage.rows_per_row_group,
+                max_rows_per_file=config.storage.max_rows_per_file,
+            )
+        self.commit_metadata: dict[str, str] = dict(commit_metadata or {})
+        self.read_versions: dict[str, int | None] = {}
+        self.writes: list[WriteResult] = []
+
+    def ref(self, name: str) -> TableRef:
+        return resolve_table(self.config, name)
+
+    def version(self, name: str) -> int | None:
+        """Current table version, or ``None`` when the table does not exist yet."""
+        return self._engine.version(self.ref(name))
+
+    def exists(self, name: str) -> bool:
+        return self.version(name) is not None
+
+    def already_written(self, name: str, token: WriteToken) -> bool:
+        """True when ``token`` (or a later version of its app id) is already in the table.
+
+        Jobs call this before expensive work so that a replay costs nothing; the write itself
+        checks again at commit time.
+        """
+        applied = self._engine.transaction_version(self.ref(name), token.app_id)
+        return applied is not None and applied >= token.version
+
+    def read(
+        self, name: str, version: int | None = None, where: Predicate | None = None
+    ) -> DataFrame:
+        """Read a table (optionally at ``version``), filtered by an equality predicate."""
+        try:
+            df, resolved = self._engine.read(self.ref(name), version, where)
+        except Exception as exc:
+            if self.engine_name == "spark" and "DATA_SOURCE_NOT_FOUND" in str(exc):
+                raise EngineUnavailableError(
+                    "storage.delta_engine is 'spark' but this session has no Delta data source; "
+                    "add the Delta jars or use 'auto'/'deltars'"
+                ) from exc
+            raise
+        self.read_versions[name] = resolved
+        return df
+
+    def write(
+        self,
+        df: DataFrame,
+        name: str,
+        mode: WriteMode = "append",
+        replace_where: Predicate | None = None,
+        token: WriteToken | None = None,
+        merge_schema: bool = False,
+    ) -> WriteResult:
+        """Write ``df`` as one atomic commit.
+
+        Modes: ``append``; ``overwrite`` (the whole table); ``replace_where`` (exactly the rows
+        matching ``replace_where``; rows outside it are an error). With a ``token`` a replayed
+        write is a no-op. Schema mismatches are errors unless ``merge_schema`` adds new columns.
+        """
+        result = self._engine.write(
+            df, self.ref(name), mode, replace_where, token, merge_schema, self.commit_metadata
+        )
+        self.writes.append(result)
+        return result
+
+    def merge(
+        self, df: DataFrame, name: str, keys: Sequence[str], token: WriteToken | None = None
+    ) -> WriteResult:
+        """Upsert ``df`` on ``keys`` (update matches, insert the rest) in one commit."""
+        result = self._engine.merge(df, self.ref(name), keys, token, self.commit_metadata)
+        self.writes.append(result)
+        return result

@@ -1,0 +1,601 @@
+"""The two Delta engines behind ``DeltaTables``, and how one is chosen.
+
+- ``spark``: native ``format("delta")`` (clusters, or local Spark with the Delta jars).
+- ``deltars``: delta-rs (the ``deltalake`` package) for sessions without the jars. Reads are a
+  delta-rs file list + Spark's own parquet scan (partition values joined from the Delta log);
+  writes go through the distributed Python Data Source in ``deltars_writer``.
+
+Both engines apply the same schema checks and idempotency rules, so a job behaves the same on a
+laptop and on a cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any, Literal
+
+from mlcore.io.errors import (
+    DeltaIOError,
+    EngineUnavailableError,
+    ReplaceWhereViolation,
+    UnsupportedTableError,
+)
+from mlcore.io.predicates import (
+    Predicate,
+    partition_columns_only,
+    to_partition_filters,
+    to_spark_column,
+    to_sql,
+)
+from mlcore.io.schema import as_nullable, check_duplicate_columns, check_write_schema
+from mlcore.io.tables import TableRef, WriteToken, check_identifier
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
+
+log = logging.getLogger(__name__)
+
+WriteMode = Literal["append", "overwrite", "replace_where"]
+ENGINE_CONF_KEY = "mlcore.delta.engine"
+_READER_FEATURES_OK = {"timestampNtz", "v2Checkpoint", "deletionVectors", "vacuumProtocolCheck"}
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """Outcome of one write: the table version after it and whether it committed anything."""
+
+    table: str
+    engine: str
+    version: int | None
+    committed: bool
+    rows: int | None = None
+
+    @property
+    def skipped(self) -> bool:
+        return not self.committed
+
+
+# ----------------------------------------------------------------------------------------------
+# Engine detection
+# ----------------------------------------------------------------------------------------------
+def is_data_source_not_found(exc: BaseException) -> bool:
+    condition = None
+    for getter in ("getCondition", "getErrorClass"):
+        fn = getattr(exc, getter, None)
+        if callable(fn):
+            with contextlib.suppress(Exception):
+                condition = fn()
+            if condition:
+                break
+    if condition:
+        return condition == "DATA_SOURCE_NOT_FOUND"
+    text = str(exc)
+    return "DATA_SOURCE_NOT_FOUND" in text or "Failed to find data source: delta" in text
+
+
+def detect_engine(spark: SparkSession, preference: str = "auto") -> str:
+    """Resolve ``auto`` by probing ``format("delta")`` once per session.
+
+    The probe loads a path that does not exist: if the *data source* is missing Spark says
+    ``DATA_SOURCE_NOT_FOUND``; any other error means the format resolved, i.e. native Delta.
+    Deciding from ``import delta`` would be wrong: the Python package imports without the jars.
+    """
+    if preference in ("spark", "deltars"):
+        return preference
+    if preference != "auto":
+        raise ValueError(f"unknown delta engine {preference!r} (auto | spark | deltars)")
+    cached = spark.conf.get(ENGINE_CONF_KEY, None)
+    if cached in ("spark", "deltars"):
+        return cached
+    try:
+        spark.read.format("delta").load(f"/nonexistent/mlcore-delta-probe-{uuid.uuid4().hex}")
+        choice = "spark"
+    except Exception as exc:  # noqa: BLE001 - classification of the probe's failure
+        choice = "deltars" if is_data_source_not_found(exc) else "spark"
+    spark.conf.set(ENGINE_CONF_KEY, choice)
+    log.info("delta engine: %s", choice)
+    return choice
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:500] if text else type(exc).__name__
+
+
+# ----------------------------------------------------------------------------------------------
+# delta-rs engine
+# ----------------------------------------------------------------------------------------------
+class DeltaRsEngine:
+    """Delta through delta-rs, with Spark doing the scanning and the Parquet writing."""
+
+    name = "deltars"
+
+    def __init__(self, spark: SparkSession, rows_per_row_group: int, max_rows_per_file: int) -> None:
+        self.spark = spark
+        self.rows_per_row_group = rows_per_row_group
+        self.max_rows_per_file = max_rows_per_file
+        self._register_source()
+
+    def _register_source(self) -> None:
+        from mlcore.io.deltars_writer import DeltaRsDataSource
+
+        self.spark.dataSource.register(DeltaRsDataSource)
+
+    def open(self, table: TableRef, version: int | None = None) -> DeltaTable | None:
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            return DeltaTable(table.uri, version=version)
+        except TableNotFoundError:
+            return None
+
+    def version(self, table: TableRef) -> int | None:
+        dt = self.open(table)
+        return None if dt is None else dt.version()
+
+    def transaction_version(self, table: TableRef, app_id: str) -> int | None:
+        dt = self.open(table)
+        return None if dt is None else dt.transaction_version(app_id)
+
+    @staticmethod
+    def spark_schema(dt: DeltaTable) -> StructType:
+        from pyspark.sql.types import StructType
+
+        # Delta's schema JSON is Spark's StructType JSON.
+        return StructType.fromJson(json.loads(dt.schema().to_json()))
+
+    @staticmethod
+    def check_readable(dt: DeltaTable, name: str) -> None:
+        """Refuse tables a plain Parquet scan would read wrongly (instead of returning bad rows)."""
+        protocol = dt.protocol()
+        unknown = set(protocol.reader_features or []) - _READER_FEATURES_OK
+        if unknown:
+            raise UnsupportedTableError(
+                f"table {name!r} needs reader features {sorted(unknown)} that the delta-rs engine "
+                "cannot read through Spark; read it with native Delta"
+            )
+        mapping = dt.metadata().configuration.get("delta.columnMapping.mode", "none")
+        if mapping not in (None, "none"):
+            raise UnsupportedTableError(
+                f"table {name!r} uses column mapping ({mapping}); the delta-rs engine refuses it "
+                "rather than return physical column names"
+            )
+        if "deletionVectors" in (protocol.reader_features or []):
+            import pyarrow as pa
+
+            if pa.table(dt.deletion_vectors()).num_rows:
+                raise UnsupportedTableError(
+                    f"table {name!r} has live deletion vectors; a Parquet scan would return "
+                    "deleted rows. Purge them (REORG/optimize) or read with native Delta"
+                )
+
+    def read(self, table: TableRef, version: int | None = None, where: Predicate | None = None) -> tuple[DataFrame, int]:
+        import pyarrow as pa
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import StringType, StructField, StructType
+
+        dt = self.open(table, version)
+        if dt is None:
+            raise DeltaIOError(f"table {table.name!r} does not exist at {table.uri}")
+        self.check_readable(dt, table.name)
+        schema = self.spark_schema(dt)
+        partition_cols = list(dt.metadata().partition_columns)
+        prune = where if where and partition_columns_only(where, partition_cols) else None
+        uris = dt.file_uris(partition_filters=to_partition_filters(prune) if prune else None)
+        if not uris:
+            df = self.spark.createDataFrame([], schema)
+        else:
+            data_schema = StructType([f for f in schema.fields if f.name not in partition_cols])
+            df = self.spark.read.schema(data_schema).parquet(*uris)
+            if partition_cols:
+                actions = pa.table(dt.get_add_actions(flatten=True))
+                names = [PurePosixPath(p).name for p in actions.column("path").to_pylist()]
+                if len(set(names)) != len(names):
+                    raise UnsupportedTableError(
+                        f"table {table.name!r} has data files with the same name in different "
+                        "partitions; the delta-rs read path cannot attribute partition values"
+                    )
+                columns = [actions.column(f"partition.{c}").to_pylist() for c in partition_cols]
+                rows = [(name, *values) for name, *values in zip(names, *columns, strict=True)]
+                part_schema = StructType(
+                    [StructField("_mlcore_file", StringType(), False)]
+                    + [schema[c] for c in partition_cols]
+                )
+                values_df = self.spark.createDataFrame(rows, part_schema)
+                df = (
+                    df.withColumn("_mlcore_file", F.col("_metadata.file_name"))
+                    .join(F.broadcast(values_df), "_mlcore_file")
+                    .drop("_mlcore_file")
+                )
+            df = df.select(*[F.col(f"`{n}`") for n in schema.fieldNames()])
+        if where:
+            df = df.filter(to_spark_column(where))
+        return df, dt.version()
+
+    def write(
+        self,
+        df: DataFrame,
+        table: TableRef,
+        mode: WriteMode,
+        replace_where: Predicate | None,
+        token: WriteToken | None,
+        merge_schema: bool,
+        metadata: Mapping[str, str],
+    ) -> WriteResult:
+        from mlcore.io.deltars_writer import REPLACE_WHERE_MARKER, SOURCE_NAME, WriterOptions
+
+        dt = self.open(table)
+        before = None if dt is None else dt.version()
+        if token is not None and dt is not None:
+            applied = dt.transaction_version(token.app_id)
+            if applied is not None and applied >= token.version:
+                log.info("%s: already written by %s v%s; skipping", table.name, token.app_id, applied)
+                return WriteResult(table.name, self.name, before, committed=False)
+        check_duplicate_columns(table.name, df.schema)
+        if dt is not None:
+            partition_cols = list(dt.metadata().partition_columns)
+            if table.partition_by and list(table.partition_by) != partition_cols:
+                raise DeltaIOError(
+                    f"table {table.name!r} is partitioned by {partition_cols} but config says "
+                    f"{list(table.partition_by)}"
+                )
+            new_fields = check_write_schema(table.name, self.spark_schema(dt), df.schema, merge_schema)
+            if new_fields:
+                from deltalake.schema import Field
+
+                dt.alter.add_columns([Field.from_json(json.dumps(f.jsonValue())) for f in new_fields])
+                dt = self.open(table)
+            target = as_nullable(self.spark_schema(dt))
+            df = df.select(*[f"`{n}`" for n in target.fieldNames()])
+        else:
+            partition_cols = list(table.partition_by)
+            missing = [c for c in partition_cols if c not in df.columns]
+            if missing:
+                raise DeltaIOError(f"table {table.name!r}: partition columns {missing} not in data")
+            target = as_nullable(df.schema)
+
+        partition_filters = None
+        delta_mode = "append"
+        if mode == "overwrite":
+            delta_mode = "overwrite"
+        elif mode == "replace_where":
+            if not replace_where:
+                raise ValueError("mode 'replace_where' needs a replace_where predicate")
+            if not partition_columns_only(replace_where, partition_cols):
+                return self._replace_where_on_driver(df, table, dt, target, replace_where, token, metadata)
+            partition_filters = [list(f) for f in to_partition_filters(replace_where)]
+            delta_mode = "overwrite" if dt is not None else "append"
+        elif mode != "append":
+            raise ValueError(f"unknown write mode {mode!r}")
+
+        options = WriterOptions(
+            table_uri=table.uri,
+            table_schema_json=target.json(),
+            partition_by=partition_cols,
+            mode=delta_mode,
+            partition_filters=partition_filters,
+            app_id=token.app_id if token else None,
+            txn_version=token.version if token else None,
+            commit_metadata=dict(metadata),
+            rows_per_row_group=self.rows_per_row_group,
+            max_rows_per_file=self.max_rows_per_file,
+            write_id=uuid.uuid4().hex[:12],
+        ).to_options()
+        try:
+            df.write.format(SOURCE_NAME).mode("append").options(**options).save()
+        except Exception as exc:
+            text = str(exc)
+            if REPLACE_WHERE_MARKER in text:
+                detail = text.split(REPLACE_WHERE_MARKER + ": ", 1)[1].splitlines()[0]
+                raise ReplaceWhereViolation(f"table {table.name!r}: {detail}; nothing written") from None
+            raise DeltaIOError(
+                f"write to table {table.name!r} failed, table left at version {before}: {_short(exc)}"
+            ) from exc
+        return self._result(table, before)
+
+    def _result(self, table: TableRef, before: int | None) -> WriteResult:
+        dt = self.open(table)
+        after = None if dt is None else dt.version()
+        committed = after is not None and after != before
+        rows = None
+        if committed:
+            info = dt.history(1)[0]
+            rows = int(info["mlcore.rows"]) if "mlcore.rows" in info else None
+        return WriteResult(table.name, self.name, after, committed=committed, rows=rows)
+
+    def _commit_properties(self, token: WriteToken | None, metadata: Mapping[str, str], rows: int):
+        from deltalake.transaction import CommitProperties, Transaction
+
+        return CommitProperties(
+            custom_metadata=dict(metadata, **{"mlcore.rows": str(rows)}),
+            app_transactions=[Transaction(token.app_id, token.version)] if token else None,
+        )
+
+    def _collect_arrow(self, df: DataFrame, target: StructType):
+        from mlcore.io.deltars_writer import target_arrow_schema
+
+        return df.toArrow().cast(target_arrow_schema(target.json()))
+
+    def _replace_where_on_driver(
+        self,
+        df: DataFrame,
+        table: TableRef,
+        dt: DeltaTable | None,
+        target: StructType,
+        predicate: Predicate,
+        token: WriteToken | None,
+        metadata: Mapping[str, str],
+    ) -> WriteResult:
+        """Replace rows matching a predicate on non-partition columns (delta-rs on the driver).
+
+        delta-rs's transaction API can only replace whole partitions, so predicates on data
+        columns go through ``write_deltalake(predicate=...)``, which collects the new rows on the
+        driver: use partition columns in replace-where predicates for large outputs.
+        """
+        from deltalake import write_deltalake
+
+        outside = df.filter(~to_spark_column(predicate)).limit(1).collect()
+        if outside:
+            raise ReplaceWhereViolation(
+                f"table {table.name!r}: row {outside[0].asDict()} is outside the replace-where "
+                f"predicate {to_sql(predicate, 'spark')}; nothing written"
+            )
+        if dt is None:
+            return self.write(df, table, "append", None, token, False, metadata)
+        before = dt.version()
+        data = self._collect_arrow(df, target)
+        try:
+            write_deltalake(
+                dt,
+                data,
+                mode="overwrite",
+                predicate=to_sql(predicate, "deltars"),
+                commit_properties=self._commit_properties(token, metadata, data.num_rows),
+            )
+        except Exception as exc:
+            raise DeltaIOError(
+                f"replace-where write to {table.name!r} failed, table left at version {before}: "
+                f"{_short(exc)}"
+            ) from exc
+        return self._result(table, before)
+
+    def merge(
+        self,
+        df: DataFrame,
+        table: TableRef,
+        keys: Sequence[str],
+        token: WriteToken | None,
+        metadata: Mapping[str, str],
+    ) -> WriteResult:
+        """Upsert on ``keys`` (driver-side MERGE through delta-rs; the source is collected)."""
+        dt = self.open(table)
+        if dt is None:
+            return self.write(df, table, "append", None, token, False, metadata)
+        before = dt.version()
+        if token is not None:
+            applied = dt.transaction_version(token.app_id)
+            if applied is not None and applied >= token.version:
+                return WriteResult(table.name, self.name, before, committed=False)
+        target = as_nullable(self.spark_schema(dt))
+        check_write_schema(table.name, target, df.schema, merge_schema=False)
+        check_merge_source(df, table.name, keys)
+        data = self._collect_arrow(df.select(*[f"`{n}`" for n in target.fieldNames()]), target)
+        predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
+        try:
+            (
+                dt.merge(
+                    source=data,
+                    predicate=predicate,
+                    source_alias="s",
+                    target_alias="t",
+                    commit_properties=self._commit_properties(token, metadata, data.num_rows),
+                )
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute()
+            )
+        except Exception as exc:
+            raise DeltaIOError(
+                f"merge into {table.name!r} failed, table left at version {before}: {_short(exc)}"
+            ) from exc
+        return self._result(table, before)
+
+
+def check_merge_source(df: DataFrame, table_name: str, keys: Sequence[str]) -> None:
+    """MERGE needs non-null, unique keys in the source, or it fails (or worse) mid-commit."""
+    from pyspark.sql import functions as F
+
+    if not keys:
+        raise ValueError("merge needs at least one key column")
+    for key in keys:
+        check_identifier(key)
+        if key not in df.columns:
+            raise DeltaIOError(f"merge into {table_name!r}: key column {key!r} not in data")
+    null_keys = df.filter(F.greatest(*[F.col(k).isNull() for k in keys], F.lit(False))).limit(1).collect()
+    if null_keys:
+        raise DeltaIOError(f"merge into {table_name!r}: source has null keys, e.g. {null_keys[0].asDict()}")
+    dupes = df.groupBy(*keys).count().filter("count > 1").limit(1).collect()
+    if dupes:
+        raise DeltaIOError(
+            f"merge into {table_name!r}: source has duplicate keys, e.g. {dupes[0].asDict()}"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Native Spark Delta engine
+# ----------------------------------------------------------------------------------------------
+def native_write_plan(
+    table: TableRef,
+    mode: WriteMode,
+    replace_where: Predicate | None,
+    token: WriteToken | None,
+    merge_schema: bool,
+    metadata: Mapping[str, str],
+    table_exists: bool,
+) -> dict[str, Any]:
+    """The DataFrameWriter settings for a native Delta write (pure, so it is unit-tested).
+
+    Option names are Delta's own: ``txnAppId``/``txnVersion`` make the write idempotent (Delta
+    skips it when the table already holds that version), ``replaceWhere`` replaces exactly the
+    predicate's rows and rejects rows outside it, ``userMetadata`` lands in commitInfo.
+    """
+    options: dict[str, str] = {"userMetadata": json.dumps(dict(metadata), sort_keys=True)}
+    if token is not None:
+        options["txnAppId"] = token.app_id
+        options["txnVersion"] = str(token.version)
+    if merge_schema:
+        options["mergeSchema"] = "true"
+    if mode == "append":
+        spark_mode = "append"
+    elif mode == "overwrite":
+        spark_mode = "overwrite"
+    elif mode == "replace_where":
+        if not replace_where:
+            raise ValueError("mode 'replace_where' needs a replace_where predicate")
+        spark_mode = "overwrite"
+        options["replaceWhere"] = to_sql(replace_where, "spark")
+    else:
+        raise ValueError(f"unknown write mode {mode!r}")
+    return {
+        "format": "delta",
+        "mode": spark_mode,
+        "options": options,
+        "partition_by": list(table.partition_by) if not table_exists else [],
+        "target": ("table", table.catalog_name) if table.catalog_name else ("path", table.uri),
+    }
+
+
+def native_merge_condition(keys: Sequence[str]) -> str:
+    return " AND ".join(f"t.`{check_identifier(k)}` = s.`{k}`" for k in keys)
+
+
+class SparkDeltaEngine:
+    """Native ``format("delta")``: used wherever the Delta jars are on the classpath."""
+
+    name = "spark"
+
+    def __init__(self, spark: SparkSession) -> None:
+        self.spark = spark
+
+    def _delta_table(self, table: TableRef):
+        try:
+            from delta.tables import DeltaTable
+        except ImportError as exc:  # pragma: no cover - delta-spark is a dependency
+            raise EngineUnavailableError("delta-spark is not installed") from exc
+        if table.catalog_name:
+            return DeltaTable.forName(self.spark, table.catalog_name)
+        return DeltaTable.forPath(self.spark, table.uri)
+
+    def exists(self, table: TableRef) -> bool:
+        if table.catalog_name:
+            return bool(self.spark.catalog.tableExists(table.catalog_name))
+        from delta.tables import DeltaTable
+
+        return bool(DeltaTable.isDeltaTable(self.spark, table.uri))
+
+    def version(self, table: TableRef) -> int | None:
+        if not self.exists(table):
+            return None
+        return int(self._delta_table(table).history(1).select("version").first()[0])
+
+    def transaction_version(self, table: TableRef, app_id: str) -> int | None:
+        """Unknown here (no public txn API in delta-spark); Delta itself skips replayed txns."""
+        return None
+
+    def read(self, table: TableRef, version: int | None = None, where: Predicate | None = None) -> tuple[DataFrame, int | None]:
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        df = reader.table(table.catalog_name) if table.catalog_name else reader.load(table.uri)
+        if where:
+            df = df.filter(to_spark_column(where))
+        return df, version if version is not None else self.version(table)
+
+    def write(
+        self,
+        df: DataFrame,
+        table: TableRef,
+        mode: WriteMode,
+        replace_where: Predicate | None,
+        token: WriteToken | None,
+        merge_schema: bool,
+        metadata: Mapping[str, str],
+    ) -> WriteResult:
+        exists = self.exists(table)
+        before = self.version(table) if exists else None
+        check_duplicate_columns(table.name, df.schema)
+        if exists:
+            current = self.spark.read.format("delta")
+            current = (
+                current.table(table.catalog_name) if table.catalog_name else current.load(table.uri)
+            )
+            check_write_schema(table.name, current.schema, df.schema, merge_schema)
+            df = df.select(*[f"`{n}`" for n in current.columns], *[
+                f"`{n}`" for n in df.columns if n not in current.columns
+            ])
+        plan = native_write_plan(table, mode, replace_where, token, merge_schema, metadata, exists)
+        writer = df.write.format(plan["format"]).mode(plan["mode"]).options(**plan["options"])
+        if plan["partition_by"]:
+            writer = writer.partitionBy(*plan["partition_by"])
+        kind, target = plan["target"]
+        try:
+            if kind == "table":
+                writer.saveAsTable(target)
+            else:
+                writer.save(target)
+        except Exception as exc:
+            if "DELTA_REPLACE_WHERE_MISMATCH" in str(exc):
+                raise ReplaceWhereViolation(f"table {table.name!r}: {_short(exc)}") from None
+            raise DeltaIOError(
+                f"write to table {table.name!r} failed, table left at version {before}: {_short(exc)}"
+            ) from exc
+        after = self.version(table)
+        return WriteResult(table.name, self.name, after, committed=after != before)
+
+    @contextlib.contextmanager
+    def _session_txn(self, token: WriteToken | None) -> Iterator[None]:
+        """Delta reads txn ids for MERGE from session confs; set them for one statement only."""
+        keys = ("spark.databricks.delta.write.txnAppId", "spark.databricks.delta.write.txnVersion")
+        if token is None:
+            yield
+            return
+        self.spark.conf.set(keys[0], token.app_id)
+        self.spark.conf.set(keys[1], str(token.version))
+        try:
+            yield
+        finally:
+            for key in keys:
+                self.spark.conf.unset(key)
+
+    def merge(
+        self,
+        df: DataFrame,
+        table: TableRef,
+        keys: Sequence[str],
+        token: WriteToken | None,
+        metadata: Mapping[str, str],
+    ) -> WriteResult:
+        if not self.exists(table):
+            return self.write(df, table, "append", None, token, False, metadata)
+        before = self.version(table)
+        check_merge_source(df, table.name, keys)
+        with self._session_txn(token):
+            (
+                self._delta_table(table)
+                .alias("t")
+                .merge(df.alias("s"), native_merge_condition(keys))
+                .whenMatchedUpdateAll()
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+        after = self.version(table)
+        return WriteResult(table.name, self.name, after, committed=after != before)

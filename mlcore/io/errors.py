@@ -1,0 +1,21 @@
+"""Errors raised by the Delta IO layer; each message says what to change."""
+
+
+class DeltaIOError(RuntimeError):
+    """A Delta read or write could not be done; the table is unchanged."""
+
+
+class SchemaMismatchError(DeltaIOError):
+    """The data's columns or types do not match the table's schema."""
+
+
+class ReplaceWhereViolation(DeltaIOError):
+    """Rows outside a replace-where predicate were about to be written."""
+
+
+class UnsupportedTableError(DeltaIOError):
+    """The table uses a feature this engine cannot read or write correctly."""
+
+
+class EngineUnavailableError(DeltaIOError):
+    """The configured Delta engine is not available in this Spark session."""

@@ -1,0 +1,96 @@
+"""Schema enforcement shared by both engines.
+
+delta-rs's low-level transaction API checks nothing (an extra column is silently dropped, a
+string is accepted into a double column), so every write is checked here first, and native
+Delta gets the same rules and the same messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql.types import DataType, StructField, StructType
+
+from mlcore.io.errors import SchemaMismatchError
+
+
+@dataclass(frozen=True)
+class SchemaDiff:
+    missing: list[str]
+    extra: list[StructField]
+    type_mismatches: list[tuple[str, str, str]]  # (column, table type, data type)
+    case_conflicts: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.extra or self.type_mismatches or self.case_conflicts)
+
+
+def _same_type(left: DataType, right: DataType) -> bool:
+    """Type equality ignoring nullability (at any depth)."""
+    return _strip_nullability(left) == _strip_nullability(right)
+
+
+def _strip_nullability(tp: DataType) -> str:
+    return tp.simpleString()
+
+
+def diff_schemas(table: StructType, data: StructType) -> SchemaDiff:
+    table_fields = {f.name: f for f in table.fields}
+    data_fields = {f.name: f for f in data.fields}
+    lower_table = {name.lower(): name for name in table_fields}
+    case_conflicts = [
+        name
+        for name in data_fields
+        if name not in table_fields and name.lower() in lower_table
+    ]
+    missing = [name for name in table_fields if name not in data_fields]
+    extra = [
+        f for name, f in data_fields.items() if name not in table_fields and name not in case_conflicts
+    ]
+    mismatches = [
+        (name, table_fields[name].dataType.simpleString(), f.dataType.simpleString())
+        for name, f in data_fields.items()
+        if name in table_fields and not _same_type(table_fields[name].dataType, f.dataType)
+    ]
+    return SchemaDiff(missing, extra, mismatches, case_conflicts)
+
+
+def check_write_schema(
+    table_name: str, table: StructType, data: StructType, merge_schema: bool
+) -> list[StructField]:
+    """Raise on any mismatch; return the new columns to add when ``merge_schema`` is set."""
+    diff = diff_schemas(table, data)
+    problems = []
+    if diff.missing:
+        problems.append(f"missing columns {diff.missing}")
+    if diff.case_conflicts:
+        problems.append(f"columns differing only in case from the table's: {diff.case_conflicts}")
+    if diff.type_mismatches:
+        problems.append(
+            "type mismatches "
+            + ", ".join(f"{c}: table {t} vs data {d}" for c, t, d in diff.type_mismatches)
+        )
+    if diff.extra and not merge_schema:
+        problems.append(
+            f"extra columns {[f.name for f in diff.extra]} (set merge_schema to add them)"
+        )
+    if problems:
+        raise SchemaMismatchError(f"schema mismatch writing table {table_name!r}: " + "; ".join(problems))
+    return diff.extra
+
+
+def check_duplicate_columns(table_name: str, data: StructType) -> None:
+    seen: dict[str, str] = {}
+    for name in data.fieldNames():
+        if name.lower() in seen:
+            raise SchemaMismatchError(
+                f"writing table {table_name!r}: columns {seen[name.lower()]!r} and {name!r} "
+                "differ only in case"
+            )
+        seen[name.lower()] = name
+
+
+def as_nullable(schema: StructType) -> StructType:
+    """New tables get nullable columns (as native Delta creates them)."""
+    return StructType([StructField(f.name, f.dataType, True, f.metadata) for f in schema.fields])

@@ -1,0 +1,84 @@
+"""Logical table names -> physical locations, and write idempotency tokens."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from mlcore.config.models import MlcoreConfig
+
+_URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^dbfs:")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """A resolved table: its logical name, storage URI and (optional) catalog name."""
+
+    name: str
+    uri: str
+    catalog_name: str | None = None
+    partition_by: tuple[str, ...] = ()
+
+    @property
+    def is_local(self) -> bool:
+        return not _URI.match(self.uri) or self.uri.startswith("file://")
+
+    @property
+    def local_path(self) -> Path:
+        return Path(self.uri.removeprefix("file://"))
+
+
+@dataclass(frozen=True)
+class WriteToken:
+    """Idempotency token recorded atomically with a write (Delta ``txn`` action).
+
+    A write whose table already holds ``version`` (or a later one) for ``app_id`` is skipped,
+    so re-running a job for the same run date adds no table version.
+    """
+
+    app_id: str
+    version: int
+
+    @classmethod
+    def for_job(cls, job: str, run_date: date, revision: int = 1, part: str = "") -> WriteToken:
+        """Token derived from job + run date (+ part for jobs writing one table twice).
+
+        The run date is in the app id rather than the version so that backfilling an earlier
+        date is never mistaken for a replay of a later one.
+        """
+        suffix = f":{part}" if part else ""
+        return cls(app_id=f"mlcore:{job}:{run_date.isoformat()}{suffix}", version=revision)
+
+
+def check_identifier(name: str, what: str = "column") -> str:
+    """Reject names that could smuggle SQL into predicates or paths."""
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"invalid {what} name {name!r}: use letters, digits and '_'")
+    return name
+
+
+def resolve_table(config: MlcoreConfig, name: str) -> TableRef:
+    """Resolve a logical table name through ``tables`` and ``storage.lake_root``."""
+    if name not in config.tables:
+        raise KeyError(
+            f"unknown logical table {name!r}; configured tables: {', '.join(sorted(config.tables))}"
+        )
+    table = config.tables[name]
+    for column in table.partition_by:
+        check_identifier(column)
+    raw = table.path or name
+    if _URI.match(raw) or raw.startswith("/"):
+        uri = raw
+    else:
+        root = config.storage.lake_root.rstrip("/")
+        if ".." in Path(raw).parts:
+            raise ValueError(f"tables.{name}.path {raw!r} must not leave the lake root")
+        uri = f"{root}/{raw}"
+    if not _URI.match(uri):
+        uri = str(Path(uri).resolve())
+    return TableRef(
+        name=name, uri=uri, catalog_name=table.catalog_name, partition_by=tuple(table.partition_by)
+    )

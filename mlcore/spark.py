@@ -1,0 +1,66 @@
+"""Spark session factory.
+
+Embedded runs (``python jobs/x.py`` on a laptop or in CI) get a local master and the settings
+from ``spark.conf``. Under spark-submit, on Databricks or EMR the cluster owns the session: we only
+call ``getOrCreate`` and never set a master, so cluster settings are not overridden.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from mlcore.config.models import SparkConfig
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+# Settings that only take effect when the JVM starts; ignored (with a note) on a running cluster.
+_LAUNCH_ONLY = ("spark.driver.memory", "spark.driver.cores", "spark.executor.memory")
+
+
+def is_managed_runtime(environ: dict[str, str] | None = None) -> bool:
+    """True under spark-submit (the gateway env vars), on Databricks, or on an existing context."""
+    env = os.environ if environ is None else environ
+    if env.get("PYSPARK_GATEWAY_PORT") or env.get("DATABRICKS_RUNTIME_VERSION"):
+        return True
+    from pyspark import SparkContext
+
+    return SparkContext._active_spark_context is not None
+
+
+def conf_value(value: object) -> str:
+    """Spark conf values are strings; YAML booleans become 'true'/'false'."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def get_spark(config: SparkConfig, app_name: str) -> SparkSession:
+    """Return the session for a job: embedded local Spark, or the cluster's own session."""
+    from pyspark.sql import SparkSession
+
+    managed = is_managed_runtime()
+    builder = SparkSession.builder.appName(f"{config.app_name_prefix}-{app_name}")
+    if not managed and config.master:
+        # Embedded run: Python workers must use this interpreter (and so this venv).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        builder = builder.master(config.master)
+        for key, value in config.conf.items():
+            builder = builder.config(key, conf_value(value))
+    spark = builder.getOrCreate()
+    if managed:
+        # Runtime (SQL) settings still apply on a cluster; launch-time ones cannot.
+        for key, value in config.conf.items():
+            if key in _LAUNCH_ONLY:
+                continue
+            try:
+                spark.conf.set(key, conf_value(value))
+            except Exception as exc:  # noqa: BLE001 - static confs are refused at runtime
+                log.debug("not applying %s on a running session: %s", key, exc)
+    spark.sparkContext.setLogLevel(config.log_level)
+    return spark

@@ -1,0 +1,50 @@
+"""Packaging for mlcore.
+
+Upper bounds are deliberate: pyspark is capped below 4.3 because delta-spark 4.4 declares
+``pyspark<=4.2``; pandas below 3 because pyspark 4.2 does not fully support pandas 3;
+the other caps are the next major version, whose APIs we have not tested.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+_VERSION = {}
+exec(Path("mlcore/_version.py").read_text(), _VERSION)  # single-source version, no import
+
+setup(
+    name="mlcore",
+    version=_VERSION["__version__"],
+    description="Spark-based platform for large-scale batch machine learning on Delta tables",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10,<3.14",
+    packages=find_packages(include=["mlcore", "mlcore.*"]),
+    package_data={"mlcore": ["py.typed"]},
+    install_requires=[
+        "pyspark>=4.0.1,<4.3",
+        "delta-spark>=4.0.0,<4.5",
+        "deltalake>=1.1,<2",
+        "mlflow>=3.1,<4",
+        "pandas>=2.2,<3",
+        "numpy>=1.26,<3",
+        "pyarrow>=15,<27",
+        "prophet>=1.1.5,<2",
+        "scikit-learn>=1.5,<2",
+        "imbalanced-learn>=0.12,<1",
+        "PyYAML>=6,<7",
+        "matplotlib>=3.8,<4",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8,<10",
+            "ruff>=0.6,<1",
+        ],
+    },
+    entry_points={"console_scripts": ["mlcore=mlcore.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
