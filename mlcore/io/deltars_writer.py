@@ -117,7 +117,7 @@ def target_arrow_schema(schema_json: str) -> pa.Schema:
     from pyspark.sql.types import StructType
 
     spark_schema = StructType.fromJson(json.loads(schema_json))
-    arrow = to_arrow_schema(spark_schema)
+    arrow = to_arrow_schema(spark_schema, timezone="UTC")
     # Delta "timestamp" is UTC-adjusted microseconds; every field stays nullable.
     fields = []
     for f in arrow:

@@ -189,7 +189,13 @@ class DeltaRsEngine:
         self.check_readable(dt, table.name)
         schema = self.spark_schema(dt)
         partition_cols = list(dt.metadata().partition_columns)
-        prune = where if where and partition_columns_only(where, partition_cols) else None
+        prune = (
+            where
+            if where
+            and partition_columns_only(where, partition_cols)
+            and all(v is not None for v in where.values())
+            else None
+        )
         uris = dt.file_uris(partition_filters=to_partition_filters(prune) if prune else None)
         if not uris:
             df = self.spark.createDataFrame([], schema)
@@ -231,6 +237,8 @@ class DeltaRsEngine:
         merge_schema: bool,
         metadata: Mapping[str, str],
     ) -> WriteResult:
+        from pyspark.sql.types import StructType
+
         from mlcore.io.deltars_writer import REPLACE_WHERE_MARKER, SOURCE_NAME, WriterOptions
 
         dt = self.open(table)
@@ -252,7 +260,9 @@ class DeltaRsEngine:
             if new_fields:
                 from deltalake.schema import Field
 
-                dt.alter.add_columns([Field.from_json(json.dumps(f.jsonValue())) for f in new_fields])
+                # Added columns must be nullable: existing rows have no value for them.
+                nullable = as_nullable(StructType(new_fields)).fields
+                dt.alter.add_columns([Field.from_json(json.dumps(f.jsonValue())) for f in nullable])
                 dt = self.open(table)
             target = as_nullable(self.spark_schema(dt))
             df = df.select(*[f"`{n}`" for n in target.fieldNames()])

@@ -1,0 +1,31 @@
+"""Ingest the UCI bank-marketing file (';'-separated) into Delta.
+
+    Reads:  sources.bank.path (bank-full.csv layout)
+    Writes: bank (+ bank_quarantine with a reason per bad row)
+
+Bad rows are quarantined, never dropped; a batch whose bad-row share exceeds
+ingest.bad_row_budget fails before any table is written. Re-running for the same run date is a
+no-op (idempotent writes).
+
+Examples:
+    python jobs/ingest_bank.py --env local --run-date 2010-12-01
+    python -m mlcore run ingest_bank --env local --run-date 2010-12-01 --set ingest.bad_row_budget=0.05
+    ./spark-submit.sh ingest_bank --env emr --run-date 2010-12-01
+    Databricks spark_python_task: python_file=jobs/ingest_bank.py,
+        parameters=["--env", "databricks", "--run-date", "2010-12-01"]
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from mlcore.runner import run_job
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_job("ingest_bank", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""The fixed registry of jobs (no import-by-arbitrary-name from the command line)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    module: str
+    summary: str
+
+
+JOBS: dict[str, JobSpec] = {
+    spec.name: spec
+    for spec in (
+        JobSpec(
+            "ingest_sales",
+            "mlcore.pipelines.ingest_sales",
+            "Rossmann train.csv + store.csv -> Delta sales, stores (+ quarantine)",
+        ),
+        JobSpec(
+            "ingest_bank",
+            "mlcore.pipelines.ingest_bank",
+            "UCI bank marketing CSV -> Delta bank (+ quarantine)",
+        ),
+        JobSpec(
+            "ingest_rides",
+            "mlcore.pipelines.ingest_rides",
+            "NYC TLC yellow trip CSV -> Delta rides by pickup_date (+ quarantine)",
+        ),
+    )
+}

@@ -1,0 +1,56 @@
+"""What a pipeline receives from the job runner, and what it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from mlcore.config.models import MlcoreConfig
+from mlcore.io.engines import WriteResult
+from mlcore.io.tables import WriteToken
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from mlcore.io.delta import DeltaTables
+
+
+class JobFailed(RuntimeError):
+    """An expected failure (a gate, a budget, bad input): the job exits non-zero with this reason."""
+
+
+@dataclass
+class JobContext:
+    """Everything one job run needs; built on the driver by ``mlcore.runner``."""
+
+    job: str
+    config: MlcoreConfig
+    spark: SparkSession
+    tables: DeltaTables
+    run_date: date
+    run_id: str
+    dry_run: bool = False
+    artifacts: dict[str, str] = field(default_factory=dict)  # name -> text, logged by the runner
+
+    def token(self, part: str = "") -> WriteToken:
+        """Idempotency token for this job's writes for this run date (and config revision)."""
+        return WriteToken.for_job(self.job, self.run_date, self.config.run.revision, part)
+
+    def output_columns(self) -> dict[str, Any]:
+        """Values every output row carries: the run id and the run date."""
+        return {"run_id": self.run_id, "run_date": self.run_date}
+
+
+@dataclass
+class JobSummary:
+    """What a pipeline reports: metrics (logged to MLflow) and rows for the closing table."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    lines: list[tuple[str, str]] = field(default_factory=list)
+    writes: list[WriteResult] = field(default_factory=list)
+
+    def add(self, label: str, value: Any, metric: str | None = None) -> None:
+        self.lines.append((label, f"{value:,}" if isinstance(value, int) else str(value)))
+        if metric is not None and isinstance(value, (int, float)):
+            self.metrics[metric] = float(value)

@@ -1,0 +1,153 @@
+"""The job runner behind every ``jobs/<job>.py`` and ``python -m mlcore run <job>``.
+
+It parses the standard flags, loads config, gets Spark, opens the MLflow run, calls the job's
+pipeline and turns the outcome into an exit code: 0 on success, 1 when the job failed (with a
+one-line reason), 2 for bad arguments or config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from datetime import date, datetime, timezone
+
+import yaml
+
+from mlcore.config.loader import ConfigError, config_as_flat_dict, load_config
+from mlcore.job_catalog import JOBS
+from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+
+log = logging.getLogger("mlcore.runner")
+
+
+def parse_run_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid run date {text!r}: expected YYYY-MM-DD") from None
+
+
+def build_parser(job: str) -> argparse.ArgumentParser:
+    spec = JOBS[job]
+    parser = argparse.ArgumentParser(
+        prog=job,
+        description=spec.summary,
+        allow_abbrev=False,
+        epilog=f"Example: python jobs/{job}.py --env local --run-date 2015-06-14",
+    )
+    parser.add_argument("--env", help="config env (default: $MLCORE_ENV, else 'local')")
+    parser.add_argument("--conf-dir", help="config folder (default: ./conf)")
+    parser.add_argument(
+        "--run-date",
+        type=parse_run_date,
+        default=None,
+        help="as-of date YYYY-MM-DD (default: today, UTC); inputs strictly before it are used",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set ingest.bad_row_budget=0.05 (repeatable)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="validate and compute, but write no outputs"
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def _format_summary(job: str, ctx: JobContext, summary: JobSummary, wall: float) -> str:
+    header = (
+        f"== {job} run_date={ctx.run_date} env={ctx.config.env} "
+        f"engine={ctx.tables.engine_name} run_id={ctx.run_id}"
+        + (" (dry run)" if ctx.dry_run else "")
+        + " =="
+    )
+    lines = list(summary.lines)
+    for write in summary.writes:
+        state = f"v{write.version}" + ("" if write.committed else " (unchanged: already written)")
+        lines.append((f"table {write.table}", state))
+    lines.append(("wall time", f"{wall:.1f} s"))
+    width = max(len(label) for label, _ in lines)
+    return "\n".join([header] + [f"  {label:<{width}}  {value}" for label, value in lines])
+
+
+def run_job(job: str, argv: Sequence[str] | None = None) -> int:
+    """Run one job; returns the process exit code."""
+    from mlcore.logging_setup import setup_logging
+
+    parser = build_parser(job)
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # argparse already printed the usage error
+        return int(exc.code or 0)
+    setup_logging(args.log_level)
+    run_date = args.run_date or datetime.now(timezone.utc).date()
+    try:
+        config = load_config(args.env, args.conf_dir, args.overrides)
+    except ConfigError as exc:
+        print(f"{job}: config error: {exc}", file=sys.stderr)
+        return 2
+    pipeline = importlib.import_module(JOBS[job].module).run
+
+    from mlcore.io import DeltaTables
+    from mlcore.spark import get_spark
+    from mlcore.tracking import job_run
+    from mlcore.tracking.runs import TAG_ENGINE, safe_params
+
+    started = time.perf_counter()
+    try:
+        spark = get_spark(config.spark, job)
+        tables = DeltaTables(spark, config)
+        with job_run(config, job, run_date) as run:
+            tables.commit_metadata.update(
+                {
+                    "mlcore.job": job,
+                    "mlcore.env": config.env,
+                    "mlcore.run_id": run.run_id,
+                    "mlcore.run_date": run_date.isoformat(),
+                }
+            )
+            run.set_tags({TAG_ENGINE: tables.engine_name, "mlcore.dry_run": args.dry_run})
+            run.log_params(safe_params(config_as_flat_dict(_public_config(config))))
+            ctx = JobContext(
+                job=job,
+                config=config,
+                spark=spark,
+                tables=tables,
+                run_date=run_date,
+                run_id=run.run_id,
+                dry_run=args.dry_run,
+            )
+            summary = pipeline(ctx)
+            wall = time.perf_counter() - started
+            summary.writes = summary.writes or list(tables.writes)
+            run.set_tags({f"mlcore.input.{k}.version": v for k, v in tables.read_versions.items()})
+            run.set_tags({f"mlcore.output.{w.table}.version": w.version for w in summary.writes})
+            run.log_metrics({**summary.metrics, "job_wall_seconds": wall})
+            run.log_text(yaml.safe_dump(_public_config(config), sort_keys=False), "config/resolved.yml")
+            for name, text in ctx.artifacts.items():
+                run.log_text(text, name)
+    except JobFailed as exc:
+        log.error("%s failed: %s", job, exc)
+        print(f"{job}: FAILED: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the job's exit code is the contract
+        log.exception("%s crashed", job)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"{job}: FAILED: {type(exc).__name__}: {first[:500]}", file=sys.stderr)
+        return 1
+    print(_format_summary(job, ctx, summary, wall))
+    return 0
+
+
+def _public_config(config) -> dict:
+    """The resolved config as plain data (for params and the resolved-config artifact)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,202 @@
+"""MLflow runs for jobs (driver only).
+
+One MLflow run per (job, env, run date, revision): a rerun for the same run date resumes the
+same run instead of creating a duplicate, so output rows keep a stable ``run_id``. The embedded
+default is a sqlite store and artifact folder under ``$MLCORE_HOME/mlflow``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from mlcore._version import __version__
+from mlcore.config.models import MlcoreConfig
+
+log = logging.getLogger(__name__)
+
+TAG_JOB = "mlcore.job"
+TAG_ENV = "mlcore.env"
+TAG_RUN_DATE = "mlcore.run_date"
+TAG_REVISION = "mlcore.revision"
+TAG_VERSION = "mlcore.version"
+TAG_GIT_SHA = "mlcore.git_sha"
+TAG_ENGINE = "mlcore.delta_engine"
+TAG_ATTEMPTS = "mlcore.attempts"
+TAG_STATUS = "mlcore.status"
+_MAX_PARAM_LENGTH = 6000
+# Config keys whose values may hold credentials or hosts; never logged as params.
+_SECRET_HINTS = ("password", "secret", "token", "credential", "key_id", "access_key")
+
+
+@dataclass(frozen=True)
+class TrackingUris:
+    tracking_uri: str
+    registry_uri: str
+    artifact_location: str | None
+
+
+def resolve_uris(config: MlcoreConfig) -> TrackingUris:
+    """Configured URIs, or the embedded sqlite store under ``$MLCORE_HOME/mlflow``."""
+    settings = config.mlflow
+    root = Path(config.mlcore_home) / "mlflow"
+    tracking = settings.tracking_uri
+    artifacts = settings.artifact_location
+    if tracking is None:
+        root.mkdir(parents=True, exist_ok=True)
+        tracking = f"sqlite:///{root / 'mlflow.db'}"
+        artifacts = artifacts or (root / "artifacts").as_uri()
+    registry = settings.registry_uri or tracking
+    return TrackingUris(tracking, registry, artifacts)
+
+
+def configure_mlflow(config: MlcoreConfig) -> TrackingUris:
+    import mlflow
+
+    uris = resolve_uris(config)
+    mlflow.set_tracking_uri(uris.tracking_uri)
+    mlflow.set_registry_uri(uris.registry_uri)
+    return uris
+
+
+def experiment_name(config: MlcoreConfig, job: str) -> str:
+    return f"{config.mlflow.experiment_root.rstrip('/')}/{job}"
+
+
+def git_sha(repo_root: Path | None = None) -> str | None:
+    """The code version if known: ``MLCORE_GIT_SHA`` (set by deploy scripts) or git itself."""
+    if os.environ.get("MLCORE_GIT_SHA"):
+        return os.environ["MLCORE_GIT_SHA"]
+    root = repo_root or Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def deterministic_run_id(job: str, env: str, run_date: date, revision: int) -> str:
+    """Run id used when MLflow is disabled: stable for the same job run identity."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"mlcore/{env}/{job}/{run_date}/{revision}").hex
+
+
+def safe_params(flat: Mapping[str, Any]) -> dict[str, str]:
+    """Flattened config as MLflow params, without anything that looks like a credential."""
+    params = {}
+    for key, value in flat.items():
+        if any(hint in key.lower() for hint in _SECRET_HINTS):
+            continue
+        text = "" if value is None else str(value)
+        params[key] = text[:_MAX_PARAM_LENGTH]
+    return params
+
+
+class JobRun:
+    """Handle the runner passes around: the run id plus driver-side logging helpers."""
+
+    def __init__(self, run_id: str, enabled: bool) -> None:
+        self.run_id = run_id
+        self.enabled = enabled
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if self.enabled:
+            import mlflow
+
+            mlflow.set_tags({k: str(v) for k, v in tags.items() if v is not None})
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        if self.enabled and metrics:
+            import mlflow
+
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        if not self.enabled:
+            return
+        import mlflow
+
+        existing = mlflow.get_run(self.run_id).data.params
+        fresh = {k: v for k, v in params.items() if k not in existing}
+        changed = sorted(k for k, v in params.items() if k in existing and existing[k] != v)
+        if changed:
+            # MLflow params are immutable: a resumed run with different config says so loudly.
+            log.warning("config changed since this run's first attempt: %s", ", ".join(changed))
+            mlflow.set_tag("mlcore.config_changed_keys", ",".join(changed)[:5000])
+        items = list(fresh.items())
+        for start in range(0, len(items), 100):
+            mlflow.log_params(dict(items[start : start + 100]))
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        if self.enabled:
+            import mlflow
+
+            mlflow.log_text(text, artifact_file)
+
+
+@contextlib.contextmanager
+def job_run(config: MlcoreConfig, job: str, run_date: date) -> Iterator[JobRun]:
+    """Open (or resume) the MLflow run for this job run; close it FINISHED or FAILED."""
+    revision = config.run.revision
+    if not config.mlflow.enabled:
+        yield JobRun(deterministic_run_id(job, config.env, run_date, revision), enabled=False)
+        return
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uris = configure_mlflow(config)
+    name = experiment_name(config, job)
+    client = MlflowClient(tracking_uri=uris.tracking_uri, registry_uri=uris.registry_uri)
+    experiment = client.get_experiment_by_name(name)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else client.create_experiment(name, artifact_location=uris.artifact_location)
+    )
+    identity = (
+        f"tags.`{TAG_JOB}` = '{job}' AND tags.`{TAG_ENV}` = '{config.env}' AND "
+        f"tags.`{TAG_RUN_DATE}` = '{run_date.isoformat()}' AND tags.`{TAG_REVISION}` = '{revision}'"
+    )
+    previous = client.search_runs([experiment_id], filter_string=identity, max_results=1)
+    if previous:
+        run = mlflow.start_run(run_id=previous[0].info.run_id)
+        attempts = int(previous[0].data.tags.get(TAG_ATTEMPTS, "1")) + 1
+    else:
+        run = mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"{job}-{run_date.isoformat()}"
+        )
+        attempts = 1
+    handle = JobRun(run.info.run_id, enabled=True)
+    handle.set_tags(
+        {
+            TAG_JOB: job,
+            TAG_ENV: config.env,
+            TAG_RUN_DATE: run_date.isoformat(),
+            TAG_REVISION: revision,
+            TAG_VERSION: __version__,
+            TAG_GIT_SHA: git_sha(),
+            TAG_ATTEMPTS: attempts,
+            TAG_STATUS: "running",
+        }
+    )
+    status = "FAILED"
+    try:
+        yield handle
+        status = "FINISHED"
+    finally:
+        handle.set_tags({TAG_STATUS: status.lower()})
+        mlflow.end_run(status=status)
