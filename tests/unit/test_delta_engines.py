@@ -211,3 +211,37 @@ def test_native_merge_sets_txn_confs_only_for_the_statement(spark):
         assert session.conf["spark.databricks.delta.write.txnAppId"] == TOKEN.app_id
         assert session.conf["spark.databricks.delta.write.txnVersion"] == "1"
     assert "spark.databricks.delta.write.txnAppId" not in session.conf
+
+
+class _FakeDeltaTable:
+    """Stands in for deltalake.DeltaTable in the read gates (live DVs can't be made here)."""
+
+    def __init__(self, reader_features=None, configuration=None, dv_rows=0):
+        import pyarrow as pa
+
+        self._protocol = type("P", (), {"reader_features": reader_features})()
+        self._metadata = type("M", (), {"configuration": configuration or {}})()
+        self._dvs = pa.table({"filepath": ["f"] * dv_rows})
+
+    def protocol(self):
+        return self._protocol
+
+    def metadata(self):
+        return self._metadata
+
+    def deletion_vectors(self):
+        return self._dvs
+
+
+def test_read_gates_refuse_tables_a_parquet_scan_would_misread():
+    from mlcore.io.engines import DeltaRsEngine
+    from mlcore.io.errors import UnsupportedTableError
+
+    DeltaRsEngine.check_readable(_FakeDeltaTable(), "t")
+    DeltaRsEngine.check_readable(_FakeDeltaTable(["deletionVectors", "timestampNtz"]), "t")
+    with pytest.raises(UnsupportedTableError, match="live deletion vectors"):
+        DeltaRsEngine.check_readable(_FakeDeltaTable(["deletionVectors"], dv_rows=2), "t")
+    with pytest.raises(UnsupportedTableError, match="column mapping"):
+        DeltaRsEngine.check_readable(_FakeDeltaTable(configuration={"delta.columnMapping.mode": "name"}), "t")
+    with pytest.raises(UnsupportedTableError, match="typeWidening"):
+        DeltaRsEngine.check_readable(_FakeDeltaTable(["typeWidening"]), "t")

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtualenv and install mlcore into it (editable, with the dev
+# tools). Re-running is cheap: it reinstalls only when setup.py changed.
+#   MLCORE_VENV  where the venv lives (default: ./.venv)
+#   PYTHON       the interpreter to build it from (default: python3; 3.10-3.13)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${MLCORE_VENV:-$ROOT/.venv}"
+BASE_PYTHON="${PYTHON:-python3}"
+
+if ! command -v java >/dev/null 2>&1; then
+  echo "setup_env: Java 17 is required by Spark (e.g. apt-get install -y openjdk-17-jre-headless)" >&2
+  exit 1
+fi
+if [[ ! -x "$VENV/bin/python" ]]; then
+  echo "setup_env: creating $VENV"
+  "$BASE_PYTHON" -m venv "$VENV"
+fi
+STAMP="$VENV/.mlcore-installed"
+WANT="$(cat "$ROOT/setup.py" | sha256sum | cut -c1-16)"
+if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT" ]]; then
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip setuptools wheel
+  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev]"
+  echo "$WANT" > "$STAMP"
+fi
+echo "setup_env: ready ($("$VENV/bin/python" -c 'import mlcore, pyspark; print("mlcore", mlcore.__version__, "pyspark", pyspark.__version__)'))"

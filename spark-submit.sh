@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Run an mlcore job through spark-submit, locally or on a cluster.
+#
+#   ./spark-submit.sh [launcher options] <job> [job args...]
+#
+# Launcher options (before the job name):
+#   --master URL           Spark master (default: $MLCORE_SPARK_MASTER, else local[2])
+#   --deploy-mode MODE     client (default) or cluster
+#   --conf KEY=VALUE       extra Spark conf (repeatable)
+#   --with-delta           add the Delta Lake package and its SQL extension/catalog confs
+#                          (needs Maven Central or a proxy; Databricks/EMR-with-Delta don't need it)
+#   --delta-package COORD  Maven coordinate to use instead of the derived one
+#   --archives ARCHIVE     e.g. venv.tar.gz#environment for native deps (Prophet, numpy), with
+#   --python PATH          the executors' Python, e.g. ./environment/bin/python
+#   --print-command        print the spark-submit command instead of running it
+#
+# The package is shipped as dist/mlcore.zip (--py-files) and conf/ as dist/conf.zip
+# (--archives ...#conf), so executors and a cluster-mode driver never rely on the submitting
+# machine's working directory. Job args (--env, --run-date, --set, --dry-run) pass through.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+MASTER="${MLCORE_SPARK_MASTER:-local[2]}"
+DEPLOY_MODE="client"
+WITH_DELTA=0
+DELTA_PACKAGE=""
+PRINT_ONLY=0
+EXECUTOR_PYTHON=""
+EXTRA=()
+
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --master) MASTER="$2"; shift 2 ;;
+    --deploy-mode) DEPLOY_MODE="$2"; shift 2 ;;
+    --conf) EXTRA+=(--conf "$2"); shift 2 ;;
+    --with-delta) WITH_DELTA=1; shift ;;
+    --delta-package) DELTA_PACKAGE="$2"; WITH_DELTA=1; shift 2 ;;
+    --archives) EXTRA+=(--archives "$2"); shift 2 ;;
+    --python) EXECUTOR_PYTHON="$2"; shift 2 ;;
+    --print-command) PRINT_ONLY=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    -*) echo "spark-submit.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) break ;;
+  esac
+done
+
+if [[ $# -lt 1 ]]; then usage >&2; exit 2; fi
+JOB="$1"; shift
+if [[ ! "$JOB" =~ ^[a-z][a-z0-9_]*$ || ! -f "$ROOT/jobs/$JOB.py" ]]; then
+  echo "spark-submit.sh: unknown job '$JOB'; jobs: $(cd "$ROOT/jobs" && ls *.py | sed 's/\.py$//' | tr '\n' ' ')" >&2
+  exit 2
+fi
+if [[ "$DEPLOY_MODE" != "client" && "$DEPLOY_MODE" != "cluster" ]]; then
+  echo "spark-submit.sh: --deploy-mode must be client or cluster" >&2; exit 2
+fi
+
+PYTHON="${PYTHON:-}"
+if [[ -z "$PYTHON" ]]; then
+  if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON="$(command -v python3)"; fi
+fi
+
+# spark-submit: $SPARK_HOME, else the pip-installed pyspark's, else PATH.
+if [[ -n "${SPARK_HOME:-}" && -x "$SPARK_HOME/bin/spark-submit" ]]; then
+  SUBMIT="$SPARK_HOME/bin/spark-submit"
+elif PYSPARK_DIR="$("$PYTHON" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))' 2>/dev/null)" \
+     && [[ -x "$PYSPARK_DIR/bin/spark-submit" ]]; then
+  SUBMIT="$PYSPARK_DIR/bin/spark-submit"
+else
+  SUBMIT="$(command -v spark-submit || true)"
+fi
+if [[ -z "$SUBMIT" ]]; then echo "spark-submit.sh: spark-submit not found (install pyspark or set SPARK_HOME)" >&2; exit 2; fi
+
+# Build the shipped artifacts (pure Python package + conf) fresh each time.
+DIST="$ROOT/dist"
+mkdir -p "$DIST"
+"$PYTHON" - "$ROOT" "$DIST" <<'PY'
+import sys, zipfile
+from pathlib import Path
+root, dist = Path(sys.argv[1]), Path(sys.argv[2])
+def build(target, base, folder, skip=("__pycache__",)):
+    tmp = target.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted((base / folder).rglob("*")):
+            if path.is_file() and not any(part in skip for part in path.parts):
+                zf.write(path, path.relative_to(base))
+    tmp.replace(target)
+build(dist / "mlcore.zip", root, "mlcore")
+# conf.zip unpacks to ./conf on every node (the archive is extracted into a folder named conf).
+tmp = dist / "conf.tmp"
+with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+    for path in sorted((root / "conf").rglob("*.y*ml")):
+        zf.write(path, path.relative_to(root / "conf"))
+tmp.replace(dist / "conf.zip")
+PY
+
+ARGS=(--master "$MASTER" --deploy-mode "$DEPLOY_MODE" --name "mlcore-$JOB"
+      --py-files "$DIST/mlcore.zip" --archives "$DIST/conf.zip#conf"
+      --conf spark.sql.session.timeZone=UTC
+      --conf spark.sql.execution.arrow.pyspark.enabled=true)
+if [[ "$MASTER" == local* && -z "$EXECUTOR_PYTHON" ]]; then
+  EXECUTOR_PYTHON="$PYTHON"
+  export PYSPARK_DRIVER_PYTHON="$PYTHON"
+fi
+if [[ -n "$EXECUTOR_PYTHON" ]]; then
+  export PYSPARK_PYTHON="$EXECUTOR_PYTHON"
+  ARGS+=(--conf "spark.pyspark.python=$EXECUTOR_PYTHON")
+fi
+if [[ "$WITH_DELTA" == 1 ]]; then
+  if [[ -z "$DELTA_PACKAGE" ]]; then
+    DELTA_PACKAGE="$("$PYTHON" - <<'PY'
+import importlib.metadata as md
+spark = ".".join(md.version("pyspark").split(".")[:2])
+delta = md.version("delta-spark")
+# Delta 4.x artifacts carry the Spark version; 3.x did not.
+print(f"io.delta:delta-spark_{spark}_2.13:{delta}" if int(delta.split(".")[0]) >= 4 else f"io.delta:delta-spark_2.13:{delta}")
+PY
+)"
+  fi
+  ARGS+=(--packages "$DELTA_PACKAGE"
+         --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
+         --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog)
+fi
+ARGS+=("${EXTRA[@]+"${EXTRA[@]}"}")
+
+JOB_ARGS=("$@")
+# In client mode the driver reads conf/ from this checkout unless the job says otherwise.
+if [[ "$DEPLOY_MODE" == "client" && ! " ${JOB_ARGS[*]-} " =~ " --conf-dir " ]]; then
+  JOB_ARGS=(--conf-dir "$ROOT/conf" "${JOB_ARGS[@]+"${JOB_ARGS[@]}"}")
+fi
+
+CMD=("$SUBMIT" "${ARGS[@]}" "$ROOT/jobs/$JOB.py" "${JOB_ARGS[@]+"${JOB_ARGS[@]}"}")
+if [[ "$PRINT_ONLY" == 1 ]]; then
+  printf '%q ' "${CMD[@]}"; echo
+  exit 0
+fi
+exec "${CMD[@]}"
