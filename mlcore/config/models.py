@@ -117,6 +117,53 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class ProphetConfig:
+    """Prophet settings per group model (plain values, shipped to executors as-is)."""
+
+    growth: Literal["linear", "flat"] = "linear"
+    yearly_seasonality: bool = True
+    weekly_seasonality: bool = True
+    daily_seasonality: bool = False
+    seasonality_mode: Literal["additive", "multiplicative"] = "multiplicative"
+    changepoint_prior_scale: float = 0.05
+    seasonality_prior_scale: float = 10.0
+    holidays_prior_scale: float = 10.0
+    n_changepoints: int = 25
+    interval_width: float = 0.8
+    uncertainty_samples: int = 200
+    regressors: list[str] = field(default_factory=lambda: ["promo", "school_holiday"])
+    holidays_column: str | None = "state_holiday"
+
+
+@dataclass(frozen=True)
+class ForecastingConfig:
+    """Per-group forecasting: grouping, data handling, backtest, selection and promotion."""
+
+    group_keys: list[str] = field(default_factory=lambda: ["store"])
+    date_column: str = "date"
+    target_column: str = "sales"
+    open_column: str | None = "open"
+    drop_closed_days: bool = True
+    horizon_days: int = 48
+    min_history_days: int = 90
+    backtest_windows: int = 1
+    backtest_step_days: int = 48
+    seasonal_period_days: int = 7
+    selection_margin: float = 0.0
+    failure_budget: float = 0.05
+    warm_start: bool = False
+    only_changed: bool = False
+    limit_groups: int | None = None
+    group_partitions: int | None = None
+    seed: int = 0
+    model_name: str = "store_forecaster"
+    promotion_metric: Literal["wape", "rmspe", "smape", "mae", "rmse"] = "wape"
+    promotion_tolerance: float = 0.0
+    plot_groups: int = 4
+    prophet: ProphetConfig = field(default_factory=ProphetConfig)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Per-run knobs.
 
@@ -141,8 +188,19 @@ class MlcoreConfig:
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    forecasting: ForecastingConfig = field(default_factory=ForecastingConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
 # Sections a YAML file may set; env, conf_dir and mlcore_home come from the loader.
-CONFIG_SECTIONS = ("spark", "storage", "tables", "mlflow", "sources", "synthetic", "ingest", "run")
+CONFIG_SECTIONS = (
+    "spark",
+    "storage",
+    "tables",
+    "mlflow",
+    "sources",
+    "synthetic",
+    "ingest",
+    "forecasting",
+    "run",
+)
