@@ -30,5 +30,15 @@ JOBS: dict[str, JobSpec] = {
             "mlcore.pipelines.ingest_rides",
             "NYC TLC yellow trip CSV -> Delta rides by pickup_date (+ quarantine)",
         ),
+        JobSpec(
+            "train_forecasts",
+            "mlcore.pipelines.train_forecasts",
+            "Per-store Prophet models (backtest, selection) -> forecast_models + MLflow registry",
+        ),
+        JobSpec(
+            "make_forecasts",
+            "mlcore.pipelines.make_forecasts",
+            "Champion models forecast run_date .. run_date+H-1 -> Delta forecasts",
+        ),
     )
 }

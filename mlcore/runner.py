@@ -135,6 +135,8 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
             run.log_text(yaml.safe_dump(_public_config(config), sort_keys=False), "config/resolved.yml")
             for name, text in ctx.artifacts.items():
                 run.log_text(text, name)
+            for folder, path in ctx.artifact_files.items():
+                run.log_artifact(path, folder)
     except JobFailed as exc:
         log.error("%s failed: %s", job, exc)
         print(f"{job}: FAILED: {exc}", file=sys.stderr)

@@ -353,6 +353,11 @@ def _build(tp: Any, value: Any, dotted: str, origin: Mapping[str, str]) -> Any:
     raise ConfigError(f"{dotted}: unsupported config type {tp!r}")
 
 
+def build_section(section_type: type, values: Mapping[str, Any]) -> Any:
+    """Validate plain data (e.g. a model's stored config) into one typed config section."""
+    return _build(section_type, dict(values), "", {})
+
+
 def config_as_flat_dict(config: Any, prefix: str = "") -> dict[str, Any]:
     """Flatten a config object to ``{"a.b": value}`` (for MLflow params and manifests)."""
     out: dict[str, Any] = {}

@@ -32,6 +32,7 @@ class JobContext:
     run_id: str
     dry_run: bool = False
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> text, logged by the runner
+    artifact_files: dict[str, str] = field(default_factory=dict)  # MLflow dir -> local file path
 
     def token(self, part: str = "") -> WriteToken:
         """Idempotency token for this job's writes for this run date (and config revision)."""

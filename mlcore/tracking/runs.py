@@ -140,6 +140,12 @@ class JobRun:
         for start in range(0, len(items), 100):
             mlflow.log_params(dict(items[start : start + 100]))
 
+    def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
+        if self.enabled:
+            import mlflow
+
+            mlflow.log_artifact(path, artifact_path)
+
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.enabled:
             import mlflow

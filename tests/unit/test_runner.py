@@ -93,9 +93,11 @@ def test_cli_lists_every_job():
     out = subprocess.run(
         [sys.executable, "-m", "mlcore", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     ).stdout
-    for name in ("ingest_sales", "ingest_bank", "ingest_rides"):
+    for name in JOBS:
         assert name in out
     listed = subprocess.run(
         [sys.executable, "-m", "mlcore", "list"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     ).stdout.split("\n")
-    assert {line.split("\t")[0] for line in listed if line} == {"ingest_sales", "ingest_bank", "ingest_rides"}
+    assert {line.split("\t")[0] for line in listed if line} == set(JOBS)
+    assert {"ingest_sales", "ingest_bank", "ingest_rides", "train_forecasts", "make_forecasts"} <= set(JOBS)
+    assert {p.stem for p in (REPO_ROOT / "jobs").glob("*.py")} == set(JOBS), "one thin job file per job"

@@ -1,0 +1,86 @@
+"""Per-group (per-store) forecasting: pure pandas logic run inside ``applyInPandas``.
+
+* :mod:`~mlcore.forecasting.metrics`: MAE, RMSE, MAPE, sMAPE, WAPE, RMSPE, interval coverage.
+* :mod:`~mlcore.forecasting.models`: :class:`ProphetForecaster` and the
+  :class:`SeasonalNaiveForecaster` baseline (``fit`` / ``predict`` / ``to_json`` / ``from_json``).
+* :mod:`~mlcore.forecasting.group`: :func:`train_group` (backtest, selection, final fit; one row
+  per group, never raises), :func:`forecast_group` and :func:`default_future_calendar`.
+* :mod:`~mlcore.forecasting.schemas`: the Spark schemas and column order of those results.
+
+No Spark session, table IO or MLflow here; Prophet is imported only when a model is fitted or
+loaded. Importing this package imports ``pyspark.sql.types`` (for the schemas) and nothing heavier.
+"""
+
+from mlcore.forecasting.group import (
+    ForecastInputError,
+    GroupSkipped,
+    PreparedHistory,
+    default_future_calendar,
+    forecast_group,
+    group_seed,
+    normalize_dates,
+    prepare_history,
+    train_group,
+)
+from mlcore.forecasting.metrics import (
+    METRIC_NAMES,
+    compute_metrics,
+    coverage,
+    evaluation_mask,
+    mae,
+    mape,
+    rmse,
+    rmspe,
+    smape,
+    wape,
+)
+from mlcore.forecasting.models import (
+    ProphetForecaster,
+    SeasonalNaiveForecaster,
+    load_model,
+)
+from mlcore.forecasting.schemas import (
+    FORECAST_COLUMNS,
+    MODEL_COLUMNS,
+    STATUS_FAILED,
+    STATUS_FALLBACK,
+    STATUS_OK,
+    STATUS_SKIPPED,
+    forecast_schema,
+    key_fields,
+    model_schema,
+)
+
+__all__ = [
+    "FORECAST_COLUMNS",
+    "METRIC_NAMES",
+    "MODEL_COLUMNS",
+    "STATUS_FAILED",
+    "STATUS_FALLBACK",
+    "STATUS_OK",
+    "STATUS_SKIPPED",
+    "ForecastInputError",
+    "GroupSkipped",
+    "PreparedHistory",
+    "ProphetForecaster",
+    "SeasonalNaiveForecaster",
+    "compute_metrics",
+    "coverage",
+    "default_future_calendar",
+    "evaluation_mask",
+    "forecast_group",
+    "forecast_schema",
+    "group_seed",
+    "key_fields",
+    "load_model",
+    "mae",
+    "mape",
+    "model_schema",
+    "normalize_dates",
+    "prepare_history",
+    "rmse",
+    "rmspe",
+    "smape",
+    "train_group",
+    "wape",
+]

@@ -1,0 +1,137 @@
+"""Run the per-group functions over Spark DataFrames with ``applyInPandas``.
+
+Pure DataFrame -> DataFrame functions (no table IO, no MLflow). Training input is tiny in bytes
+and heavy in compute, so groups are explicitly repartitioned into a fixed number of tasks (a few
+per core) rather than left to adaptive coalescing, which packs them into one or two tasks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from mlcore.config.models import ForecastingConfig
+from mlcore.forecasting.group import forecast_group, prepare_history, train_group
+from mlcore.forecasting.schemas import forecast_schema, key_fields, model_schema
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+
+def group_partitions(spark_parallelism: int, config: ForecastingConfig, groups: int) -> int:
+    """Tasks for a grouped stage: config, else 4 per core; never more than the groups."""
+    wanted = config.group_partitions or 4 * max(spark_parallelism, 1)
+    return max(1, min(wanted, max(groups, 1)))
+
+
+FAULT_GROUPS_ENV = "MLCORE_FAULT_GROUPS"
+
+
+def _key_values(pdf: pd.DataFrame, keys: list[str]) -> dict:
+    return {k: pdf[k].iloc[0] for k in keys}
+
+
+def injected_faults() -> frozenset[str]:
+    """Fault-injection seam for reliability tests, read on the driver and shipped with the task:
+    ``MLCORE_FAULT_GROUPS="3,17"`` (``"a|b"`` for multi-key groups) makes those groups report
+    ``failed``, as a crashing model would. Unset (empty) in production."""
+    return frozenset(i.strip() for i in os.environ.get(FAULT_GROUPS_ENV, "").split(",") if i.strip())
+
+
+def _injected_fault(key_values: dict, faults: frozenset[str]) -> dict | None:
+    label = "|".join(str(v) for v in key_values.values())
+    if label not in faults:
+        return None
+    return {
+        "status": "failed",
+        "status_reason": "injected fault",
+        "error_class": "InjectedFault",
+        "error_message": f"{FAULT_GROUPS_ENV} names group {label}",
+    }
+
+
+def train_groups(
+    history: DataFrame,
+    config: ForecastingConfig,
+    run_date: dt.date,
+    partitions: int,
+    previous_models: DataFrame | None = None,
+) -> DataFrame:
+    """One ``train_group`` row per group of ``history`` (``model_schema`` columns).
+
+    ``previous_models`` (keys + ``model_json``) enables warm starts: the previous champion's
+    JSON is co-grouped with each group's history instead of being joined onto every row.
+    """
+    keys = list(config.group_keys)
+    types = {f.name: f.dataType for f in history.schema.fields}
+    schema = model_schema(key_fields(keys, types))
+    columns = schema.fieldNames()
+    faults = injected_faults()
+
+    def train_one(pdf: pd.DataFrame) -> pd.DataFrame:
+        key_values = _key_values(pdf, keys)
+        fault = _injected_fault(key_values, faults) if faults else None
+        row = train_group(pdf.iloc[:0] if fault else pdf, key_values, config, run_date)
+        if fault:
+            row.update(fault, champion=None, model_json=None, baseline_json=None)
+        return pd.DataFrame([row], columns=columns)
+
+    def train_one_warm(pdf: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
+        if pdf.empty:  # a group that only exists among the previous models
+            return pd.DataFrame(columns=columns)
+        prev_json = previous["model_json"].iloc[0] if len(previous) else None
+        row = train_group(pdf, _key_values(pdf, keys), config, run_date, prev_json)
+        return pd.DataFrame([row], columns=columns)
+
+    spread = history.repartition(partitions, *keys)
+    if previous_models is None or not config.warm_start:
+        return spread.groupBy(*keys).applyInPandas(train_one, schema)
+    previous = previous_models.select(*keys, "model_json").repartition(partitions, *keys)
+    return spread.groupBy(*keys).cogroup(previous.groupBy(*keys)).applyInPandas(train_one_warm, schema)
+
+
+def fingerprint_groups(history: DataFrame, config: ForecastingConfig, run_date: dt.date) -> DataFrame:
+    """Keys + ``data_fingerprint`` per group (the same hash ``train_group`` records), cheaply."""
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    from mlcore.forecasting.group import GroupSkipped
+
+    keys = list(config.group_keys)
+    types = {f.name: f.dataType for f in history.schema.fields}
+    schema = StructType([*key_fields(keys, types), StructField("data_fingerprint", StringType(), True)])
+
+    def fingerprint(pdf: pd.DataFrame) -> pd.DataFrame:
+        try:
+            value = prepare_history(pdf, config, run_date).fingerprint
+        except GroupSkipped as skipped:
+            value = skipped.prepared.fingerprint if skipped.prepared else None
+        except Exception:  # noqa: BLE001 - an unreadable group simply counts as changed
+            value = None
+        return pd.DataFrame([{**_key_values(pdf, keys), "data_fingerprint": value}])
+
+    return history.groupBy(*keys).applyInPandas(fingerprint, schema)
+
+
+def forecast_groups(
+    models: DataFrame, calendar: DataFrame, config: ForecastingConfig, partitions: int
+) -> DataFrame:
+    """Forecast every group's calendar rows with its champion (``forecast_schema`` columns)."""
+    keys = list(config.group_keys)
+    types = {f.name: f.dataType for f in models.schema.fields}
+    schema = forecast_schema(key_fields(keys, types))
+    columns = schema.fieldNames()
+
+    def forecast_one(model_rows: pd.DataFrame, future: pd.DataFrame) -> pd.DataFrame:
+        if model_rows.empty or future.empty:
+            return pd.DataFrame(columns=columns)
+        row = model_rows.iloc[0]
+        out = forecast_group(row, future, _key_values(model_rows, keys), config)
+        return out[columns] if len(out) else pd.DataFrame(columns=columns)
+
+    left = models.repartition(partitions, *keys).groupBy(*keys)
+    right = calendar.repartition(partitions, *keys).groupBy(*keys)
+    return left.cogroup(right).applyInPandas(forecast_one, schema)
+

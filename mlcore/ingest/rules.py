@@ -1,0 +1,514 @@
+"""Parse and validate ingest sources in Spark: all-string rows in, (good, bad) rows out.
+
+No table IO and no tracking here, so every rule is testable on a hand-made DataFrame.
+
+Input ("raw") frames have one string column per source column, named by the contract's
+snake_case names, plus optionally ``_corrupt_record`` (the CSV reader's malformed-line column)
+and ``_line`` (file order; used to keep the *first* of duplicate rows deterministically).
+
+Each row gets at most one ``rule`` (short code of the first rule it breaks, in the order
+malformed -> missing -> unparseable -> value domain/range -> row rules -> duplicate) and a
+``reason`` naming every broken rule with the offending value. ``rule IS NULL`` is a good row, so
+good + bad == input by construction, and the caller can count both from one cached frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
+
+from pyspark.sql import Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import DateType, DoubleType, IntegerType, StringType, TimestampType
+
+from mlcore.ingest.schemas import BANK, RIDES, SALES, STORES, TableContract
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+    from pyspark.sql.types import StructField
+
+CORRUPT_COLUMN = "_corrupt_record"
+LINE_COLUMN = "_line"
+RAW_PREFIX = "_raw_"
+RULE = "rule"
+REASON = "reason"
+
+# Rule codes (the ``rule`` column of quarantine tables).
+MALFORMED_LINE = "malformed_line"
+MISSING_VALUE = "missing_value"
+UNPARSEABLE = "unparseable"
+OUT_OF_DOMAIN = "out_of_domain"
+NEGATIVE_VALUE = "negative_value"
+OUT_OF_RANGE = "out_of_range"
+DAY_OF_WEEK_MISMATCH = "day_of_week_mismatch"
+DROPOFF_BEFORE_PICKUP = "dropoff_before_pickup"
+RIDE_TOO_LONG = "ride_too_long"
+OUTSIDE_PERIOD = "outside_period"
+DUPLICATE_KEY = "duplicate_key"
+
+_REASON_VALUE_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row rule: ``failed`` is true when the row breaks it (null counts as passing)."""
+
+    rule: str
+    failed: Column
+    reason: Column
+
+
+@dataclass(frozen=True)
+class ValueRule:
+    """Domain or range of one parsed column; nulls pass (nullability is the schema's job)."""
+
+    column: str
+    allowed: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+@dataclass(frozen=True)
+class Period:
+    """A file's period: whole months, ``end`` exclusive."""
+
+    start: date
+    end: date
+
+    def __str__(self) -> str:
+        return f"{self.start.isoformat()}..{(self.end - timedelta(days=1)).isoformat()}"
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days
+
+
+SALES_RULES = (
+    ValueRule("store", minimum=1),
+    ValueRule("day_of_week", minimum=1, maximum=7),
+    ValueRule("sales", minimum=0),
+    ValueRule("customers", minimum=0),
+    ValueRule("open", allowed=(0, 1)),
+    ValueRule("promo", allowed=(0, 1)),
+    ValueRule("state_holiday", allowed=("0", "a", "b", "c")),
+    ValueRule("school_holiday", allowed=(0, 1)),
+)
+
+STORES_RULES = (
+    ValueRule("store", minimum=1),
+    ValueRule("store_type", allowed=("a", "b", "c", "d")),
+    ValueRule("assortment", allowed=("a", "b", "c")),
+    ValueRule("competition_distance", minimum=0),
+    ValueRule("competition_open_since_month", minimum=1, maximum=12),
+    ValueRule("competition_open_since_year", minimum=1900, maximum=2100),
+    ValueRule("promo2", allowed=(0, 1)),
+    ValueRule("promo2_since_week", minimum=1, maximum=53),
+    ValueRule("promo2_since_year", minimum=1900, maximum=2100),
+    ValueRule("promo_interval", allowed=("Jan,Apr,Jul,Oct", "Feb,May,Aug,Nov", "Mar,Jun,Sept,Dec")),
+)
+
+# Categorical attributes (job, marital, education, contact, poutcome) are free strings: a new
+# category is a modelling question, not a broken row. Binary flags and the label are closed.
+_YES_NO = ("yes", "no")
+_MONTHS = tuple("jan feb mar apr may jun jul aug sep oct nov dec".split())
+BANK_RULES = (
+    ValueRule("age", minimum=0, maximum=120),
+    ValueRule("default", allowed=_YES_NO),
+    ValueRule("housing", allowed=_YES_NO),
+    ValueRule("loan", allowed=_YES_NO),
+    ValueRule("day", minimum=1, maximum=31),
+    ValueRule("month", allowed=_MONTHS),
+    ValueRule("duration", minimum=0),
+    ValueRule("campaign", minimum=0),
+    ValueRule("pdays", minimum=-1),
+    ValueRule("previous", minimum=0),
+    ValueRule("y", allowed=_YES_NO),
+)
+
+# Only clearly impossible values: negative distance, fare or total. Zero distance, zero
+# passengers and unknown codes are kept (anomaly detection looks at them later).
+RIDES_RULES = (
+    ValueRule("passenger_count", minimum=0),
+    ValueRule("trip_distance", minimum=0),
+    ValueRule("store_and_fwd_flag", allowed=("Y", "N")),
+    ValueRule("fare_amount", minimum=0),
+    ValueRule("total_amount", minimum=0),
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Parsing
+# ----------------------------------------------------------------------------------------------
+def _raw(name: str) -> Column:
+    return F.col(RAW_PREFIX + name)
+
+
+def _clean(name: str) -> Column:
+    """Trimmed raw value, empty -> null (quoted "" and unquoted empty mean the same)."""
+    return F.nullif(F.trim(_raw(name)), F.lit(""))
+
+
+def _describe_type(field: StructField, contract: TableContract) -> str:
+    tp = field.dataType
+    if isinstance(tp, IntegerType):
+        return "an integer"
+    if isinstance(tp, DoubleType):
+        return "a number"
+    if isinstance(tp, DateType):
+        return f"a date ({contract.date_format})"
+    if isinstance(tp, TimestampType):
+        return f"a timestamp ({contract.timestamp_format})"
+    return "a string"
+
+
+def _parse_value(field: StructField, contract: TableContract) -> Column:
+    """Typed value, null when empty or unparseable (``try_*``: no ANSI errors, no lenient casts)."""
+    value = _clean(field.name)
+    tp = field.dataType
+    if isinstance(tp, IntegerType):
+        return value.try_cast("int")
+    if isinstance(tp, DoubleType):
+        number = value.try_cast("double")
+        finite = ~F.isnan(number) & (F.abs(number) != F.lit(float("inf")))
+        return F.when(finite, number)
+    if isinstance(tp, DateType):
+        return F.try_to_date(value, contract.date_format)
+    if isinstance(tp, TimestampType):
+        return F.try_to_timestamp(value, F.lit(contract.timestamp_format))
+    if isinstance(tp, StringType):
+        return value
+    raise ValueError(f"{contract.table}.{field.name}: unsupported type {tp.simpleString()}")
+
+
+def parse(raw: DataFrame, contract: TableContract) -> DataFrame:
+    """Keep the raw strings (as ``_raw_<col>``) and add the typed columns of the contract."""
+    missing = [c for c in contract.columns if c not in raw.columns]
+    if missing:
+        raise ValueError(f"{contract.table}: raw frame lacks columns {missing}")
+    df = raw
+    if CORRUPT_COLUMN not in df.columns:
+        df = df.withColumn(CORRUPT_COLUMN, F.lit(None).cast("string"))
+    if LINE_COLUMN not in df.columns:
+        df = df.withColumn(LINE_COLUMN, F.monotonically_increasing_id())
+    df = df.select(
+        *[F.col(c).cast("string").alias(RAW_PREFIX + c) for c in contract.columns],
+        F.col(CORRUPT_COLUMN),
+        F.col(LINE_COLUMN),
+    )
+    return df.select(
+        "*", *[_parse_value(f, contract).alias(f.name) for f in contract.parsed_fields]
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks
+# ----------------------------------------------------------------------------------------------
+def _number_text(value: float) -> str:
+    return f"{value:g}"
+
+
+def _quoted(name: str) -> Column:
+    return F.concat(F.lit("'"), F.substring(_clean(name), 1, _REASON_VALUE_CHARS), F.lit("'"))
+
+
+def value_checks(rule: ValueRule) -> list[Check]:
+    """The domain/range checks of one column (on the typed value)."""
+    column = F.col(rule.column)
+    checks = []
+    if rule.allowed is not None:
+        listed = ", ".join(str(v) for v in rule.allowed)
+        checks.append(
+            Check(
+                OUT_OF_DOMAIN,
+                ~column.isin(list(rule.allowed)),
+                F.concat(
+                    F.lit(f"{rule.column}: value "),
+                    _quoted(rule.column),
+                    F.lit(f" not in {{{listed}}}"),
+                ),
+            )
+        )
+    if rule.minimum == 0 and rule.maximum is None:
+        checks.append(
+            Check(
+                NEGATIVE_VALUE,
+                column < F.lit(0),
+                F.concat(F.lit(f"{rule.column}: negative value "), _clean(rule.column)),
+            )
+        )
+    elif rule.minimum is not None or rule.maximum is not None:
+        low = F.lit(True) if rule.minimum is None else column >= F.lit(rule.minimum)
+        high = F.lit(True) if rule.maximum is None else column <= F.lit(rule.maximum)
+        lo_text = "-inf" if rule.minimum is None else _number_text(rule.minimum)
+        hi_text = "inf" if rule.maximum is None else _number_text(rule.maximum)
+        checks.append(
+            Check(
+                OUT_OF_RANGE,
+                ~(low & high),
+                F.concat(
+                    F.lit(f"{rule.column}: value "),
+                    _clean(rule.column),
+                    F.lit(f" outside [{lo_text}, {hi_text}]"),
+                ),
+            )
+        )
+    return checks
+
+
+def column_checks(contract: TableContract, rules: Sequence[ValueRule] = ()) -> list[Check]:
+    """Missing required values, unparseable values, then domain/range rules."""
+    known = set(contract.columns) | set(contract.data_columns)
+    unknown = [r.column for r in rules if r.column not in known]
+    if unknown:
+        raise ValueError(f"{contract.table}: value rules for unknown columns {unknown}")
+    missing = [
+        Check(MISSING_VALUE, _clean(f.name).isNull(), F.lit(f"{f.name}: missing value"))
+        for f in contract.parsed_fields
+        if not f.nullable
+    ]
+    unparseable = [
+        Check(
+            UNPARSEABLE,
+            _clean(f.name).isNotNull() & F.col(f.name).isNull(),
+            F.concat(F.lit(f"{f.name}: not {_describe_type(f, contract)} "), _quoted(f.name)),
+        )
+        for f in contract.parsed_fields
+        if not isinstance(f.dataType, StringType)
+    ]
+    values = [check for rule in rules for check in value_checks(rule)]
+    return missing + unparseable + values
+
+
+def _malformed_reason(contract: TableContract) -> Column:
+    return F.concat(
+        F.lit(f"malformed line: expected {len(contract.header)} fields separated by "),
+        F.lit(f"'{contract.delimiter}': "),
+        F.substring(F.col(CORRUPT_COLUMN), 1, _REASON_VALUE_CHARS),
+    )
+
+
+def _key_text(keys: Sequence[str]) -> Column:
+    if len(keys) > 3:
+        return F.lit("record identical to an earlier row")
+    parts = [
+        F.concat(F.lit(f"{k}="), F.coalesce(F.col(k).cast("string"), F.lit("null"))) for k in keys
+    ]
+    return F.concat(F.lit("key ("), F.concat_ws(", ", *parts), F.lit(")"))
+
+
+def classify(parsed: DataFrame, contract: TableContract, checks: Sequence[Check]) -> DataFrame:
+    """Add ``rule``/``reason`` (null for good rows); of duplicate keys the first line is kept.
+
+    Duplicates are ranked among otherwise-good rows only, so a broken row never displaces a
+    good one with the same key.
+    """
+    malformed = F.col(CORRUPT_COLUMN).isNotNull()
+    rule = F.when(malformed, F.lit(MALFORMED_LINE))
+    for check in checks:
+        rule = rule.when(F.coalesce(check.failed, F.lit(False)), F.lit(check.rule))
+    reasons = [F.when(F.coalesce(c.failed, F.lit(False)), c.reason) for c in checks]
+    reason = F.when(malformed, _malformed_reason(contract)).otherwise(
+        F.nullif(F.concat_ws("; ", *reasons), F.lit("")) if reasons else F.lit(None)
+    )
+    # A reason is never null for a bad row, even if a check's text had a null part.
+    reason = F.coalesce(reason.cast("string"), F.concat(F.lit("rule "), rule))
+    df = parsed.withColumn(RULE, rule).withColumn(REASON, F.when(rule.isNotNull(), reason))
+    if not contract.keys:
+        return df
+    ok = "_ok"
+    window = Window.partitionBy(F.col(ok), *[F.col(k) for k in contract.keys]).orderBy(LINE_COLUMN)
+    df = df.withColumn(ok, F.col(RULE).isNull())
+    duplicate = F.col(ok) & (F.row_number().over(window) > 1)
+    df = df.withColumn("_duplicate", duplicate)
+    return df.select(
+        *[c for c in df.columns if c not in (RULE, REASON, ok, "_duplicate")],
+        F.when(F.col("_duplicate"), F.lit(DUPLICATE_KEY)).otherwise(F.col(RULE)).alias(RULE),
+        F.when(
+            F.col("_duplicate"),
+            F.concat(
+                F.lit("duplicate "),
+                _key_text(contract.keys),
+                F.lit(": the first row in file order was kept"),
+            ),
+        )
+        .otherwise(F.col(REASON))
+        .alias(REASON),
+    )
+
+
+def split(classified: DataFrame, contract: TableContract) -> tuple[DataFrame, DataFrame]:
+    """Good rows as typed contract columns; bad rows as raw strings + raw_line, rule, reason."""
+    good = classified.where(F.col(RULE).isNull()).select(*[F.col(c) for c in contract.data_columns])
+    bad = classified.where(F.col(RULE).isNotNull()).select(
+        *[_raw(c).alias(c) for c in contract.columns],
+        F.col(CORRUPT_COLUMN).alias("raw_line"),
+        F.col(RULE),
+        F.col(REASON),
+    )
+    return good, bad
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables
+# ----------------------------------------------------------------------------------------------
+def classify_sales(raw: DataFrame) -> DataFrame:
+    """Rossmann daily sales; DayOfWeek must agree with Date (1 = Monday .. 7 = Sunday)."""
+    parsed = parse(raw, SALES)
+    iso_weekday = F.weekday(F.col("date")) + 1
+    weekday = Check(
+        DAY_OF_WEEK_MISMATCH,
+        F.col("day_of_week").between(1, 7) & (F.col("day_of_week") != iso_weekday),
+        F.concat(
+            F.lit("day_of_week: "),
+            F.col("day_of_week").cast("string"),
+            F.lit(" but "),
+            F.col("date").cast("string"),
+            F.lit(" is weekday "),
+            iso_weekday.cast("string"),
+        ),
+    )
+    return classify(parsed, SALES, [*column_checks(SALES, SALES_RULES), weekday])
+
+
+def classify_stores(raw: DataFrame) -> DataFrame:
+    return classify(parse(raw, STORES), STORES, column_checks(STORES, STORES_RULES))
+
+
+def classify_bank(raw: DataFrame) -> DataFrame:
+    return classify(parse(raw, BANK), BANK, column_checks(BANK, BANK_RULES))
+
+
+def parse_rides(raw: DataFrame) -> DataFrame:
+    """Typed rides plus the derived partition column ``pickup_date``."""
+    return parse(raw, RIDES).withColumn("pickup_date", F.to_date(F.col("pickup_datetime")))
+
+
+def infer_period(
+    parsed: DataFrame, column: str = "pickup_datetime", min_share_of_peak: float = 0.01
+) -> Period | None:
+    """The file's period from the data: whole months, robust to stray timestamps.
+
+    Rows are counted per calendar month (one small aggregation); months holding fewer than
+    ``min_share_of_peak`` of the busiest month's rows are strays (a ride dated 2008 in a 2019
+    file, a few trips from the neighbouring month's last night) and cannot widen the period.
+    The period runs from the first to the last remaining month. ``None`` when nothing parses.
+    """
+    month = F.date_trunc("month", F.col(column)).cast("date").alias("month")
+    rows = (
+        parsed.where(F.col(column).isNotNull() & F.col(CORRUPT_COLUMN).isNull())
+        .groupBy(month)
+        .count()
+        .collect()
+    )
+    if not rows:
+        return None
+    peak = max(r["count"] for r in rows)
+    core = sorted(r["month"] for r in rows if r["count"] >= min_share_of_peak * peak)
+    first, last = core[0], core[-1]
+    end = date(last.year + (last.month == 12), last.month % 12 + 1, 1)
+    return Period(start=first, end=end)
+
+
+def ride_checks(
+    period: Period | None, max_ride_hours: float, max_days_outside_period: int
+) -> list[Check]:
+    """Dropoff before pickup, rides longer than allowed, timestamps far outside the period."""
+    pickup, dropoff = F.col("pickup_datetime"), F.col("dropoff_datetime")
+    seconds = F.unix_timestamp(dropoff) - F.unix_timestamp(pickup)
+    checks = [
+        Check(
+            DROPOFF_BEFORE_PICKUP,
+            dropoff < pickup,
+            F.concat(
+                F.lit("dropoff_datetime "),
+                _clean("dropoff_datetime"),
+                F.lit(" is before pickup_datetime "),
+                _clean("pickup_datetime"),
+            ),
+        ),
+        Check(
+            RIDE_TOO_LONG,
+            seconds > F.lit(max_ride_hours * 3600.0),
+            F.concat(
+                F.lit("duration "),
+                F.format_number(seconds / 3600.0, 1),
+                F.lit(f" h exceeds ingest.max_ride_hours {_number_text(max_ride_hours)}"),
+            ),
+        ),
+    ]
+    if period is not None:
+        margin = timedelta(days=max_days_outside_period)
+        # Bounds as session-time-zone timestamps, exactly like the parsed values (a Python
+        # datetime literal would be converted in the driver's OS time zone instead).
+        low = F.to_timestamp(F.lit(f"{period.start - margin} 00:00:00"))
+        high = F.to_timestamp(F.lit(f"{period.end + margin} 00:00:00"))
+        outside = {
+            c: (F.col(c) < low) | (F.col(c) >= high)
+            for c in ("pickup_datetime", "dropoff_datetime")
+        }
+        which = F.when(outside["pickup_datetime"], F.lit("pickup_datetime ")).otherwise(
+            F.lit("dropoff_datetime ")
+        )
+        value = F.when(outside["pickup_datetime"], _clean("pickup_datetime")).otherwise(
+            _clean("dropoff_datetime")
+        )
+        checks.append(
+            Check(
+                OUTSIDE_PERIOD,
+                outside["pickup_datetime"] | outside["dropoff_datetime"],
+                F.concat(
+                    which,
+                    value,
+                    F.lit(
+                        f" is more than {max_days_outside_period} days outside the file's period "
+                        f"{period}"
+                    ),
+                ),
+            )
+        )
+    return checks
+
+
+def classify_rides(
+    parsed: DataFrame,
+    period: Period | None,
+    max_ride_hours: float,
+    max_days_outside_period: int,
+) -> DataFrame:
+    """Classify rides parsed by ``parse_rides`` against ``period`` (see ``infer_period``)."""
+    checks = column_checks(RIDES, RIDES_RULES) + ride_checks(
+        period, max_ride_hours, max_days_outside_period
+    )
+    return classify(parsed, RIDES, checks)
+
+
+# ----------------------------------------------------------------------------------------------
+# Convenience: raw -> (good, bad)
+# ----------------------------------------------------------------------------------------------
+def validate_sales(raw: DataFrame) -> tuple[DataFrame, DataFrame]:
+    return split(classify_sales(raw), SALES)
+
+
+def validate_stores(raw: DataFrame) -> tuple[DataFrame, DataFrame]:
+    return split(classify_stores(raw), STORES)
+
+
+def validate_bank(raw: DataFrame) -> tuple[DataFrame, DataFrame]:
+    return split(classify_bank(raw), BANK)
+
+
+def validate_rides(
+    raw: DataFrame,
+    max_ride_hours: float,
+    max_days_outside_period: int,
+    period: Period | None = None,
+) -> tuple[DataFrame, DataFrame, Period | None]:
+    """Rides: the period is inferred from the data unless given."""
+    parsed = parse_rides(raw)
+    if period is None:
+        period = infer_period(parsed)
+    classified = classify_rides(parsed, period, max_ride_hours, max_days_outside_period)
+    good, bad = split(classified, RIDES)
+    return good, bad, period

@@ -1,0 +1,201 @@
+"""The flow shared by the ingest jobs: count, gate on the bad-row budget, publish, summarise.
+
+Write mode: every ingest source is a *full snapshot* (Kaggle train/store, UCI bank-full, a TLC
+sample file), so each table is published with ``overwrite`` + the job's idempotency token:
+
+- the table is always exactly the latest snapshot; earlier snapshots stay readable through
+  Delta time travel, so nothing is lost and nothing can be counted twice when a later run date
+  ingests the same (or a grown) file again;
+- re-running the same run date (same ``run.revision``) is a no-op: the token is already in the
+  table, no version is added (the job even skips validation when every table holds it);
+- ``rides`` is partitioned by ``pickup_date`` for pruning, but still overwritten as a whole: a
+  replace-where on the file's pickup dates would delete another file's rides on shared boundary
+  days (TLC month files contain a few trips of the neighbouring months).
+
+The quarantine table is overwritten in the same way, also when it has no rows, so that
+``<table>_quarantine`` always describes the snapshot currently in ``<table>``: good +
+quarantined rows of the latest run == the rows of its source file.
+
+Order: every table of the job is validated and counted first; if any exceeds
+``ingest.bad_row_budget`` the job fails before touching any table. Then each table is written
+(good rows, then quarantine), one atomic commit per table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mlcore.ingest.rules import RULE, split
+from mlcore.ingest.schemas import TableContract
+from mlcore.ingest.sources import Source
+from mlcore.io.engines import WriteResult
+from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+    from pyspark.sql.types import StructType
+
+
+@dataclass
+class IngestBatch:
+    """One validated source: its contract, the classified frame (rows with ``rule``), the file."""
+
+    contract: TableContract
+    classified: DataFrame
+    source: Source
+    notes: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class IngestCounts:
+    input_rows: int
+    good_rows: int
+    by_rule: dict[str, int]
+
+    @property
+    def quarantined_rows(self) -> int:
+        return sum(self.by_rule.values())
+
+    @property
+    def bad_share(self) -> float:
+        return self.quarantined_rows / self.input_rows if self.input_rows else 0.0
+
+
+def count_classified(classified: DataFrame, table: str) -> IngestCounts:
+    """Input, good and per-rule counts of a (cached) classified frame; checks they add up."""
+    per_rule = {row[RULE]: int(row["count"]) for row in classified.groupBy(RULE).count().collect()}
+    good = per_rule.pop(None, 0)
+    counts = IngestCounts(input_rows=int(classified.count()), good_rows=good, by_rule=per_rule)
+    if counts.good_rows + counts.quarantined_rows != counts.input_rows:
+        raise JobFailed(
+            f"{table}: counts do not add up (good {counts.good_rows:,} + quarantined "
+            f"{counts.quarantined_rows:,} != input {counts.input_rows:,}); nothing written"
+        )
+    return counts
+
+
+def budget_error(table: str, counts: IngestCounts, budget: float) -> str | None:
+    """A one-line reason when ``table`` may not be published, else None."""
+    if counts.input_rows == 0:
+        return f"{table}: the source has no data rows (refusing to publish an empty snapshot)"
+    if counts.bad_share <= budget:
+        return None
+    top = sorted(counts.by_rule.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    rules = ", ".join(f"{rule}={n:,}" for rule, n in top)
+    return (
+        f"{table}: {counts.quarantined_rows:,} of {counts.input_rows:,} rows "
+        f"({counts.bad_share:.2%}) failed validation, over ingest.bad_row_budget "
+        f"{budget:.2%} ({rules})"
+    )
+
+
+def conform(df: DataFrame, schema: StructType, run_columns: dict[str, Any]) -> DataFrame:
+    """Exactly the contract's columns, in order and types, with the run columns filled in."""
+    from pyspark.sql import functions as F
+
+    return df.select(
+        *[
+            (F.lit(run_columns[f.name]) if f.name in run_columns else F.col(f"`{f.name}`"))
+            .cast(f.dataType)
+            .alias(f.name)
+            for f in schema.fields
+        ]
+    )
+
+
+def replay_summary(ctx: JobContext, contracts: Sequence[TableContract]) -> JobSummary | None:
+    """A summary without any work when every output already holds this run's token."""
+    if ctx.dry_run:
+        return None
+    names = [n for c in contracts for n in (c.table, c.quarantine_table)]
+    if not all(ctx.tables.already_written(n, ctx.token(n)) for n in names):
+        return None
+    summary = JobSummary()
+    summary.add(
+        "already ingested",
+        f"run date {ctx.run_date} (revision {ctx.config.run.revision}); nothing to do",
+    )
+    for name in names:
+        summary.writes.append(
+            WriteResult(name, ctx.tables.engine_name, ctx.tables.version(name), committed=False)
+        )
+    return summary
+
+
+def _report(summary: JobSummary, batch: IngestBatch, counts: IngestCounts) -> None:
+    table = batch.contract.table
+    summary.add(f"{table} source", batch.source.describe())
+    for label, value in batch.notes:
+        summary.add(label, value)
+    summary.add(f"{table} input rows", counts.input_rows, metric=f"{table}.input_rows")
+    summary.add(f"{table} good rows", counts.good_rows, metric=f"{table}.good_rows")
+    summary.add(
+        f"{table} quarantined rows", counts.quarantined_rows, metric=f"{table}.quarantined_rows"
+    )
+    summary.add(f"{table} bad share", f"{counts.bad_share:.3%}")
+    summary.metrics[f"{table}.bad_share"] = counts.bad_share
+    for rule, n in sorted(counts.by_rule.items()):
+        summary.add(f"{table} quarantined: {rule}", n, metric=f"{table}.quarantined.{rule}")
+
+
+def _write(
+    ctx: JobContext, df: DataFrame, name: str, schema: StructType, expected_rows: int
+) -> WriteResult:
+    out = conform(df, schema, ctx.output_columns())
+    partition_by = list(ctx.tables.ref(name).partition_by)
+    if partition_by:
+        # One file per partition value instead of one per (task, value).
+        out = out.repartition(*partition_by)
+    result = ctx.tables.write(out, name, mode="overwrite", token=ctx.token(name))
+    if result.committed and result.rows is not None and result.rows != expected_rows:
+        raise JobFailed(
+            f"{name}: wrote {result.rows:,} rows but validation counted {expected_rows:,} "
+            f"(table now at version {result.version})"
+        )
+    return result
+
+
+def run_ingest(ctx: JobContext, batches: Sequence[IngestBatch]) -> JobSummary:
+    """Validate and count every batch, enforce the budget, then publish (unless dry run)."""
+    from pyspark import StorageLevel
+
+    summary = JobSummary()
+    cached: list[DataFrame] = []
+    try:
+        counted: list[tuple[IngestBatch, DataFrame, IngestCounts]] = []
+        for batch in batches:
+            classified = batch.classified.persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(classified)
+            counts = count_classified(classified, batch.contract.table)
+            _report(summary, batch, counts)
+            counted.append((batch, classified, counts))
+        budget = ctx.config.ingest.bad_row_budget
+        errors = [
+            e for b, _, c in counted if (e := budget_error(b.contract.table, c, budget)) is not None
+        ]
+        if errors:
+            raise JobFailed("; ".join(errors) + "; nothing written")
+        if ctx.dry_run:
+            summary.add("dry run", "validated and counted; nothing written")
+            return summary
+        for batch, classified, counts in counted:
+            contract = batch.contract
+            good, bad = split(classified, contract)
+            summary.writes.append(
+                _write(ctx, good, contract.table, contract.schema, counts.good_rows)
+            )
+            summary.writes.append(
+                _write(
+                    ctx,
+                    bad,
+                    contract.quarantine_table,
+                    contract.quarantine_schema,
+                    counts.quarantined_rows,
+                )
+            )
+        return summary
+    finally:
+        for df in cached:
+            df.unpersist()

@@ -1,0 +1,405 @@
+"""train_forecasts: one Prophet (or seasonal-naive) model per group, backtested, stored, registered.
+
+Reads ``sales`` strictly before the run date, trains every group with ``applyInPandas`` (pure
+per-group function; one status row per group), then on the driver: checks the failure budget,
+writes ``forecast_models`` / ``forecast_metrics`` / ``forecast_backtest`` (one partition per run
+date, idempotent), logs aggregates and artifacts to MLflow and registers ``store_forecaster``
+(challenger; champion when no worse than the current champion).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlcore.forecasting.distributed import fingerprint_groups, group_partitions, train_groups
+from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+log = logging.getLogger(__name__)
+
+MODELS, METRICS, BACKTEST = "forecast_models", "forecast_metrics", "forecast_backtest"
+_NESTED = ("metrics", "backtest_points")
+
+
+def select_history(ctx: JobContext) -> tuple[DataFrame, list[Any]]:
+    """Training input: rows strictly before the run date, limited to the first N groups."""
+    from pyspark.sql import functions as F
+
+    fc = ctx.config.forecasting
+    sales = ctx.tables.read("sales")
+    wanted = {fc.date_column, fc.target_column, *fc.group_keys, *fc.prophet.regressors}
+    if fc.open_column:
+        wanted.add(fc.open_column)
+    if fc.prophet.holidays_column:
+        wanted.add(fc.prophet.holidays_column)
+    missing = sorted(wanted - set(sales.columns))
+    if missing:
+        raise JobFailed(f"sales table lacks columns {missing} needed by forecasting config")
+    history = sales.select(*sorted(wanted)).filter(F.col(fc.date_column) < F.lit(ctx.run_date))
+    keys = history.select(*fc.group_keys).distinct().orderBy(*fc.group_keys)
+    if fc.limit_groups is not None:
+        keys = keys.limit(fc.limit_groups)
+    key_rows = [tuple(r) for r in keys.collect()]
+    if not key_rows:
+        raise JobFailed(f"no sales history before {ctx.run_date}")
+    if fc.limit_groups is not None:
+        key_df = ctx.spark.createDataFrame(key_rows, keys.schema)
+        history = history.join(F.broadcast(key_df), fc.group_keys)
+    return history, key_rows
+
+
+def latest_models(ctx: JobContext) -> DataFrame | None:
+    """Each group's most recent trained model from earlier run dates (None if there is none)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    if not ctx.tables.exists(MODELS):
+        return None
+    keys = ctx.config.forecasting.group_keys
+    models = ctx.tables.read(MODELS).filter(
+        (F.col("run_date") < F.lit(ctx.run_date)) & F.col("model_json").isNotNull()
+    )
+    order = Window.partitionBy(*keys).orderBy(F.col("run_date").desc())
+    return models.withColumn("_rank", F.row_number().over(order)).filter("_rank = 1").drop("_rank")
+
+
+class _Progress(threading.Thread):
+    """Logs groups done / total, rate and ETA from Spark's status tracker while training runs."""
+
+    def __init__(self, spark: Any, total_groups: int, interval: float = 10.0) -> None:
+        super().__init__(daemon=True)
+        self.tracker = spark.sparkContext.statusTracker()
+        self.total = total_groups
+        self.interval = interval
+        self.started = time.perf_counter()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            stages = [self.tracker.getStageInfo(s) for s in self.tracker.getActiveStageIds()]
+            stages = [s for s in stages if s is not None and s.numTasks > 0]
+            if not stages:
+                continue
+            stage = max(stages, key=lambda s: s.numTasks)
+            share = stage.numCompletedTasks / stage.numTasks
+            elapsed = time.perf_counter() - self.started
+            groups = int(share * self.total)
+            rate = groups / elapsed if elapsed else 0.0
+            eta = (self.total - groups) / rate if rate else float("nan")
+            log.info(
+                "training: tasks %d/%d (~%d/%d groups), %.1f groups/s, ETA %.0f s",
+                stage.numCompletedTasks, stage.numTasks, groups, self.total, rate, eta,
+            )
+
+
+def _with_run_columns(ctx: JobContext, df: DataFrame) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    return df.withColumn("run_id", F.lit(ctx.run_id)).withColumn("run_date", F.lit(ctx.run_date))
+
+
+def build_outputs(ctx: JobContext, results: DataFrame) -> dict[str, DataFrame]:
+    """Split the per-group result rows into the three output tables."""
+    from pyspark.sql import functions as F
+
+    keys = ctx.config.forecasting.group_keys
+    models = results.drop(*_NESTED).withColumn("model_name", F.lit(ctx.config.forecasting.model_name))
+    models = models.withColumn("created_at", F.current_timestamp())
+    metrics = results.select(*keys, "champion", F.explode("metrics").alias("m")).select(
+        *keys,
+        F.col("m.window").alias("window"),
+        F.col("m.model").alias("model"),
+        F.col("m.metric").alias("metric"),
+        F.col("m.value").alias("value"),
+        F.col("m.n_obs").alias("n_obs"),
+        (F.col("m.model") == F.col("champion")).alias("is_champion"),
+    )
+    points = results.select(*keys, "champion", F.explode("backtest_points").alias("p")).select(
+        *keys,
+        *[F.col(f"p.{c}").alias(c) for c in ("window", "model", "ds", "y", "yhat", "yhat_lower", "yhat_upper")],
+        (F.col("p.model") == F.col("champion")).alias("is_champion"),
+    )
+    return {
+        MODELS: _with_run_columns(ctx, models),
+        METRICS: _with_run_columns(ctx, metrics),
+        BACKTEST: _with_run_columns(ctx, points),
+    }
+
+
+def aggregate_metrics(results: DataFrame, keys: list[str]) -> dict[str, float]:
+    """Aggregates for MLflow and the summary: per-group distributions and pooled accuracy."""
+    from pyspark.sql import functions as F
+
+    out: dict[str, float] = {}
+    for row in results.groupBy("status").count().collect():
+        out[f"groups_{row['status']}"] = float(row["count"])
+    for row in results.filter("champion is not null").groupBy("champion").count().collect():
+        out[f"champion_{row['champion']}"] = float(row["count"])
+    seconds = results.agg(F.sum("fit_seconds"), F.sum("backtest_seconds")).first()
+    out["compute_seconds"] = float((seconds[0] or 0.0) + (seconds[1] or 0.0))
+
+    metric_rows = results.select(*keys, "champion", F.explode("metrics").alias("m")).filter(
+        "m.window = 0 and m.model = champion and m.metric in ('wape', 'rmspe')"
+    )
+    for name in ("wape", "rmspe"):
+        stats = metric_rows.filter(F.col("m.metric") == name).agg(
+            F.mean("m.value"), F.percentile_approx("m.value", [0.5, 0.9], 10000)
+        ).first()
+        if stats[0] is not None:
+            out[f"{name}_mean"] = float(stats[0])
+            out[f"{name}_median"], out[f"{name}_p90"] = (float(v) for v in stats[1])
+
+    points = results.select("champion", F.explode("backtest_points").alias("p")).filter(
+        "p.y > 0 and p.yhat is not null"
+    )
+    error = F.abs(F.col("p.y") - F.col("p.yhat"))
+    pooled = points.groupBy(F.col("p.model").alias("model")).agg(
+        (F.sum(error) / F.sum(F.abs("p.y"))).alias("wape"),
+        F.sqrt(F.mean(F.pow(error / F.col("p.y"), 2))).alias("rmspe"),
+        F.sum(F.when(F.col("p.model") == F.col("champion"), 1).otherwise(0)).alias("champion_points"),
+    )
+    champion = points.filter(F.col("p.model") == F.col("champion")).agg(
+        (F.sum(error) / F.sum(F.abs("p.y"))).alias("wape"),
+        F.sqrt(F.mean(F.pow(error / F.col("p.y"), 2))).alias("rmspe"),
+    )
+    for row in pooled.collect():
+        out[f"pooled_wape_{row['model']}"] = float(row["wape"])
+        out[f"pooled_rmspe_{row['model']}"] = float(row["rmspe"])
+    best = champion.first()
+    if best is not None and best["wape"] is not None:
+        out["pooled_wape_champion"] = float(best["wape"])
+        out["pooled_rmspe_champion"] = float(best["rmspe"])
+    return out
+
+
+def _plot(ctx: JobContext, results: DataFrame, keys: list[str]) -> str | None:
+    """PNG of backtest forecasts vs actuals for a few groups (first keys in order)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pyspark.sql import functions as F
+
+    n = ctx.config.forecasting.plot_groups
+    if n <= 0:
+        return None
+    chosen = results.filter("status in ('ok', 'fallback')").orderBy(*keys).limit(n)
+    points = chosen.select(*keys, "champion", F.explode("backtest_points").alias("p")).filter("p.window = 0")
+    frame = points.select(*keys, "champion", "p.*").toPandas()
+    if frame.empty:
+        return None
+    groups = list(frame.groupby(keys))
+    fig, axes = plt.subplots(len(groups), 1, figsize=(10, 3 * len(groups)), squeeze=False)
+    for ax, (key, part) in zip(axes[:, 0], groups, strict=True):
+        actual = part.drop_duplicates("ds").sort_values("ds")
+        ax.plot(actual["ds"], actual["y"], "k.-", label="actual", linewidth=1)
+        for model, series in part.groupby("model"):
+            series = series.sort_values("ds")
+            ax.plot(series["ds"], series["yhat"], label=model, linewidth=1.2)
+            if model == part["champion"].iloc[0]:
+                ax.fill_between(series["ds"], series["yhat_lower"], series["yhat_upper"], alpha=0.2)
+        ax.set_title(f"{dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))} — champion: {part['champion'].iloc[0]}")
+        ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path = Path(tempfile.mkdtemp(prefix="mlcore_plot_")) / "backtest_forecasts.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return str(path)
+
+
+def register_and_promote(ctx: JobContext, models_version: int | None, metric_value: float) -> Any:
+    """Register the store_forecaster version serving this run's models; run the promotion gate."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from mlcore.serving import store_forecaster
+    from mlcore.tracking.registry import METRIC_TAG, decide_and_promote, version_for_run
+
+    fc = ctx.config.forecasting
+    client = MlflowClient()
+    version = version_for_run(client, fc.model_name, ctx.run_id)
+    if version is None and not ctx.dry_run:
+        model_config = {
+            "forecasting": asdict(fc),
+            "table_uri": ctx.tables.ref(MODELS).uri,
+            "table_version": models_version,
+            "run_date": ctx.run_date.isoformat(),
+        }
+        info = mlflow.pyfunc.log_model(
+            name="store_forecaster",
+            python_model=store_forecaster.__file__,
+            model_config=model_config,
+            registered_model_name=fc.model_name,
+            pip_requirements=["mlcore", "deltalake", "prophet", "pandas", "pyarrow"],
+        )
+        version = client.get_model_version(fc.model_name, str(info.registered_model_version))
+        tags = {
+            METRIC_TAG.format(fc.promotion_metric): f"{metric_value:.6f}",
+            "mlcore.forecast_models_version": str(models_version),
+            "mlcore.run_date": ctx.run_date.isoformat(),
+        }
+        for key, value in tags.items():
+            client.set_model_version_tag(fc.model_name, version.version, key, value)
+    if version is None:  # dry run before any registration: decide against the champion only
+        return decide_and_promote(
+            client, fc.model_name, "(dry-run)", fc.promotion_metric, metric_value,
+            fc.promotion_tolerance, dry_run=True,
+        )
+    return decide_and_promote(
+        client,
+        fc.model_name,
+        str(version.version),
+        fc.promotion_metric,
+        metric_value,
+        fc.promotion_tolerance,
+        dry_run=ctx.dry_run,
+    )
+
+
+def _kept_rows(kept: DataFrame, results: DataFrame, keys: list[str]) -> DataFrame:
+    """Previous model rows for unchanged groups, shaped like fresh results (action 'kept')."""
+    from pyspark.sql import functions as F
+
+    derived = {
+        "status_reason": F.concat(
+            F.lit("input unchanged: kept model trained on "), F.col("trained_run_date").cast("string")
+        ),
+        "metrics": F.array().cast(results.schema["metrics"].dataType),
+        "backtest_points": F.array().cast(results.schema["backtest_points"].dataType),
+        "action": F.lit("kept"),
+    }
+    return kept.select(*[derived[c].alias(c) if c in derived else F.col(c) for c in results.columns])
+
+
+def _published(ctx: JobContext, tokens: dict[str, Any]) -> bool:
+    """True when every output and the registry version of this run already exist."""
+    if not all(ctx.tables.already_written(name, token) for name, token in tokens.items()):
+        return False
+    if not ctx.config.mlflow.enabled:
+        return True
+    from mlflow.tracking import MlflowClient
+
+    from mlcore.tracking.registry import version_for_run
+
+    return version_for_run(MlflowClient(), ctx.config.forecasting.model_name, ctx.run_id) is not None
+
+
+def run(ctx: JobContext) -> JobSummary:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    fc = ctx.config.forecasting
+    keys = list(fc.group_keys)
+    summary = JobSummary()
+    tokens = {name: ctx.token(name) for name in (MODELS, METRICS, BACKTEST)}
+    if not ctx.dry_run and _published(ctx, tokens):
+        summary.add("status", "already published for this run date: nothing to do")
+        return summary
+
+    started = time.perf_counter()
+    history, key_rows = select_history(ctx)
+    total = len(key_rows)
+    previous = latest_models(ctx) if (fc.warm_start or fc.only_changed) else None
+    kept = None
+    to_train = history
+    if fc.only_changed and previous is not None:
+        fingerprints = fingerprint_groups(history, fc, ctx.run_date)
+        unchanged = fingerprints.join(
+            previous.select(*keys, F.col("data_fingerprint").alias("_previous_fp")), keys
+        ).filter(F.col("data_fingerprint") == F.col("_previous_fp")).select(*keys)
+        unchanged = unchanged.persist()
+        kept = previous.join(unchanged, keys, "left_semi")
+        to_train = history.join(unchanged, keys, "left_anti")
+
+    parallelism = ctx.spark.sparkContext.defaultParallelism
+    partitions = group_partitions(parallelism, fc, total)
+    results = train_groups(to_train, fc, ctx.run_date, partitions, previous)
+    results = results.withColumn("action", F.lit("trained")).withColumn(
+        "trained_run_date", F.lit(ctx.run_date)
+    )
+    if kept is not None:
+        results = results.unionByName(_kept_rows(kept, results, keys))
+
+    progress = _Progress(ctx.spark, total)
+    progress.start()
+    try:
+        results = results.persist(StorageLevel.MEMORY_AND_DISK)
+        trained = results.filter("action = 'trained'").count()
+    finally:
+        progress.done.set()
+    train_seconds = time.perf_counter() - started
+    statuses = {r["status"]: r["count"] for r in results.groupBy("status").count().collect()}
+    failed = statuses.get("failed", 0)
+    summary.add("groups", total, metric="groups_total")
+    summary.add("groups trained", trained, metric="groups_trained")
+    if kept is not None:
+        summary.add("groups kept (input unchanged)", total - trained, metric="groups_kept")
+    for status in ("ok", "fallback", "skipped", "failed"):
+        summary.add(f"status {status}", statuses.get(status, 0))
+    summary.metrics["groups_per_second"] = trained / train_seconds if train_seconds else 0.0
+    summary.add("groups/s (training stage)", f"{summary.metrics['groups_per_second']:.2f}")
+
+    failures = results.filter("status in ('failed', 'fallback', 'skipped')").select(
+        *keys, "status", "status_reason", "error_class", "error_message"
+    ).orderBy(*keys).toPandas()
+    ctx.artifacts["failures.csv"] = failures.to_csv(index=False)
+    if trained and failed / trained > fc.failure_budget:
+        results.unpersist()
+        raise JobFailed(
+            f"{failed} of {trained} groups failed ({failed / trained:.1%} > failure budget "
+            f"{fc.failure_budget:.1%}); nothing published. See failures.csv in the MLflow run"
+        )
+
+    aggregates = aggregate_metrics(results.filter("action = 'trained'"), keys)
+    summary.metrics.update(aggregates)
+    for label, name in (("champion prophet", "champion_prophet"), ("champion seasonal naive", "champion_seasonal_naive")):
+        summary.add(label, int(aggregates.get(name, 0)))
+    for metric in ("wape", "rmspe"):
+        for model in ("champion", "prophet", "seasonal_naive"):
+            key = f"pooled_{metric}_{model}"
+            if key in aggregates:
+                summary.add(f"pooled {metric.upper()} {model}", f"{aggregates[key]:.4f}")
+    for metric in ("wape", "rmspe"):
+        if f"{metric}_median" in aggregates:
+            summary.add(f"median group {metric.upper()} (champion)", f"{aggregates[f'{metric}_median']:.4f}")
+
+    per_group = results.select(
+        *keys, "status", "champion", "action", "trained_run_date", "train_rows", "fit_seconds"
+    ).toPandas()
+    ctx.artifacts["group_summary.csv"] = per_group.to_csv(index=False)
+    plot = _plot(ctx, results, keys)
+    if plot:
+        ctx.artifact_files["plots"] = plot
+
+    outputs = build_outputs(ctx, results)
+    models_version = ctx.tables.version(MODELS)
+    if not ctx.dry_run:
+        for name, frame in outputs.items():
+            result = ctx.tables.write(
+                frame, name, mode="replace_where", replace_where={"run_date": ctx.run_date}, token=tokens[name]
+            )
+            summary.writes.append(result)
+            if name == MODELS:
+                models_version = result.version
+    results.unpersist()
+
+    metric_key = f"pooled_{fc.promotion_metric}_champion"
+    if metric_key in aggregates and ctx.config.mlflow.enabled:
+        decision = register_and_promote(ctx, models_version, aggregates[metric_key])
+        summary.add(
+            "registry",
+            f"{decision.model_name} v{decision.version}: "
+            + ("champion" if decision.promoted else "challenger only")
+            + ("" if decision.applied else " (dry run: aliases not moved)")
+            + f" — {decision.reason}",
+        )
+        summary.metrics["promoted"] = 1.0 if decision.promoted else 0.0
+    return summary

@@ -1,0 +1,1 @@
+"""Deployable model wrappers (MLflow pyfunc) over mlcore's stored models."""

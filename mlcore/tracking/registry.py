@@ -1,0 +1,107 @@
+"""Model registry: idempotent registration and champion/challenger promotion (driver only).
+
+MLflow's registration and alias moves are neither atomic nor idempotent, so: a run's version is
+looked up by run id before registering (a rerun never adds a version), the decision is computed
+from metrics stored as version tags, and aliases move in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+METRIC_TAG = "mlcore.metric.{}"
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """What the gate decided, and why (logged and printed in the job summary)."""
+
+    model_name: str
+    version: str
+    metric: str
+    challenger_value: float
+    champion_version: str | None
+    champion_value: float | None
+    promoted: bool
+    applied: bool
+    reason: str
+
+
+def version_for_run(client: Any, model_name: str, run_id: str) -> Any | None:
+    """The registered version created by ``run_id`` (None if the run has not registered yet)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    except MlflowException:
+        return None
+    return max(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def champion_version(client: Any, model_name: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def decide_and_promote(
+    client: Any,
+    model_name: str,
+    version: str,
+    metric: str,
+    value: float,
+    tolerance: float = 0.0,
+    lower_is_better: bool = True,
+    dry_run: bool = False,
+) -> PromotionDecision:
+    """Set ``challenger`` on ``version``; promote it to ``champion`` when no worse than the champion.
+
+    "No worse" means ``value <= champion * (1 + tolerance)`` for lower-is-better metrics (and the
+    mirror for higher-is-better). The first registered version becomes champion. With
+    ``dry_run`` the decision is computed and returned but no alias moves.
+    """
+    current = champion_version(client, model_name)
+    current_value: float | None = None
+    if current is not None:
+        raw = current.tags.get(METRIC_TAG.format(metric))
+        current_value = float(raw) if raw is not None else None
+    if current is not None and str(current.version) == str(version):
+        promoted, reason = True, f"version {version} is already champion"
+    elif current is None:
+        promoted, reason = True, "no champion yet: the first version becomes champion"
+    elif current_value is None:
+        promoted, reason = True, f"champion v{current.version} has no {metric} recorded"
+    else:
+        bound = current_value * (1 + tolerance) if lower_is_better else current_value * (1 - tolerance)
+        promoted = value <= bound if lower_is_better else value >= bound
+        relation = "<=" if lower_is_better else ">="
+        reason = (
+            f"{metric} {value:.4f} {relation if promoted else ('>' if lower_is_better else '<')} "
+            f"champion v{current.version}'s {current_value:.4f} (tolerance {tolerance:g})"
+        )
+    if not dry_run:
+        client.set_registered_model_alias(model_name, CHALLENGER, str(version))
+        if promoted:
+            client.set_registered_model_alias(model_name, CHAMPION, str(version))
+    decision = PromotionDecision(
+        model_name=model_name,
+        version=str(version),
+        metric=metric,
+        challenger_value=value,
+        champion_version=None if current is None else str(current.version),
+        champion_value=current_value,
+        promoted=promoted,
+        applied=not dry_run,
+        reason=reason,
+    )
+    log.info("promotion %s v%s: %s (%s)", model_name, version, "promote" if promoted else "keep", reason)
+    return decision

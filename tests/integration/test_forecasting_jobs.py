@@ -1,0 +1,155 @@
+"""train_forecasts + make_forecasts end to end on 20 real Rossmann stores: one status row per
+group, idempotent reruns (no new rows, table versions or registry versions), registry aliases,
+forecast accuracy against the real held-out days, incremental mode and the failure budget."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from deltalake import DeltaTable
+from mlflow.tracking import MlflowClient
+
+from mlcore.runner import run_job
+from tests.conftest import CONF_DIR
+
+RUN_DATE = dt.date(2015, 6, 14)
+STORES = 20
+ARGS = ["--env", "test", "--conf-dir", str(CONF_DIR), "--run-date", RUN_DATE.isoformat()]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def rossmann_frame() -> pd.DataFrame:
+    from tests.conftest import DATASETS_DIR
+
+    path = DATASETS_DIR / "rossmann" / "train.csv.gz"
+    if not path.exists():
+        pytest.skip(f"real datasets not found at {DATASETS_DIR}")
+    frame = pd.read_csv(path, dtype={"StateHoliday": str}, parse_dates=["Date"])
+    frame = frame[frame["Store"] <= STORES].rename(
+        columns={
+            "Store": "store", "DayOfWeek": "day_of_week", "Date": "date", "Sales": "sales",
+            "Customers": "customers", "Open": "open", "Promo": "promo",
+            "StateHoliday": "state_holiday", "SchoolHoliday": "school_holiday",
+        }
+    )
+    frame["date"] = frame["date"].dt.date
+    frame["run_id"] = "fixture"
+    frame["run_date"] = dt.date(2015, 8, 1)
+    return frame.reset_index(drop=True)
+
+
+def write_sales(spark, tables, frame: pd.DataFrame) -> None:
+    from mlcore.ingest.schemas import SALES_SCHEMA
+
+    ordered = frame[SALES_SCHEMA.fieldNames()]
+    tables.write(spark.createDataFrame(ordered, SALES_SCHEMA), "sales", mode="overwrite")
+
+
+def versions(home: Path, *names: str) -> dict[str, int]:
+    return {name: DeltaTable(str(home / "lake" / name)).version() for name in names}
+
+
+def registry(home: Path) -> MlflowClient:
+    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_train_and_forecast_end_to_end(spark, tables, mlcore_home, rossmann_frame, capsys):
+    write_sales(spark, tables, rossmann_frame)
+
+    assert run_job("train_forecasts", ARGS) == 0
+    out = capsys.readouterr().out
+    assert "status ok" in out and "pooled WAPE champion" in out
+
+    models = tables.read("forecast_models").toPandas()
+    assert sorted(models["store"]) == list(range(1, STORES + 1)), "exactly one row per group"
+    assert set(models["status"]) <= {"ok", "fallback", "skipped", "failed"}
+    assert (models["status"] == "ok").sum() >= STORES - 1
+    assert (pd.to_datetime(models["train_end"]).dt.date < RUN_DATE).all()
+    assert models["model_json"].notna().sum() >= STORES - 1
+    assert set(models["run_date"]) == {RUN_DATE}
+    metrics = tables.read("forecast_metrics").toPandas()
+    assert {"wape", "rmspe", "mae", "rmse", "smape", "mape", "coverage"} <= set(metrics["metric"])
+    assert set(metrics["model"]) == {"prophet", "seasonal_naive"}
+    champion_wape = metrics[(metrics["metric"] == "wape") & metrics["is_champion"]]["value"]
+    assert champion_wape.median() < 0.15
+
+    client = registry(mlcore_home)
+    versions_before = client.search_model_versions("name = 'store_forecaster'")
+    assert len(versions_before) == 1
+    champion = client.get_model_version_by_alias("store_forecaster", "champion")
+    assert champion.version == versions_before[0].version
+    assert client.get_model_version_by_alias("store_forecaster", "challenger").version == champion.version
+    tables_before = versions(mlcore_home, "forecast_models", "forecast_metrics", "forecast_backtest")
+    rows_before = len(models)
+
+    # Rerun for the same run date: nothing new anywhere.
+    assert run_job("train_forecasts", ARGS) == 0
+    assert "already published" in capsys.readouterr().out
+    assert versions(mlcore_home, "forecast_models", "forecast_metrics", "forecast_backtest") == tables_before
+    assert tables.read("forecast_models").count() == rows_before
+    assert len(client.search_model_versions("name = 'store_forecaster'")) == 1
+
+    # Forecast the 48 days from the run date with the champion, then compare with what happened.
+    assert run_job("make_forecasts", ARGS) == 0
+    forecasts = tables.read("forecasts").toPandas()
+    assert len(forecasts) == STORES * 48
+    assert forecasts["ds"].min() == RUN_DATE and forecasts["ds"].max() == RUN_DATE + dt.timedelta(days=47)
+    assert (forecasts["yhat_lower"] <= forecasts["yhat"]).all() and (forecasts["yhat"] <= forecasts["yhat_upper"]).all()
+    assert set(forecasts["model_version"]) == {str(champion.version)}
+    actual = rossmann_frame[(rossmann_frame["date"] >= RUN_DATE)][["store", "date", "sales", "open"]]
+    joined = forecasts.merge(actual, left_on=["store", "ds"], right_on=["store", "date"])
+    assert len(joined) == STORES * 48
+    assert (joined.loc[joined["open"] == 0, "yhat"] == 0).all(), "closed days forecast 0"
+    open_days = joined[joined["sales"] > 0]
+    wape = (open_days["sales"] - open_days["yhat"]).abs().sum() / open_days["sales"].sum()
+    assert wape < 0.15, f"pooled WAPE on the real 48 held-out days was {wape:.3f}"
+    forecasts_version = DeltaTable(str(mlcore_home / "lake" / "forecasts")).version()
+    assert run_job("make_forecasts", ARGS) == 0
+    assert DeltaTable(str(mlcore_home / "lake" / "forecasts")).version() == forecasts_version
+
+
+def test_incremental_mode_retrains_only_changed_groups(spark, tables, mlcore_home, rossmann_frame):
+    history = rossmann_frame[rossmann_frame["date"] < RUN_DATE].copy()
+    history = history[history["store"] <= 6]
+    write_sales(spark, tables, history)
+    assert run_job("train_forecasts", [*ARGS, "--set", "forecasting.only_changed=true"]) == 0
+
+    changed = history.copy()
+    mask = (changed["store"] == 3) & (changed["date"] == dt.date(2015, 6, 1))
+    changed.loc[mask, "sales"] += 1000
+    write_sales(spark, tables, changed)
+    next_day = (RUN_DATE + dt.timedelta(days=1)).isoformat()
+    args = [*ARGS[:-1], next_day, "--set", "forecasting.only_changed=true"]
+    assert run_job("train_forecasts", args) == 0
+
+    second = tables.read("forecast_models", where={"run_date": RUN_DATE + dt.timedelta(days=1)}).toPandas()
+    actions = dict(zip(second["store"], second["action"], strict=True))
+    assert actions == {1: "kept", 2: "kept", 3: "trained", 4: "kept", 5: "kept", 6: "kept"}
+    kept = second[second["action"] == "kept"]
+    assert (kept["trained_run_date"] == RUN_DATE).all()
+    assert kept["status_reason"].str.startswith("input unchanged").all()
+    first = tables.read("forecast_models", where={"run_date": RUN_DATE}).toPandas().set_index("store")
+    for _, row in kept.iterrows():
+        assert row["model_json"] == first.loc[row["store"], "model_json"]
+
+
+def test_failure_budget_publishes_nothing(spark, tables, mlcore_home, rossmann_frame, monkeypatch, capsys):
+    write_sales(spark, tables, rossmann_frame[rossmann_frame["store"] <= 5])
+    monkeypatch.setenv("MLCORE_FAULT_GROUPS", "2,4")
+    code = run_job("train_forecasts", [*ARGS, "--set", "forecasting.failure_budget=0.3"])
+    assert code == 1
+    assert "2 of 5 groups failed (40.0% > failure budget 30.0%)" in capsys.readouterr().err
+    assert not tables.exists("forecast_models")
+    assert registry(mlcore_home).search_registered_models() == []
+
+    # Within budget: published, and the failed groups carry explicit status rows.
+    assert run_job("train_forecasts", [*ARGS, "--set", "forecasting.failure_budget=0.5"]) == 0
+    models = tables.read("forecast_models").toPandas().set_index("store")
+    assert models.loc[[2, 4], "status"].tolist() == ["failed", "failed"]
+    assert models.loc[[2, 4], "error_class"].tolist() == ["InjectedFault", "InjectedFault"]
+    assert (models.loc[[1, 3, 5], "status"] == "ok").all()
