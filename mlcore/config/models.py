@@ -71,6 +71,7 @@ class SalesSourceConfig:
 
     train_path: str | None = None
     store_path: str | None = None
+    calendar_path: str | None = None  # test.csv format; optional, never synthesised
     if_missing: IfMissing = "synthetic"
 
 

@@ -23,7 +23,7 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DateType, DoubleType, IntegerType, StringType, TimestampType
 
-from mlcore.ingest.schemas import BANK, RIDES, SALES, STORES, TableContract
+from mlcore.ingest.schemas import BANK, CALENDAR, RIDES, SALES, STORES, TableContract
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -95,6 +95,8 @@ SALES_RULES = (
     ValueRule("state_holiday", allowed=("0", "a", "b", "c")),
     ValueRule("school_holiday", allowed=(0, 1)),
 )
+
+CALENDAR_RULES = tuple(r for r in SALES_RULES if r.column not in ("sales", "customers"))
 
 STORES_RULES = (
     ValueRule("store", minimum=1),
@@ -370,6 +372,11 @@ def classify_sales(raw: DataFrame) -> DataFrame:
         ),
     )
     return classify(parsed, SALES, [*column_checks(SALES, SALES_RULES), weekday])
+
+
+def classify_calendar(raw: DataFrame) -> DataFrame:
+    """Rossmann test.csv (future calendar): the sales rules minus the target columns."""
+    return classify(parse(raw, CALENDAR), CALENDAR, column_checks(CALENDAR, CALENDAR_RULES))
 
 
 def classify_stores(raw: DataFrame) -> DataFrame:

@@ -181,6 +181,31 @@ SALES = TableContract(
     keys=("store", "date"),
 )
 
+# Rossmann test.csv: the future calendar (known-in-advance flags, no target). Open is empty for a
+# few rows in the real file, so it is nullable: make_forecasts applies its documented default.
+CALENDAR_SCHEMA = StructType(
+    [
+        StructField("id", IntegerType(), False),
+        StructField("store", IntegerType(), False),
+        StructField("day_of_week", IntegerType(), False),
+        StructField("date", DateType(), False),
+        StructField("open", IntegerType(), True),
+        StructField("promo", IntegerType(), False),
+        StructField("state_holiday", StringType(), False),
+        StructField("school_holiday", IntegerType(), False),
+        *RUN_FIELDS,
+    ]
+)
+
+CALENDAR = TableContract(
+    table="forecast_calendar",
+    source="Rossmann test.csv",
+    header=("Id", "Store", "DayOfWeek", "Date", "Open", "Promo", "StateHoliday", "SchoolHoliday"),
+    delimiter=",",
+    schema=CALENDAR_SCHEMA,
+    keys=("store", "date"),
+)
+
 STORES = TableContract(
     table="stores",
     source="Rossmann store.csv",
@@ -260,4 +285,4 @@ RIDES = TableContract(
     keys=_RIDE_HEADER,
 )
 
-CONTRACTS = {c.table: c for c in (SALES, STORES, BANK, RIDES)}
+CONTRACTS = {c.table: c for c in (SALES, STORES, CALENDAR, BANK, RIDES)}

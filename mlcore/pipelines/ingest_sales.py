@@ -7,24 +7,49 @@ one row per (store, date) and per store) before either table is touched. Rejecte
 
 Both tables are overwritten with the job's idempotency token: the files are full snapshots, so
 the table is the latest snapshot (older ones via Delta time travel) and a rerun for the same run
-date adds no version. See ``mlcore.pipelines._ingest`` for the shared flow.
+date adds no version. When ``sources.sales.calendar_path`` names a Rossmann ``test.csv``-format
+file, it is validated the same way into ``forecast_calendar`` (future open/promo/holiday flags
+for make_forecasts). See ``mlcore.pipelines._ingest`` for the shared flow.
 """
 
 from __future__ import annotations
 
-from mlcore.ingest.rules import classify_sales, classify_stores
-from mlcore.ingest.schemas import SALES, STORES
-from mlcore.ingest.sources import read_csv_source, resolve_sales_sources
+import logging
+
+from mlcore.ingest.rules import classify_calendar, classify_sales, classify_stores
+from mlcore.ingest.schemas import CALENDAR, SALES, STORES
+from mlcore.ingest.sources import Source, path_exists, read_csv_source, resolve_sales_sources
 from mlcore.pipelines._ingest import IngestBatch, replay_summary, run_ingest
-from mlcore.pipelines.context import JobContext, JobSummary
+from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+
+log = logging.getLogger(__name__)
+
+
+def calendar_source(ctx: JobContext, synthetic: bool) -> Source | None:
+    """The optional future calendar (test.csv format); never mixed with synthetic sales."""
+    path = ctx.config.sources.sales.calendar_path
+    if synthetic or path is None:
+        return None
+    if not path_exists(path):
+        if ctx.config.sources.sales.if_missing == "error":
+            raise JobFailed(f"sources.sales.calendar_path: {path} does not exist (if_missing: error)")
+        log.warning("sources.sales.calendar_path %s does not exist: no forecast_calendar", path)
+        return None
+    return Source("sources.sales.calendar_path", str(path))
 
 
 def run(ctx: JobContext) -> JobSummary:
-    replay = replay_summary(ctx, (SALES, STORES))
+    train, store = resolve_sales_sources(ctx.config)
+    calendar = calendar_source(ctx, train.synthetic)
+    contracts = (SALES, STORES, CALENDAR) if calendar else (SALES, STORES)
+    replay = replay_summary(ctx, contracts)
     if replay is not None:
         return replay
-    train, store = resolve_sales_sources(ctx.config)
     limit = ctx.config.ingest.limit_rows
     sales = classify_sales(read_csv_source(ctx.spark, train.path, SALES, limit))
     stores = classify_stores(read_csv_source(ctx.spark, store.path, STORES, limit))
-    return run_ingest(ctx, [IngestBatch(SALES, sales, train), IngestBatch(STORES, stores, store)])
+    batches = [IngestBatch(SALES, sales, train), IngestBatch(STORES, stores, store)]
+    if calendar is not None:
+        future = classify_calendar(read_csv_source(ctx.spark, calendar.path, CALENDAR, limit))
+        batches.append(IngestBatch(CALENDAR, future, calendar))
+    return run_ingest(ctx, batches)

@@ -153,3 +153,40 @@ def test_failure_budget_publishes_nothing(spark, tables, mlcore_home, rossmann_f
     assert models.loc[[2, 4], "status"].tolist() == ["failed", "failed"]
     assert models.loc[[2, 4], "error_class"].tolist() == ["InjectedFault", "InjectedFault"]
     assert (models.loc[[1, 3, 5], "status"] == "ok").all()
+
+
+def test_future_calendar_drives_forecasts_beyond_the_data(spark, tables, mlcore_home, rossmann_frame):
+    """Run date 2015-08-01 (after train.csv ends): regressors come from the real test.csv."""
+    from pyspark.sql import functions as F
+
+    from mlcore.ingest.rules import classify_calendar, split
+    from mlcore.ingest.schemas import CALENDAR
+    from mlcore.ingest.sources import read_csv_source
+    from tests.conftest import DATASETS_DIR
+
+    stores = rossmann_frame[rossmann_frame["store"] <= 8]
+    write_sales(spark, tables, stores)
+    raw = read_csv_source(spark, str(DATASETS_DIR / "rossmann" / "test.csv.gz"), CALENDAR)
+    good, bad = split(classify_calendar(raw), CALENDAR)
+    assert bad.count() == 0
+    calendar = good.filter(F.col("store") <= 8).withColumn("run_id", F.lit("t")).withColumn(
+        "run_date", F.lit(dt.date(2015, 8, 1))
+    )
+    tables.write(calendar.select(*CALENDAR.schema.fieldNames()), "forecast_calendar")
+    known = calendar.toPandas()
+    in_calendar = set(known["store"])
+    assert in_calendar and in_calendar != set(range(1, 9)), "test.csv covers only some stores"
+
+    args = ["--env", "test", "--conf-dir", str(CONF_DIR), "--run-date", "2015-08-01"]
+    assert run_job("train_forecasts", args) == 0
+    assert run_job("make_forecasts", args) == 0
+    forecasts = tables.read("forecasts").toPandas()
+    assert len(forecasts) == 8 * 48
+    merged = forecasts.merge(known, left_on=["store", "ds"], right_on=["store", "date"])
+    assert len(merged) == len(known[known["date"] <= dt.date(2015, 9, 17)])
+    closed = merged[merged["open"] == 0]
+    assert len(closed) > 0 and (closed["yhat"] == 0).all(), "test.csv's closed days forecast 0"
+    # Stores absent from test.csv fall back to the documented default: closed on Sundays only.
+    defaulted = forecasts[~forecasts["store"].isin(in_calendar)]
+    sundays = pd.to_datetime(defaulted["ds"]).dt.dayofweek == 6
+    assert (defaulted.loc[sundays, "yhat"] == 0).all() and (defaulted.loc[~sundays, "yhat"] > 0).all()
