@@ -1,179 +1,220 @@
 #!/usr/bin/env python
-"""Per-store cost of ``mlcore.forecasting.train_group`` on real Rossmann stores (serial, 1 core).
+"""Benchmark: per-store forecasting three ways, measured in one run on real Rossmann stores.
 
-Prints the median/mean per store of: the whole ``train_group`` call, its ``backtest_seconds`` and
-``fit_seconds``, and a finer split measured by timing the model methods (Prophet fit, Prophet
-predict, Prophet JSON, seasonal naive, the rest = data preparation, metrics, glue). With
-``--seed-baseline`` it also times the seed notebook's workload on the same stores (Prophet
-defaults fitted on all open days, then ``predict`` of history + 48 days with 1000 uncertainty
-samples), the ~0.185 s/store reference of design/perf-baseline.md section 1.
+(a) seed: the notebook loop, serial (per store: Prophet() defaults on open days, predict
+    history + 48 days with 1000 uncertainty samples);
+(b) pool: a process pool over all cores running the job's per-store work (train_group:
+    backtest + selection + final fit);
+(c) job: the train_forecasts job (Spark applyInPandas, Delta writes, MLflow run + registry).
 
-    .venv/bin/python scripts/bench_forecasting.py --stores 40 --seed-baseline
+Prints wall time, groups/s, core-seconds per group and efficiency = ideal / actual, where
+ideal = serial per-store work (train_group measured serially on a sample) x stores / cores.
+Then accuracy on the 48 days from the run date (the last 48 days of train.csv for 2015-06-14):
+pooled RMSPE and WAPE over open days with sales, for the job's champions (make_forecasts), the
+seed approach and the seasonal-naive baseline.
+
+    .venv/bin/python scripts/bench_forecasting.py                 # all 1,115 stores
+    .venv/bin/python scripts/bench_forecasting.py --stores 100 --serial-sample 20
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
+import multiprocessing as mp
 import os
-import resource
-import statistics
 import sys
+import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mlcore.config.models import ForecastingConfig  # noqa: E402
-from mlcore.forecasting import group as group_mod  # noqa: E402
-from mlcore.forecasting import models as models_mod  # noqa: E402
 from mlcore.forecasting.group import train_group  # noqa: E402
+from mlcore.forecasting.models import SeasonalNaiveForecaster  # noqa: E402
 
-DEFAULT_CSV = (
-    Path(os.environ.get("MLCORE_DATASETS_DIR", ROOT.parent / "shared" / "datasets"))
-    / "rossmann"
-    / "train.csv.gz"
-)
-COLUMNS = {
-    "Store": "store",
-    "Date": "date",
-    "Sales": "sales",
-    "Open": "open",
-    "Promo": "promo",
-    "StateHoliday": "state_holiday",
-    "SchoolHoliday": "school_holiday",
+DATASETS = Path(os.environ.get("MLCORE_DATASETS_DIR", ROOT.parent / "shared" / "datasets"))
+RENAME = {
+    "Store": "store", "DayOfWeek": "day_of_week", "Date": "date", "Sales": "sales",
+    "Customers": "customers", "Open": "open", "Promo": "promo",
+    "StateHoliday": "state_holiday", "SchoolHoliday": "school_holiday",
 }
-
-TIMES: dict[str, float] = defaultdict(float)
-
-
-def _timed(cls: type, method: str, label: str) -> None:
-    original = getattr(cls, method)
-
-    def wrapper(self, *args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            TIMES[label] += time.perf_counter() - t0
-
-    setattr(cls, method, wrapper)
+_GROUPS: dict[int, pd.DataFrame] = {}
+_RUN_DATE = dt.date(2015, 6, 14)
+_CONFIG = ForecastingConfig()
 
 
-def _instrument() -> None:
-    _timed(models_mod.ProphetForecaster, "fit", "prophet_fit")
-    _timed(models_mod.ProphetForecaster, "predict", "prophet_predict")
-    _timed(models_mod.ProphetForecaster, "to_json", "prophet_json")
-    _timed(models_mod.SeasonalNaiveForecaster, "fit", "naive")
-    _timed(models_mod.SeasonalNaiveForecaster, "predict", "naive")
-    _timed(models_mod.SeasonalNaiveForecaster, "to_json", "naive")
-    original = group_mod.prepare_history
-
-    def prepare(*args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            TIMES["prepare"] += time.perf_counter() - t0
-
-    group_mod.prepare_history = prepare
+def load(stores: int) -> pd.DataFrame:
+    frame = pd.read_csv(DATASETS / "rossmann" / "train.csv.gz", dtype={"StateHoliday": str})
+    frame = frame.rename(columns=RENAME)
+    frame["date"] = pd.to_datetime(frame["date"]).dt.date
+    keep = sorted(frame["store"].unique())[:stores]
+    return frame[frame["store"].isin(keep)].reset_index(drop=True)
 
 
-def _cpu() -> float:
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # the CmdStan processes
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+def quiet() -> None:
+    for name in ("cmdstanpy", "prophet", "py4j", "mlflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _ms(values: list[float]) -> str:
-    return f"{statistics.median(values) * 1000:7.1f} {statistics.fmean(values) * 1000:7.1f}"
+def seed_store(history: pd.DataFrame) -> pd.DataFrame:
+    """The seed notebook's per-store work: fit on open days, predict history + 48 days."""
+    from prophet import Prophet
+
+    train = history[history["open"] == 1][["date", "sales"]].rename(columns={"date": "ds", "sales": "y"})
+    train["ds"] = pd.to_datetime(train["ds"])
+    model = Prophet(yearly_seasonality=True, weekly_seasonality=True)
+    model.fit(train)
+    future = model.make_future_dataframe(periods=48)
+    forecast = model.predict(future)
+    return forecast[["ds", "yhat"]]
 
 
-def _seed_workload(history: pd.DataFrame) -> None:
-    api = models_mod._prophet_api()
-    df = history[history["open"] == 1]
-    df = pd.DataFrame({"ds": pd.to_datetime(df["date"]), "y": df["sales"]})
-    m = api.Prophet()
-    m.fit(df)
-    m.predict(m.make_future_dataframe(periods=48))
+def _pool_init(groups: dict[int, pd.DataFrame]) -> None:
+    quiet()
+    _GROUPS.update(groups)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
-    parser.add_argument("--stores", type=int, default=40, help="stores 1..N (default 40)")
+def _pool_task(store: int) -> tuple[int, float, dict]:
+    start = time.perf_counter()
+    row = train_group(_GROUPS[store], {"store": store}, _CONFIG, _RUN_DATE)
+    return store, time.perf_counter() - start, row
+
+
+def pooled(frame: pd.DataFrame, column: str) -> tuple[float, float]:
+    """Pooled (RMSPE, WAPE) over open days with sales > 0."""
+    part = frame[(frame["sales"] > 0) & frame[column].notna()]
+    err = part["sales"] - part[column]
+    rmspe = float(np.sqrt(np.mean((err / part["sales"]) ** 2)))
+    wape = float(err.abs().sum() / part["sales"].sum())
+    return rmspe, wape
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--stores", type=int, default=1115)
+    parser.add_argument("--serial-sample", type=int, default=60, help="stores timed serially for 'ideal'")
     parser.add_argument("--run-date", default="2015-06-14")
-    parser.add_argument("--backtest-windows", type=int, default=1)
-    parser.add_argument("--seed-baseline", action="store_true", help="also time the seed workload")
-    parser.add_argument(
-        "--no-fast-stan-json", action="store_true", help="let cmdstanpy write its JSON inputs"
-    )
     args = parser.parse_args()
-    if args.no_fast_stan_json:
-        models_mod.FAST_STAN_JSON = False
+    quiet()
+    global _RUN_DATE
+    _RUN_DATE = dt.date.fromisoformat(args.run_date)
+    cores = os.cpu_count() or 1
+    data = load(args.stores)
+    stores = sorted(data["store"].unique())
+    history = data[data["date"] < _RUN_DATE]
+    holdout = data[(data["date"] >= _RUN_DATE) & (data["date"] < _RUN_DATE + dt.timedelta(days=48))]
+    groups = {int(s): g for s, g in history.groupby("store")}
+    n = len(stores)
+    print(f"stores={n} run_date={_RUN_DATE} cores={cores} rows={len(history):,} (history)")
 
-    df = pd.read_csv(args.csv, usecols=list(COLUMNS), dtype={"StateHoliday": str}).rename(
-        columns=COLUMNS
-    )
-    df = df[df["store"] <= args.stores]
-    df["date"] = pd.to_datetime(df["date"]).dt.date
-    groups = {int(s): g.reset_index(drop=True) for s, g in df.groupby("store")}
-    config = ForecastingConfig(backtest_windows=args.backtest_windows)
-    run_date = dt.date.fromisoformat(args.run_date)
-    _instrument()
+    # (a) seed loop, serial
+    seed_frames = []
+    start = time.perf_counter()
+    for store in stores:
+        out = seed_store(groups[store])
+        out["store"] = store
+        seed_frames.append(out)
+    seed_wall = time.perf_counter() - start
+    seed = pd.concat(seed_frames)
+    seed["date"] = seed["ds"].dt.date
 
-    first = next(iter(groups))
-    train_group(groups[first], {"store": first}, config, run_date)  # warm-up: import, JIT, caches
-    rows: dict[str, list[float]] = defaultdict(list)
-    statuses: dict[str, int] = defaultdict(int)
-    champions: dict[str, int] = defaultdict(int)
-    cpu0, wall0 = _cpu(), time.perf_counter()
-    for store, history in groups.items():
-        TIMES.clear()
-        t0 = time.perf_counter()
-        row = train_group(history, {"store": store}, config, run_date)
-        total = time.perf_counter() - t0
-        statuses[row["status"]] += 1
-        champions[str(row["champion"])] += 1
-        rows["train_group total"].append(total)
-        rows["  backtest_seconds"].append(row["backtest_seconds"])
-        rows["  fit_seconds"].append(row["fit_seconds"])
-        for label in ("prophet_fit", "prophet_predict", "prophet_json", "naive", "prepare"):
-            rows[f"  {label}"].append(TIMES[label])
-        rows["  other (metrics, points, glue)"].append(total - sum(TIMES.values()))
-    wall, cpu = time.perf_counter() - wall0, _cpu() - cpu0
+    # serial sample of the job's per-store work: the 'ideal' reference
+    sample = stores[: args.serial_sample]
+    start = time.perf_counter()
+    for store in sample:
+        train_group(groups[store], {"store": store}, _CONFIG, _RUN_DATE)
+    per_store = (time.perf_counter() - start) / len(sample)
+    ideal = per_store * n / cores
 
-    n = len(groups)
-    print(
-        f"{n} stores, run date {run_date}, backtest windows {config.backtest_windows}, "
-        f"fast stan json {models_mod.FAST_STAN_JSON}"
-    )
-    print(f"statuses {dict(statuses)}  champions {dict(champions)}")
-    print(f"{'per store (ms)':34s} {'median':>7s} {'mean':>7s}")
-    for label, values in rows.items():
-        print(f"{label:34s} {_ms(values)}")
-    print(
-        f"wall {wall:.2f} s = {wall / n * 1000:.1f} ms/store; "
-        f"CPU incl. CmdStan {cpu:.2f} s = {cpu / n * 1000:.1f} ms/store"
-    )
+    # (b) process pool over all cores
+    ctx = mp.get_context("fork")
+    start = time.perf_counter()
+    with ctx.Pool(cores, initializer=_pool_init, initargs=(groups,)) as pool:
+        pool_rows = list(pool.imap_unordered(_pool_task, stores, chunksize=1))
+    pool_wall = time.perf_counter() - start
 
-    if args.seed_baseline:
-        _seed_workload(groups[first])
-        times = []
-        cpu0 = _cpu()
-        for history in groups.values():
-            t0 = time.perf_counter()
-            _seed_workload(history)
-            times.append(time.perf_counter() - t0)
-        print(
-            f"{'seed workload (fit + predict hist+48, 1000 samples)':34s} {_ms(times)}  "
-            f"CPU {(_cpu() - cpu0) / n * 1000:.1f} ms/store"
+    # (c) the job, on a fresh MLCORE_HOME (sales table written first, not timed)
+    home = Path(tempfile.mkdtemp(prefix="mlcore_bench_"))
+    os.environ["MLCORE_HOME"] = str(home)
+    from mlcore.config.loader import load_config
+    from mlcore.ingest.schemas import SALES_SCHEMA
+    from mlcore.io import DeltaTables
+    from mlcore.runner import run_job
+    from mlcore.spark import get_spark
+
+    config = load_config("local", conf_dir=ROOT / "conf")
+    spark = get_spark(config.spark, "bench")
+    tables = DeltaTables(spark, config)
+    sales = data.assign(run_id="bench", run_date=dt.date(2015, 8, 1))[SALES_SCHEMA.fieldNames()]
+    tables.write(spark.createDataFrame(sales, SALES_SCHEMA), "sales", mode="overwrite")
+    common = ["--env", "local", "--conf-dir", str(ROOT / "conf"), "--run-date", args.run_date,
+              "--log-level", "WARNING"]
+    start = time.perf_counter()
+    if run_job("train_forecasts", common) != 0:
+        print("train_forecasts failed")
+        return 1
+    job_wall = time.perf_counter() - start
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    run = client.search_runs(
+        [client.get_experiment_by_name("mlcore/train_forecasts").experiment_id], max_results=1
+    )[0]
+    stage_rate = run.data.metrics.get("groups_per_second", float("nan"))
+    if run_job("make_forecasts", common) != 0:
+        print("make_forecasts failed")
+        return 1
+    forecasts = tables.read("forecasts").select("store", "ds", "yhat").toPandas()
+
+    def line(name: str, wall: float, parallel: bool, ideal_wall: float | None) -> str:
+        core_s = wall * (cores if parallel else 1) / n
+        eff = f"{ideal_wall / wall:5.2f}" if ideal_wall else "   - "
+        return f"{name:<34} {wall:9.1f} {n / wall:9.2f} {core_s:12.3f} {eff:>10}"
+
+    print()
+    print(f"serial train_group per store (sample of {len(sample)}): {per_store:.3f} s -> ideal on {cores} cores: {ideal:.1f} s")
+    print(f"{'mode':<34} {'wall s':>9} {'groups/s':>9} {'core-s/group':>12} {'efficiency':>10}")
+    print(line("(a) seed loop, serial", seed_wall, False, None))
+    print(line("(b) process pool, train_group", pool_wall, True, ideal))
+    print(line("(c) train_forecasts job (end to end)", job_wall, True, ideal))
+    if stage_rate == stage_rate:
+        stage_wall = n / stage_rate
+        print(line("    of which the training stage", stage_wall, True, ideal))
+    print(f"job core-seconds per store vs seed loop: {job_wall * cores / n:.3f} vs {seed_wall / n:.3f}"
+          f" (ratio {job_wall * cores / seed_wall:.2f})")
+
+    # accuracy on the 48 days from the run date
+    truth = holdout[["store", "date", "sales", "open"]]
+    champion = truth.merge(forecasts.rename(columns={"ds": "date", "yhat": "champion"}), on=["store", "date"], how="left")
+    seeded = truth.merge(seed[["store", "date", "yhat"]].rename(columns={"yhat": "seed"}), on=["store", "date"], how="left")
+    naive_frames = []
+    for store in stores:
+        train = groups[store].rename(columns={"date": "ds", "sales": "y"})
+        train["ds"] = pd.to_datetime(train["ds"])
+        future = truth[truth["store"] == store].rename(columns={"date": "ds"})
+        future["ds"] = pd.to_datetime(future["ds"])
+        pred = SeasonalNaiveForecaster().fit(train).predict(future)
+        naive_frames.append(
+            pd.DataFrame({"store": store, "date": future["ds"].dt.date.to_numpy(), "naive": pred["yhat"].to_numpy()})
         )
+    naive = truth.merge(pd.concat(naive_frames), on=["store", "date"], how="left")
+    print()
+    print(f"accuracy, {truth['date'].min()}..{truth['date'].max()}, open days with sales > 0, {n} stores")
+    for label, frame, col in (("job champions", champion, "champion"), ("seed approach", seeded, "seed"), ("seasonal naive", naive, "naive")):
+        rmspe, wape = pooled(frame, col)
+        print(f"  {label:<16} RMSPE {rmspe:.4f}  WAPE {wape:.4f}")
+    statuses = pd.Series([r[2]["status"] for r in pool_rows]).value_counts().to_dict()
+    champions = pd.Series([r[2]["champion"] for r in pool_rows]).value_counts().to_dict()
+    print(f"statuses {statuses}; champions {champions}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

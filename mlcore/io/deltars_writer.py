@@ -332,8 +332,7 @@ class DeltaRsArrowWriter(DataSourceArrowWriter):
             applied = table.transaction_version(opts.app_id)
             if applied is not None and applied >= opts.txn_version:
                 # Already committed by an earlier run: keep the table exactly as it is.
-                fs, _ = pafs.FileSystem.from_uri(_as_uri(opts.table_uri))
-                _delete_files(fs, files)
+                self._sweep(keep=set())
                 return
         rows = sum(json.loads(a["stats"])["numRecords"] for a in adds)
         metadata = dict(opts.commit_metadata, **{"mlcore.rows": str(rows), "mlcore.files": str(len(adds))})
@@ -364,12 +363,39 @@ class DeltaRsArrowWriter(DataSourceArrowWriter):
                 partition_filters=filters,
                 commit_properties=properties,
             )
+        # Files of failed attempts that Spark retried are not in the log: remove them now.
+        self._sweep(keep=set(files))
 
     def abort(self, messages: list[WriterCommitMessage | None]) -> None:
-        files = [f for m in messages if isinstance(m, DeltaRsCommitMessage) for f in m.files]
-        if files:
-            fs, _ = pafs.FileSystem.from_uri(_as_uri(self.options.table_uri))
-            _delete_files(fs, files)
+        """Delete every file of this write, including those of attempts Spark killed.
+
+        A killed task's writer never reaches its own cleanup and sends no message, so the
+        files are found by the write id embedded in every file name.
+        """
+        self._sweep(keep=set())
+
+    def _sweep(self, keep: set[str]) -> None:
+        sweep_write_files(self.options.table_uri, self.options.write_id, keep)
+
+
+def sweep_write_files(table_uri: str, write_id: str, keep: set[str] | None = None) -> int:
+    """Delete the data files of one write (found by the write id in their names) not in ``keep``.
+
+    Returns how many were deleted. Used by commit/abort and by the driver after a failed job.
+    """
+    fs, root = pafs.FileSystem.from_uri(_as_uri(table_uri))
+    marker = f"-{write_id}-"
+    selector = pafs.FileSelector(root.rstrip("/"), recursive=True, allow_not_found=True)
+    doomed = [
+        info.path
+        for info in fs.get_file_info(selector)
+        if info.type == pafs.FileType.File
+        and marker in info.base_name
+        and info.path not in (keep or set())
+        and "/_delta_log/" not in info.path
+    ]
+    _delete_files(fs, doomed)
+    return len(doomed)
 
 
 def _as_uri(table_uri: str) -> str:

@@ -287,6 +287,7 @@ class DeltaRsEngine:
         elif mode != "append":
             raise ValueError(f"unknown write mode {mode!r}")
 
+        write_id = uuid.uuid4().hex[:12]
         options = WriterOptions(
             table_uri=table.uri,
             table_schema_json=target.json(),
@@ -298,11 +299,12 @@ class DeltaRsEngine:
             commit_metadata=dict(metadata),
             rows_per_row_group=self.rows_per_row_group,
             max_rows_per_file=self.max_rows_per_file,
-            write_id=uuid.uuid4().hex[:12],
+            write_id=write_id,
         ).to_options()
         try:
             df.write.format(SOURCE_NAME).mode("append").options(**options).save()
         except Exception as exc:
+            self._remove_partial_files(table, write_id)
             text = str(exc)
             if REPLACE_WHERE_MARKER in text:
                 detail = text.split(REPLACE_WHERE_MARKER + ": ", 1)[1].splitlines()[0]
@@ -311,6 +313,25 @@ class DeltaRsEngine:
                 f"write to table {table.name!r} failed, table left at version {before}: {_short(exc)}"
             ) from exc
         return self._result(table, before)
+
+    def _remove_partial_files(self, table: TableRef, write_id: str, timeout: float = 60.0) -> None:
+        """After a failed job: wait for cancelled tasks to stop, then delete this write's files.
+
+        Spark calls the writer's ``abort`` while cancelled tasks may still be running, and a
+        killed task never runs its own cleanup, so the driver finishes the job here.
+        """
+        import time
+
+        from mlcore.io.deltars_writer import sweep_write_files
+
+        tracker = self.spark.sparkContext.statusTracker()
+        deadline = time.monotonic() + timeout
+        while tracker.getActiveStageIds() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)  # a killed Python worker may still be closing its file
+        removed = sweep_write_files(table.uri, write_id)
+        if removed:
+            log.info("%s: removed %d files of the failed write %s", table.name, removed, write_id)
 
     def _result(self, table: TableRef, before: int | None) -> WriteResult:
         dt = self.open(table)

@@ -144,6 +144,31 @@ def test_task_failure_mid_write_leaves_table_and_files_unchanged(spark, tables, 
     assert tables.read("sales").count() == 10
 
 
+def test_retried_task_commits_once_and_leaves_only_committed_files(spark, tables, sales_uri):
+    """local[2,2] retries a failed task: the output is exact and the failed attempt's file goes."""
+    from pyspark import TaskContext
+
+    @F.udf(DoubleType())
+    def fail_first_attempt(amount: float, ident: int) -> float:
+        context = TaskContext.get()
+        if ident == 299 and context.attemptNumber() == 0:
+            raise RuntimeError("injected failure on attempt 0")
+        return amount
+
+    df = spark.createDataFrame(rows_for(DAY1, 300), SCHEMA).repartition(2, "id")
+    df = df.withColumn("amount", fail_first_attempt("amount", "id"))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "16")
+    try:
+        result = tables.write(df, "sales", token=WriteToken.for_job("retry", DAY1))
+    finally:
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "10000")
+    assert result.committed and result.rows == 300
+    back = tables.read("sales").toPandas()
+    assert sorted(back["id"]) == list(range(300)), "no row lost or duplicated by the retry"
+    logged = {a["path"] for a in pa.table(DeltaTable(sales_uri).get_add_actions(flatten=True)).to_pylist()}
+    assert data_files(sales_uri) == logged
+
+
 def test_schema_enforcement(spark, tables, sales_uri):
     tables.write(spark.createDataFrame(rows_for(DAY1, 5), SCHEMA), "sales")
     base = spark.createDataFrame(rows_for(DAY2, 5), SCHEMA)
