@@ -2,20 +2,36 @@
 # Install everything and run the demo pipeline end to end on the embedded default:
 # local Spark, Delta tables under $MLCORE_HOME/lake, MLflow (sqlite) under $MLCORE_HOME/mlflow.
 # Uses the real datasets in ../shared/datasets when present, synthetic data otherwise.
-#   RUN_DATE     the run date for every job (default 2015-06-14)
+#
+#   ./scripts/demo.sh                 ingest all sources, forecast the first $DEMO_STORES stores
+#   ./scripts/demo.sh --all-stores    forecast every store (1,115 on the real data: a few minutes)
+#
+#   RUN_DATE     the run date for every job (default 2015-06-14: forecasts the last 48 days of
+#                Rossmann train.csv, so forecasts can be compared with what happened)
+#   DEMO_STORES  stores to forecast without --all-stores (default 100)
 #   MLCORE_HOME  local state (default ./.mlcore)
-#   extra arguments are passed to every job, e.g.  ./scripts/demo.sh --set ingest.limit_rows=100000
+#   other arguments are passed to every job, e.g.  ./scripts/demo.sh --set ingest.bad_row_budget=0.02
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+STORES_SET=(--set "forecasting.limit_groups=${DEMO_STORES:-100}")
+ARGS=()
+for arg in "$@"; do
+  if [[ "$arg" == "--all-stores" ]]; then STORES_SET=(--set forecasting.limit_groups=null); else ARGS+=("$arg"); fi
+done
 "$ROOT/scripts/setup_env.sh"
 PY="${MLCORE_VENV:-$ROOT/.venv}/bin/python"
 RUN_DATE="${RUN_DATE:-2015-06-14}"
 export MLCORE_HOME="${MLCORE_HOME:-$ROOT/.mlcore}"
 
-for job in ingest_sales ingest_bank ingest_rides; do
-  echo ">>> $job --run-date $RUN_DATE"
-  "$PY" "jobs/$job.py" --env local --run-date "$RUN_DATE" "$@"
-done
+run() {
+  echo ">>> $* --run-date $RUN_DATE"
+  "$PY" "jobs/$1.py" --env local --run-date "$RUN_DATE" "${@:2}" "${ARGS[@]+"${ARGS[@]}"}"
+}
+run ingest_sales
+run ingest_bank
+run ingest_rides
+run train_forecasts "${STORES_SET[@]}"
+run make_forecasts
 echo
 echo "Done. Tables: $MLCORE_HOME/lake   MLflow UI: ./scripts/mlflow_ui.sh"
