@@ -190,3 +190,17 @@ def test_future_calendar_drives_forecasts_beyond_the_data(spark, tables, mlcore_
     defaulted = forecasts[~forecasts["store"].isin(in_calendar)]
     sundays = pd.to_datetime(defaulted["ds"]).dt.dayofweek == 6
     assert (defaulted.loc[sundays, "yhat"] == 0).all() and (defaulted.loc[~sundays, "yhat"] > 0).all()
+
+
+def test_warm_start_uses_previous_models(spark, tables, mlcore_home, rossmann_frame):
+    write_sales(spark, tables, rossmann_frame[rossmann_frame["store"] <= 4])
+    assert run_job("train_forecasts", ARGS) == 0
+    later = (RUN_DATE + dt.timedelta(days=7)).isoformat()
+    args = [*ARGS[:-1], later, "--set", "forecasting.warm_start=true"]
+    assert run_job("train_forecasts", args) == 0
+    warm = tables.read("forecast_models", where={"run_date": RUN_DATE + dt.timedelta(days=7)}).toPandas()
+    prophet = warm[warm["champion"] == "prophet"]
+    assert len(prophet) >= 3
+    assert prophet["warm_started"].all(), warm[["store", "status_reason"]].to_string()
+    cold = tables.read("forecast_models", where={"run_date": RUN_DATE}).toPandas()
+    assert not cold["warm_started"].any()

@@ -1,0 +1,74 @@
+"""Champion/challenger promotion against a real (sqlite) MLflow model registry."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mlcore.tracking.registry import (
+    CHALLENGER,
+    CHAMPION,
+    METRIC_TAG,
+    champion_version,
+    decide_and_promote,
+)
+
+NAME = "store_forecaster"
+
+
+@pytest.fixture
+def client(mlcore_home) -> MlflowClient:
+    uri = f"sqlite:///{mlcore_home / 'registry.db'}"
+    registry = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    registry.create_registered_model(NAME)
+    return registry
+
+
+def new_version(client: MlflowClient, wape: float) -> str:
+    version = client.create_model_version(NAME, source=f"file:///models/{wape}")
+    client.set_model_version_tag(NAME, version.version, METRIC_TAG.format("wape"), str(wape))
+    return str(version.version)
+
+
+def aliases(client: MlflowClient) -> dict[str, str]:
+    return {a: str(client.get_model_version_by_alias(NAME, a).version) for a in (CHAMPION, CHALLENGER)}
+
+
+def test_first_version_becomes_champion_and_worse_one_stays_challenger(client):
+    v1 = new_version(client, 0.12)
+    first = decide_and_promote(client, NAME, v1, "wape", 0.12)
+    assert first.promoted and "first version" in first.reason
+    assert aliases(client) == {CHAMPION: v1, CHALLENGER: v1}
+
+    v2 = new_version(client, 0.13)
+    worse = decide_and_promote(client, NAME, v2, "wape", 0.13)
+    assert not worse.promoted
+    assert worse.champion_version == v1 and worse.champion_value == pytest.approx(0.12)
+    assert aliases(client) == {CHAMPION: v1, CHALLENGER: v2}
+
+    v3 = new_version(client, 0.12)
+    equal = decide_and_promote(client, NAME, v3, "wape", 0.12)
+    assert equal.promoted, "no worse than the champion is enough"
+    assert aliases(client) == {CHAMPION: v3, CHALLENGER: v3}
+
+
+def test_tolerance_and_dry_run(client):
+    v1 = new_version(client, 0.10)
+    decide_and_promote(client, NAME, v1, "wape", 0.10)
+    v2 = new_version(client, 0.104)
+    strict = decide_and_promote(client, NAME, v2, "wape", 0.104, tolerance=0.0, dry_run=True)
+    assert not strict.promoted and not strict.applied
+    lenient = decide_and_promote(client, NAME, v2, "wape", 0.104, tolerance=0.05, dry_run=True)
+    assert lenient.promoted and not lenient.applied
+    assert aliases(client) == {CHAMPION: v1, CHALLENGER: v1}, "dry runs move no alias"
+    decide_and_promote(client, NAME, v2, "wape", 0.104, tolerance=0.05)
+    assert str(champion_version(client, NAME).version) == v2
+
+
+def test_higher_is_better_metrics(client):
+    v1 = new_version(client, 0.80)
+    decide_and_promote(client, NAME, v1, "wape", 0.80, lower_is_better=False)
+    v2 = new_version(client, 0.70)
+    assert not decide_and_promote(client, NAME, v2, "wape", 0.70, lower_is_better=False).promoted
+    v3 = new_version(client, 0.85)
+    assert decide_and_promote(client, NAME, v3, "wape", 0.85, lower_is_better=False).promoted
