@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 
@@ -24,14 +25,20 @@ def test_command_ships_package_and_conf_and_adds_delta_when_asked():
          "--with-delta", "--conf", "spark.executor.cores=1", "ingest_bank", "--env", "emr", "--run-date", "2015-01-01"],
         capture_output=True, text=True, check=True, env=_env(),
     ).stdout
-    assert "--master spark://127.0.0.1:7077" in out and "--deploy-mode cluster" in out
-    assert f"--py-files {REPO_ROOT}/dist/mlcore.zip" in out
-    assert f"--archives {REPO_ROOT}/dist/conf.zip\\#conf" in out
-    assert "--packages io.delta:delta-spark_" in out
-    assert "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension" in out
-    assert "spark.executor.cores=1" in out
-    assert out.rstrip().endswith("jobs/ingest_bank.py --env emr --run-date 2015-01-01")
-    assert "--conf-dir" not in out, "cluster-mode drivers read the shipped ./conf"
+    argv = shlex.split(out)
+
+    def value(flag: str) -> list[str]:
+        return [argv[i + 1] for i, token in enumerate(argv) if token == flag]
+
+    assert value("--master") == ["spark://127.0.0.1:7077"]
+    assert value("--deploy-mode") == ["cluster"]
+    assert value("--py-files") == [f"{REPO_ROOT}/dist/mlcore.zip"]
+    assert value("--archives") == [f"{REPO_ROOT}/dist/conf.zip#conf"]
+    assert value("--packages")[0].startswith("io.delta:delta-spark_")
+    assert "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension" in value("--conf")
+    assert "spark.executor.cores=1" in value("--conf")
+    assert argv[-5:] == [f"{REPO_ROOT}/jobs/ingest_bank.py", "--env", "emr", "--run-date", "2015-01-01"]
+    assert "--conf-dir" not in argv, "cluster-mode drivers read the shipped ./conf"
 
 
 def test_unknown_job_and_option_are_rejected():
