@@ -255,7 +255,10 @@ def _substitute(text: str, values: Mapping[str, str], dotted: str, origin: Mappi
             raise ConfigError(f"{dotted}: uses {{datasets_dir}} but sources.datasets_dir is unset")
         return values[name]
 
-    return _PLACEHOLDER.sub(repl, text)
+    result = _PLACEHOLDER.sub(repl, text)
+    if result != text and result.startswith("/"):
+        result = os.path.normpath(result)  # '{repo_root}/../shared' -> a clean local path
+    return result
 
 
 def _type_name(tp: Any) -> str:
