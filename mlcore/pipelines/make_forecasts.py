@@ -77,7 +77,7 @@ def future_calendar(ctx: JobContext, groups: DataFrame) -> tuple[DataFrame, int]
         defaults[fc.prophet.holidays_column] = F.lit("0")
     for column, default in defaults.items():
         calendar = calendar.withColumn(column, F.coalesce(F.col(column), default))
-    calendar = calendar.persist()
+    # Small (groups x horizon rows): recomputing it for the count is cheaper than caching it.
     defaulted = calendar.filter(F.col("_known").isNull()).count()
     return calendar.drop("_known"), defaulted
 
@@ -143,5 +143,4 @@ def run(ctx: JobContext) -> JobSummary:
             )
         )
     forecasts.unpersist()
-    calendar.unpersist()
     return summary

@@ -135,12 +135,13 @@ def build_outputs(ctx: JobContext, results: DataFrame) -> dict[str, DataFrame]:
 
 
 def aggregate_metrics(results: DataFrame, keys: list[str]) -> dict[str, float]:
-    """Aggregates for MLflow and the summary: per-group distributions and pooled accuracy."""
+    """Aggregates for MLflow and the summary: champions, per-group distributions, pooled accuracy.
+
+    Status counts are not repeated here: ``run`` counts them once, for the failure budget.
+    """
     from pyspark.sql import functions as F
 
     out: dict[str, float] = {}
-    for row in results.groupBy("status").count().collect():
-        out[f"groups_{row['status']}"] = float(row["count"])
     for row in results.filter("champion is not null").groupBy("champion").count().collect():
         out[f"champion_{row['champion']}"] = float(row["count"])
     seconds = results.agg(F.sum("fit_seconds"), F.sum("backtest_seconds")).first()
@@ -308,7 +309,7 @@ def run(ctx: JobContext) -> JobSummary:
     history, key_rows = select_history(ctx)
     total = len(key_rows)
     previous = latest_models(ctx) if (fc.warm_start or fc.only_changed) else None
-    kept = None
+    kept = unchanged = None
     to_train = history
     if fc.only_changed and previous is not None:
         fingerprints = fingerprint_groups(history, fc, ctx.run_date)
@@ -343,7 +344,7 @@ def run(ctx: JobContext) -> JobSummary:
     if kept is not None:
         summary.add("groups kept (input unchanged)", total - trained, metric="groups_kept")
     for status in ("ok", "fallback", "skipped", "failed"):
-        summary.add(f"status {status}", statuses.get(status, 0))
+        summary.add(f"status {status}", statuses.get(status, 0), metric=f"groups_{status}")
     summary.metrics["groups_per_second"] = trained / train_seconds if train_seconds else 0.0
     summary.add("groups/s (training stage)", f"{summary.metrics['groups_per_second']:.2f}")
 
@@ -390,6 +391,8 @@ def run(ctx: JobContext) -> JobSummary:
             if name == MODELS:
                 models_version = result.version
     results.unpersist()
+    if unchanged is not None:
+        unchanged.unpersist()
 
     metric_key = f"pooled_{fc.promotion_metric}_champion"
     if metric_key in aggregates and ctx.config.mlflow.enabled:
