@@ -38,13 +38,9 @@ sys.path.insert(0, str(ROOT))
 from mlcore.config.models import ForecastingConfig  # noqa: E402
 from mlcore.forecasting.group import train_group  # noqa: E402
 from mlcore.forecasting.models import SeasonalNaiveForecaster  # noqa: E402
+from mlcore.ingest.schemas import SALES  # noqa: E402
 
 DATASETS = Path(os.environ.get("MLCORE_DATASETS_DIR", ROOT.parent / "shared" / "datasets"))
-RENAME = {
-    "Store": "store", "DayOfWeek": "day_of_week", "Date": "date", "Sales": "sales",
-    "Customers": "customers", "Open": "open", "Promo": "promo",
-    "StateHoliday": "state_holiday", "SchoolHoliday": "school_holiday",
-}
 _GROUPS: dict[int, pd.DataFrame] = {}
 _RUN_DATE = dt.date(2015, 6, 14)
 _CONFIG = ForecastingConfig()
@@ -52,7 +48,7 @@ _CONFIG = ForecastingConfig()
 
 def load(stores: int) -> pd.DataFrame:
     frame = pd.read_csv(DATASETS / "rossmann" / "train.csv.gz", dtype={"StateHoliday": str})
-    frame = frame.rename(columns=RENAME)
+    frame = frame.rename(columns=SALES.source_names)
     frame["date"] = pd.to_datetime(frame["date"]).dt.date
     keep = sorted(frame["store"].unique())[:stores]
     return frame[frame["store"].isin(keep)].reset_index(drop=True)

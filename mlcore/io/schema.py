@@ -21,18 +21,10 @@ class SchemaDiff:
     type_mismatches: list[tuple[str, str, str]]  # (column, table type, data type)
     case_conflicts: list[str]
 
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.extra or self.type_mismatches or self.case_conflicts)
-
 
 def _same_type(left: DataType, right: DataType) -> bool:
-    """Type equality ignoring nullability (at any depth)."""
-    return _strip_nullability(left) == _strip_nullability(right)
-
-
-def _strip_nullability(tp: DataType) -> str:
-    return tp.simpleString()
+    """Type equality ignoring nullability at any depth (simpleString omits it)."""
+    return left.simpleString() == right.simpleString()
 
 
 def diff_schemas(table: StructType, data: StructType) -> SchemaDiff:

@@ -22,14 +22,6 @@ class TableRef:
     catalog_name: str | None = None
     partition_by: tuple[str, ...] = ()
 
-    @property
-    def is_local(self) -> bool:
-        return not _URI.match(self.uri) or self.uri.startswith("file://")
-
-    @property
-    def local_path(self) -> Path:
-        return Path(self.uri.removeprefix("file://"))
-
 
 @dataclass(frozen=True)
 class WriteToken:

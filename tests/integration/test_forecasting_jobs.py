@@ -12,6 +12,7 @@ import pytest
 from deltalake import DeltaTable
 from mlflow.tracking import MlflowClient
 
+from mlcore.ingest.schemas import SALES
 from mlcore.runner import run_job
 from tests.conftest import CONF_DIR
 
@@ -29,13 +30,7 @@ def rossmann_frame() -> pd.DataFrame:
     if not path.exists():
         pytest.skip(f"real datasets not found at {DATASETS_DIR}")
     frame = pd.read_csv(path, dtype={"StateHoliday": str}, parse_dates=["Date"])
-    frame = frame[frame["Store"] <= STORES].rename(
-        columns={
-            "Store": "store", "DayOfWeek": "day_of_week", "Date": "date", "Sales": "sales",
-            "Customers": "customers", "Open": "open", "Promo": "promo",
-            "StateHoliday": "state_holiday", "SchoolHoliday": "school_holiday",
-        }
-    )
+    frame = frame[frame["Store"] <= STORES].rename(columns=SALES.source_names)
     frame["date"] = frame["date"].dt.date
     frame["run_id"] = "fixture"
     frame["run_date"] = dt.date(2015, 8, 1)
