@@ -40,5 +40,15 @@ JOBS: dict[str, JobSpec] = {
             "mlcore.pipelines.make_forecasts",
             "Champion models forecast run_date .. run_date+H-1 -> Delta forecasts",
         ),
+        JobSpec(
+            "train_classifier",
+            "mlcore.pipelines.train_classifier",
+            "bank -> SMOTE + random forest, randomized search on Spark -> MLflow bank_classifier",
+        ),
+        JobSpec(
+            "score_classifier",
+            "mlcore.pipelines.score_classifier",
+            "Champion bank_classifier scores a Delta table -> Delta bank_scores",
+        ),
     )
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -16,5 +17,7 @@ def setup_logging(level: str = "INFO") -> None:
         handler._mlcore = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level.upper())
+    # Batch jobs write logs, not terminals: no MLflow download progress bars.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for noisy in ("py4j", "urllib3", "alembic", "mlflow.store.db.utils"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

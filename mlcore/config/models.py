@@ -165,6 +165,54 @@ class ForecastingConfig:
 
 
 @dataclass(frozen=True)
+class SearchDistribution:
+    """A continuous or integer range in a search space (``randint`` includes ``high``)."""
+
+    distribution: Literal["randint", "uniform", "loguniform"]
+    low: float
+    high: float
+
+
+SearchSpace = dict[str, list[ScalarValue | None] | SearchDistribution]
+EstimatorName = Literal["random_forest", "extra_trees", "gradient_boosting", "logistic_regression"]
+
+
+@dataclass(frozen=True)
+class ClassificationConfig:
+    """Propensity classifier: features, pipeline, search, promotion and scoring."""
+
+    input_table: str = "bank"
+    score_table: str = "bank"
+    output_table: str = "bank_scores"
+    label_column: str = "y"
+    positive_label: str = "yes"
+    categorical_columns: list[str] = field(default_factory=list)
+    numeric_columns: list[str] = field(default_factory=list)
+    excluded_columns: list[str] = field(default_factory=lambda: ["duration"])
+    key_columns: list[str] = field(default_factory=list)
+    estimator: EstimatorName = "random_forest"
+    estimator_params: dict[str, ScalarValue | None] = field(default_factory=dict)
+    search_spaces: dict[str, SearchSpace] = field(default_factory=dict)
+    n_iter: int = 10
+    cv_folds: int = 3
+    scoring: Literal["f1", "precision", "recall", "roc_auc", "average_precision"] = "f1"
+    search_backend: Literal["spark", "local"] = "spark"
+    seed: int = 42
+    holdout_fraction: float = 0.2
+    max_training_rows: int | None = None
+    smote: bool = True
+    smote_k_neighbors: int = 5
+    final_fit_n_jobs: int = -1
+    model_name: str = "bank_classifier"
+    promotion_metric: Literal["f1", "precision", "recall", "roc_auc", "pr_auc"] = "f1"
+    promotion_tolerance: float = 0.0
+    importance_rows: int = 5000
+    score_alias: str = "champion"
+    score_version: int | None = None
+    score_batch_rows: int = 100_000
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Per-run knobs.
 
@@ -190,6 +238,7 @@ class MlcoreConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     forecasting: ForecastingConfig = field(default_factory=ForecastingConfig)
+    classification: ClassificationConfig = field(default_factory=ClassificationConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -203,5 +252,6 @@ CONFIG_SECTIONS = (
     "synthetic",
     "ingest",
     "forecasting",
+    "classification",
     "run",
 )

@@ -62,16 +62,19 @@ def decide_and_promote(
     tolerance: float = 0.0,
     lower_is_better: bool = True,
     dry_run: bool = False,
+    champion_value: float | None = None,
 ) -> PromotionDecision:
     """Set ``challenger`` on ``version``; promote it to ``champion`` when no worse than the champion.
 
     "No worse" means ``value <= champion * (1 + tolerance)`` for lower-is-better metrics (and the
     mirror for higher-is-better). The first registered version becomes champion. With
-    ``dry_run`` the decision is computed and returned but no alias moves.
+    ``dry_run`` the decision is computed and returned but no alias moves. ``champion_value``
+    (e.g. the champion re-evaluated on the challenger's holdout) replaces the champion's stored
+    metric tag, so both sides are measured on the same data.
     """
     current = champion_version(client, model_name)
-    current_value: float | None = None
-    if current is not None:
+    current_value: float | None = champion_value if current is not None else None
+    if current is not None and current_value is None:
         raw = current.tags.get(METRIC_TAG.format(metric))
         current_value = float(raw) if raw is not None else None
     if current is not None and str(current.version) == str(version):
@@ -105,3 +108,30 @@ def decide_and_promote(
     )
     log.info("promotion %s v%s: %s (%s)", model_name, version, "promote" if promoted else "keep", reason)
     return decision
+
+
+class ModelNotFound(LookupError):
+    """The requested registered model, version or alias does not exist."""
+
+
+def resolve_version(client: Any, model_name: str, alias: str, version: int | None = None) -> Any:
+    """The registered version to use: an explicit ``version``, else the one ``alias`` points at."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if version is not None:
+            return client.get_model_version(model_name, str(version))
+        return client.get_model_version_by_alias(model_name, alias)
+    except MlflowException as exc:
+        target = f"version {version}" if version is not None else f"alias {alias!r}"
+        raise ModelNotFound(
+            f"registered model {model_name!r} has no {target} ({type(exc).__name__}); "
+            "train and register a model first, or set the version/alias to score with"
+        ) from None
+
+
+def download_version(model_name: str, version: str, dst: str) -> str:
+    """Download a registered version's artifacts (no deserialisation) and return the folder."""
+    import mlflow
+
+    return mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=dst)

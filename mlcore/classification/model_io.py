@@ -1,0 +1,74 @@
+"""Pickle-free model files (skops) with an allow-list that lives in this code, not in the model.
+
+MLflow's own sklearn loader takes the skops trusted-type list from the model's MLmodel file, so a
+crafted model can trust anything. mlcore loads the ``model.skops`` file itself with the fixed
+``TRUSTED_TYPES`` below (on top of skops' defaults) and refuses pickle or cloudpickle formats
+outright, so scoring works with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Types skops does not trust by default that our pipelines contain (numpy dtypes and the fitted
+# tree structures of the allowed estimators). Nothing here can run code when loaded.
+TRUSTED_TYPES = (
+    "numpy.dtype",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+)
+SKOPS_FILE = "model.skops"
+
+
+class UnsafeModelError(RuntimeError):
+    """The model file would need pickle or an untrusted type to load: refused."""
+
+
+def dumps(model: Any) -> bytes:
+    """Serialise with skops and prove it reloads under the allow-list before anyone stores it."""
+    import skops.io
+
+    data = skops.io.dumps(model)
+    loads(data)
+    return data
+
+
+def loads(data: bytes) -> Any:
+    import skops.io
+
+    untrusted = [t for t in skops.io.get_untrusted_types(data=data) if t not in TRUSTED_TYPES]
+    if untrusted:
+        raise UnsafeModelError(f"model file references untrusted types {untrusted}; refusing to load")
+    return skops.io.loads(data, trusted=list(TRUSTED_TYPES))
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_mlflow_model_dir(path: str | Path) -> tuple[bytes, dict[str, Any]]:
+    """The skops bytes and the ``metadata`` of a downloaded MLflow sklearn model directory.
+
+    Only the skops serialisation is accepted; a pickle or cloudpickle model is refused without
+    reading its bytes.
+    """
+    root = Path(path)
+    mlmodel_path = root / "MLmodel"
+    if not mlmodel_path.is_file():
+        raise UnsafeModelError(f"{root} is not an MLflow model directory (no MLmodel file)")
+    mlmodel = yaml.safe_load(mlmodel_path.read_text())
+    flavor = (mlmodel.get("flavors") or {}).get("sklearn") or {}
+    serialization = flavor.get("serialization_format")
+    if serialization != "skops":
+        raise UnsafeModelError(
+            f"model at {root} is stored as {serialization or 'an unknown format'!r}; mlcore only "
+            "loads skops models (pickle deserialisation is disabled)"
+        )
+    model_file = root / flavor.get("pickled_model", SKOPS_FILE)
+    if model_file.resolve().parent != root.resolve():
+        raise UnsafeModelError(f"model file {model_file} lies outside the model directory")
+    return model_file.read_bytes(), dict(mlmodel.get("metadata") or {})

@@ -1,0 +1,330 @@
+"""train_classifier: encoding + SMOTE + estimator, randomized search, holdout gate, registry.
+
+Reads the input table (``bank``), splits a stratified holdout, runs the randomized search with its
+candidate x fold fits on Spark executors (or locally), picks the decision threshold that maximises
+F1 over the best candidate's out-of-fold predictions, fits that candidate on the whole training
+part on the driver and evaluates it on the holdout. The model is logged to MLflow as skops (no
+pickle) with signature, input example, threshold and feature spec, registered as
+``bank_classifier`` (alias ``challenger``) and promoted to ``champion`` when its holdout metric is
+no worse than the champion's measured on the same holdout. A rerun for the same run date finds
+the version its run already registered and only re-applies the (idempotent) gate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mlcore.classification import model_io
+from mlcore.classification.features import (
+    FeatureError,
+    FeatureSpec,
+    check_spark_columns,
+    feature_frame,
+    feature_spec,
+    label_vector,
+)
+from mlcore.classification.pipeline import (
+    build_pipeline,
+    encoded_feature_names,
+    qualify_params,
+    serving_pipeline,
+)
+from mlcore.classification.search import (
+    SearchResult,
+    SearchSettings,
+    best_f1_threshold,
+    holdout_metrics,
+    permutation_importance_table,
+    plan,
+    search_local,
+    validate_candidates,
+)
+from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = "mlcore"
+THRESHOLD_TAG = "mlcore.threshold"
+
+
+def load_training_frame(ctx: JobContext, spec: FeatureSpec) -> pd.DataFrame:
+    """Feature and label columns of the input table, in a deterministic row order."""
+    from pyspark.sql import functions as F
+
+    cc = ctx.config.classification
+    frame = ctx.tables.read(cc.input_table)
+    fields = {f.name: f.dataType.simpleString() for f in frame.schema}
+    problems = check_spark_columns(fields, spec)
+    if spec.label not in fields:
+        problems.append(f"label column {spec.label!r} missing")
+    if problems:
+        raise JobFailed(f"{cc.input_table} does not fit the feature spec: " + "; ".join(problems))
+    columns = [*spec.columns, spec.label]
+    frame = frame.select(*[F.col(f"`{c}`") for c in columns])
+    if cc.max_training_rows is not None:
+        total = frame.count()
+        if total > cc.max_training_rows:
+            share = cc.max_training_rows / total
+            labels = [r[0] for r in frame.select(spec.label).distinct().collect()]
+            frame = frame.sampleBy(spec.label, dict.fromkeys(labels, share), seed=cc.seed)
+    # Delta file order is not a contract: sort so the same table version gives the same search.
+    ordered = frame.orderBy(F.xxhash64(*[F.col(f"`{c}`") for c in columns]), *[F.col(f"`{c}`") for c in columns])
+    return ordered.toPandas()
+
+
+def run_search(ctx: JobContext, X: pd.DataFrame, y: np.ndarray, settings: SearchSettings) -> SearchResult:
+    cc = ctx.config.classification
+    space = cc.search_spaces.get(cc.estimator, {})
+    try:
+        candidates, splits = plan(y, space, cc.n_iter, cc.cv_folds, cc.seed)
+        validate_candidates(settings, candidates)
+    except ValueError as exc:
+        raise JobFailed(f"classification search space for {cc.estimator}: {exc}") from None
+    if cc.search_backend == "spark":
+        from mlcore.classification.distributed import search_on_spark
+
+        return search_on_spark(ctx.spark, X, y, settings, candidates, splits)
+    return search_local(X, y, settings, candidates, splits)
+
+
+def champion_on_holdout(
+    ctx: JobContext, client: Any, X: pd.DataFrame, y: np.ndarray, metric: str
+) -> tuple[float | None, str]:
+    """The current champion's metric on this run's holdout at its own stored threshold."""
+    from mlcore.tracking.registry import champion_version, download_version
+
+    cc = ctx.config.classification
+    current = champion_version(client, cc.model_name)
+    if current is None:
+        return None, "no champion"
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlcore_champion_") as folder:
+            data, metadata = model_io.read_mlflow_model_dir(download_version(cc.model_name, current.version, folder))
+        info = metadata[METADATA_KEY]
+        spec = FeatureSpec.from_dict(info["features"])
+        missing = [c for c in spec.columns if c not in X.columns]
+        if missing:
+            return None, f"champion v{current.version} needs columns {missing} this run does not have"
+        proba = model_io.loads(data).predict_proba(feature_frame(X, spec))[:, 1]
+        value = holdout_metrics(y, proba, float(info["threshold"]))[metric]
+    except (model_io.UnsafeModelError, KeyError, ValueError, OSError) as exc:
+        return None, f"champion v{current.version} could not be re-evaluated ({type(exc).__name__}: {exc})"
+    return value, f"champion v{current.version} re-evaluated on this holdout"
+
+
+def _artifacts(
+    ctx: JobContext,
+    search: SearchResult,
+    metrics: dict[str, float],
+    importance: pd.DataFrame,
+    y_holdout: np.ndarray,
+    proba: np.ndarray,
+) -> None:
+    from mlcore.classification.plots import curves_png, importance_png
+
+    ctx.artifacts["search/search_results.csv"] = search.table().to_csv(index=False)
+    ctx.artifacts["evaluation/holdout_metrics.json"] = json.dumps(metrics, indent=2, sort_keys=True)
+    ctx.artifacts["evaluation/confusion_matrix.csv"] = (
+        "actual,predicted_0,predicted_1\n"
+        f"0,{int(metrics['tn'])},{int(metrics['fp'])}\n1,{int(metrics['fn'])},{int(metrics['tp'])}\n"
+    )
+    ctx.artifacts["evaluation/feature_importance.csv"] = importance.to_csv(index=False)
+    folder = Path(tempfile.mkdtemp(prefix="mlcore_classifier_plots_"))
+    for path in [*curves_png(y_holdout, proba, metrics["threshold"], folder), importance_png(importance, folder)]:
+        ctx.artifact_files[f"plots/{path.name}"] = str(path)
+
+
+def _log_and_register(
+    ctx: JobContext, model: Any, X_example: pd.DataFrame, metadata: dict[str, Any], metric_value: float
+) -> Any:
+    import mlflow
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    from mlcore.tracking.registry import METRIC_TAG
+
+    cc = ctx.config.classification
+    client = MlflowClient()
+    signature = infer_signature(X_example, model.predict_proba(X_example))
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        serialization_format="skops",
+        skops_trusted_types=list(model_io.TRUSTED_TYPES),
+        signature=signature,
+        input_example=X_example,
+        pyfunc_predict_fn="predict_proba",
+        metadata={METADATA_KEY: metadata},
+        registered_model_name=cc.model_name,
+    )
+    version = client.get_model_version(cc.model_name, str(info.registered_model_version))
+    tags = {
+        METRIC_TAG.format(cc.promotion_metric): f"{metric_value:.6f}",
+        THRESHOLD_TAG: f"{metadata['threshold']:.6f}",
+        "mlcore.run_date": ctx.run_date.isoformat(),
+        "mlcore.estimator": cc.estimator,
+        "mlcore.model_sha256": metadata["model_sha256"],
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(cc.model_name, version.version, key, value)
+    return version
+
+
+def _gate(ctx: JobContext, summary: JobSummary, version: str, value: float, champion: float | None, note: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from mlcore.tracking.registry import decide_and_promote
+
+    cc = ctx.config.classification
+    decision = decide_and_promote(
+        MlflowClient(), cc.model_name, version, cc.promotion_metric, value, cc.promotion_tolerance,
+        lower_is_better=False, dry_run=ctx.dry_run, champion_value=champion,
+    )
+    summary.add(
+        "registry",
+        f"{decision.model_name} v{decision.version}: "
+        + ("champion" if decision.promoted else "challenger only")
+        + ("" if decision.applied else " (dry run: aliases not moved)")
+        + f" — {decision.reason}" + (f" [{note}]" if note else ""),
+    )
+    summary.metrics["promoted"] = 1.0 if decision.promoted else 0.0
+
+
+def _replay(ctx: JobContext, summary: JobSummary) -> bool:
+    """A rerun whose run already registered a version: re-apply the gate from stored tags only."""
+    if ctx.dry_run or not ctx.config.mlflow.enabled:
+        return False
+    from mlflow.tracking import MlflowClient
+
+    from mlcore.tracking.registry import METRIC_TAG, version_for_run
+
+    cc = ctx.config.classification
+    version = version_for_run(MlflowClient(), cc.model_name, ctx.run_id)
+    if version is None:
+        return False
+    value = float(version.tags[METRIC_TAG.format(cc.promotion_metric)])
+    summary.add("status", f"already trained and registered for this run date (v{version.version}): no new version")
+    _gate(ctx, summary, str(version.version), value, None, "")
+    return True
+
+
+def run(ctx: JobContext) -> JobSummary:
+    from sklearn.model_selection import train_test_split
+
+    cc = ctx.config.classification
+    summary = JobSummary()
+    if _replay(ctx, summary):
+        return summary
+    try:
+        spec = feature_spec(cc)
+    except FeatureError as exc:
+        raise JobFailed(f"classification config: {exc}") from None
+    if not 0 < cc.holdout_fraction < 1:
+        raise JobFailed(f"classification.holdout_fraction must be in (0, 1), got {cc.holdout_fraction}")
+
+    frame = load_training_frame(ctx, spec)
+    try:
+        y_all = label_vector(frame, spec)
+    except FeatureError as exc:
+        raise JobFailed(f"{cc.input_table}: {exc}") from None
+    X_all = feature_frame(frame, spec)
+    minority = int(min(y_all.sum(), len(y_all) - y_all.sum()))
+    if minority < 2 * cc.cv_folds:
+        raise JobFailed(f"only {minority} rows of the minority class: too few for {cc.cv_folds}-fold search")
+    X_train, X_holdout, y_train, y_holdout = train_test_split(
+        X_all, y_all, test_size=cc.holdout_fraction, stratify=y_all, random_state=cc.seed
+    )
+    summary.add("rows (train / holdout)", f"{len(X_train):,} / {len(X_holdout):,}")
+    summary.add("positive share", f"{y_all.mean():.4f}")
+    summary.metrics.update(rows_train=float(len(X_train)), rows_holdout=float(len(X_holdout)))
+
+    settings = SearchSettings(
+        spec=spec, estimator=cc.estimator, seed=cc.seed, estimator_params=dict(cc.estimator_params),
+        smote=cc.smote, smote_k_neighbors=cc.smote_k_neighbors, scoring=cc.scoring,
+    )
+    started = time.perf_counter()
+    search = run_search(ctx, X_train.reset_index(drop=True), y_train, settings)
+    search_seconds = time.perf_counter() - started
+    table = search.table()
+    try:
+        best = search.best_candidate
+    except RuntimeError as exc:
+        raise JobFailed(f"randomized search: {exc}") from None
+    best_row = table[table["candidate"] == best].iloc[0]
+    failed = int(table["error"].notna().sum())
+    summary.add("search", f"{len(search.candidates)} candidates x {cc.cv_folds} folds on {cc.search_backend} in {search_seconds:.1f} s" + (f" ({failed} candidates failed)" if failed else ""))
+    summary.add("best params", best_row["params"])
+    summary.add(f"best CV {cc.scoring}", f"{best_row[f'mean_{cc.scoring}']:.4f} ± {best_row[f'std_{cc.scoring}']:.4f}")
+    summary.metrics.update(
+        search_seconds=search_seconds,
+        search_candidates=float(len(search.candidates)),
+        search_failed_candidates=float(failed),
+        search_fit_seconds=float(table["fit_seconds"].sum()),
+        **{f"cv_{name}": float(best_row[f"mean_{name}"]) for name in ("f1", "precision", "recall", "roc_auc", "average_precision")},
+    )
+
+    oof = search.out_of_fold_proba(best, len(y_train))
+    threshold, oof_f1 = best_f1_threshold(y_train, oof)
+    summary.add("threshold (max out-of-fold F1)", f"{threshold:.4f} (F1 {oof_f1:.4f})")
+
+    started = time.perf_counter()
+    pipeline = build_pipeline(spec, cc.estimator, cc.seed, dict(cc.estimator_params), cc.smote, cc.smote_k_neighbors)
+    pipeline.set_params(**qualify_params(pipeline, search.candidates[best]))
+    if "n_jobs" in pipeline.named_steps["model"].get_params():
+        pipeline.set_params(model__n_jobs=cc.final_fit_n_jobs)
+    pipeline.fit(X_train, y_train)
+    model = serving_pipeline(pipeline)
+    fit_seconds = time.perf_counter() - started
+    proba = model.predict_proba(X_holdout)[:, 1]
+    metrics = holdout_metrics(y_holdout, proba, threshold)
+    summary.metrics["final_fit_seconds"] = fit_seconds
+    summary.metrics.update({f"holdout_{k}": v for k, v in metrics.items()})
+    summary.add(
+        "holdout",
+        f"F1 {metrics['f1']:.4f}  precision {metrics['precision']:.4f}  recall {metrics['recall']:.4f}  "
+        f"ROC AUC {metrics['roc_auc']:.4f}  PR AUC {metrics['pr_auc']:.4f}",
+    )
+    summary.add("confusion (tn fp fn tp)", " ".join(str(int(metrics[k])) for k in ("tn", "fp", "fn", "tp")))
+
+    importance = permutation_importance_table(model, X_holdout, y_holdout, cc.seed, cc.importance_rows)
+    _artifacts(ctx, search, metrics, importance, y_holdout, proba)
+
+    data = model_io.dumps(model)
+    metadata = {
+        "features": spec.as_dict(),
+        "threshold": threshold,
+        "estimator": cc.estimator,
+        "params": json.loads(best_row["params"]),
+        "encoded_features": encoded_feature_names(model),
+        "holdout_metrics": metrics,
+        "input_table": cc.input_table,
+        "input_version": ctx.tables.read_versions.get(cc.input_table),
+        "run_date": ctx.run_date.isoformat(),
+        "model_sha256": model_io.digest(data),
+        "config": asdict(cc),
+    }
+    if not ctx.config.mlflow.enabled:
+        summary.add("registry", "MLflow disabled: model not logged or registered")
+        return summary
+
+    from mlflow.tracking import MlflowClient
+
+    value = metrics[cc.promotion_metric]
+    champion, note = champion_on_holdout(ctx, MlflowClient(), X_holdout, y_holdout, cc.promotion_metric)
+    if ctx.dry_run:
+        _gate(ctx, summary, "(dry-run)", value, champion, note)
+        return summary
+    version = _log_and_register(ctx, model, X_holdout.head(5), metadata, value)
+    _gate(ctx, summary, str(version.version), value, champion, note)
+    return summary
