@@ -94,7 +94,7 @@ def resolve_home(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """Parse ``a.b=value``; the value is read as a YAML scalar (so ``true``/``3`` get types)."""
+    """Parse ``a.b=value``; the value is read as YAML: a scalar (``true``/``3`` get types) or a flat list."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
@@ -103,8 +103,12 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {text!r}: value is not valid YAML: {exc}") from exc
-    if isinstance(value, (dict, list)):
-        raise ConfigError(f"--set {text!r}: only scalar values can be set from the command line")
+    if isinstance(value, dict) or (
+        isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value)
+    ):
+        raise ConfigError(
+            f"--set {text!r}: only scalars or flat lists (e.g. [a, b]) can be set from the command line"
+        )
     return key, value
 
 

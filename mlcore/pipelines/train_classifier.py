@@ -16,7 +16,8 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,8 +59,8 @@ METADATA_KEY = "mlcore"
 THRESHOLD_TAG = "mlcore.threshold"
 
 
-def load_training_frame(ctx: JobContext, spec: FeatureSpec) -> pd.DataFrame:
-    """Feature and label columns of the input table, in a deterministic row order."""
+def load_training_frame(ctx: JobContext, spec: FeatureSpec, extra_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Feature and label columns (plus ``extra_columns`` the table has) in a deterministic order."""
     from pyspark.sql import functions as F
 
     cc = ctx.config.classification
@@ -70,7 +71,8 @@ def load_training_frame(ctx: JobContext, spec: FeatureSpec) -> pd.DataFrame:
         problems.append(f"label column {spec.label!r} missing")
     if problems:
         raise JobFailed(f"{cc.input_table} does not fit the feature spec: " + "; ".join(problems))
-    columns = [*spec.columns, spec.label]
+    wanted = [*spec.columns, spec.label]
+    columns = wanted + [c for c in dict.fromkeys(extra_columns) if c in fields and c not in wanted]
     frame = frame.select(*[F.col(f"`{c}`") for c in columns])
     if cc.max_training_rows is not None:
         total = frame.count()
@@ -79,7 +81,7 @@ def load_training_frame(ctx: JobContext, spec: FeatureSpec) -> pd.DataFrame:
             labels = [r[0] for r in frame.select(spec.label).distinct().collect()]
             frame = frame.sampleBy(spec.label, dict.fromkeys(labels, share), seed=cc.seed)
     # Delta file order is not a contract: sort so the same table version gives the same search.
-    ordered = frame.orderBy(F.xxhash64(*[F.col(f"`{c}`") for c in columns]), *[F.col(f"`{c}`") for c in columns])
+    ordered = frame.orderBy(F.xxhash64(*[F.col(f"`{c}`") for c in wanted]), *[F.col(f"`{c}`") for c in wanted])
     return ordered.toPandas()
 
 
@@ -98,29 +100,45 @@ def run_search(ctx: JobContext, X: pd.DataFrame, y: np.ndarray, settings: Search
     return search_local(X, y, settings, candidates, splits)
 
 
-def champion_on_holdout(
-    ctx: JobContext, client: Any, X: pd.DataFrame, y: np.ndarray, metric: str
-) -> tuple[float | None, str]:
-    """The current champion's metric on this run's holdout at its own stored threshold."""
+@dataclass(frozen=True)
+class Champion:
+    version: str
+    model: Any
+    spec: FeatureSpec
+    threshold: float
+
+
+def load_champion(ctx: JobContext) -> tuple[Champion | None, str]:
+    """The current champion (safely loaded) so it can be measured on this run's holdout."""
+    from mlflow.tracking import MlflowClient
+
     from mlcore.tracking.registry import champion_version, download_version
 
     cc = ctx.config.classification
-    current = champion_version(client, cc.model_name)
+    if not ctx.config.mlflow.enabled:
+        return None, ""
+    current = champion_version(MlflowClient(), cc.model_name)
     if current is None:
-        return None, "no champion"
+        return None, "no champion yet"
     try:
         with tempfile.TemporaryDirectory(prefix="mlcore_champion_") as folder:
             data, metadata = model_io.read_mlflow_model_dir(download_version(cc.model_name, current.version, folder))
         info = metadata[METADATA_KEY]
-        spec = FeatureSpec.from_dict(info["features"])
-        missing = [c for c in spec.columns if c not in X.columns]
-        if missing:
-            return None, f"champion v{current.version} needs columns {missing} this run does not have"
-        proba = model_io.loads(data).predict_proba(feature_frame(X, spec))[:, 1]
-        value = holdout_metrics(y, proba, float(info["threshold"]))[metric]
+        return Champion(
+            str(current.version), model_io.loads(data), FeatureSpec.from_dict(info["features"]), float(info["threshold"])
+        ), ""
     except (model_io.UnsafeModelError, KeyError, ValueError, OSError) as exc:
-        return None, f"champion v{current.version} could not be re-evaluated ({type(exc).__name__}: {exc})"
-    return value, f"champion v{current.version} re-evaluated on this holdout"
+        return None, f"champion v{current.version} could not be loaded ({type(exc).__name__}: {exc}); its stored metric is used"
+
+
+def champion_on_holdout(champion: Champion, holdout: pd.DataFrame, y: np.ndarray, metric: str) -> tuple[float | None, str]:
+    """The champion's metric on this run's holdout rows, at its own stored threshold."""
+    missing = [c for c in champion.spec.columns if c not in holdout.columns]
+    if missing:
+        return None, f"champion v{champion.version} needs columns {missing} the input lacks; its stored metric is used"
+    proba = champion.model.predict_proba(feature_frame(holdout, champion.spec))[:, 1]
+    value = holdout_metrics(y, proba, champion.threshold)[metric]
+    return value, f"champion v{champion.version} re-evaluated on this holdout: {metric} {value:.4f}"
 
 
 def _artifacts(
@@ -233,7 +251,8 @@ def run(ctx: JobContext) -> JobSummary:
     if not 0 < cc.holdout_fraction < 1:
         raise JobFailed(f"classification.holdout_fraction must be in (0, 1), got {cc.holdout_fraction}")
 
-    frame = load_training_frame(ctx, spec)
+    champion, champion_note = load_champion(ctx)
+    frame = load_training_frame(ctx, spec, champion.spec.columns if champion else ())
     try:
         y_all = label_vector(frame, spec)
     except FeatureError as exc:
@@ -242,9 +261,11 @@ def run(ctx: JobContext) -> JobSummary:
     minority = int(min(y_all.sum(), len(y_all) - y_all.sum()))
     if minority < 2 * cc.cv_folds:
         raise JobFailed(f"only {minority} rows of the minority class: too few for {cc.cv_folds}-fold search")
-    X_train, X_holdout, y_train, y_holdout = train_test_split(
-        X_all, y_all, test_size=cc.holdout_fraction, stratify=y_all, random_state=cc.seed
+    train_rows, holdout_rows = train_test_split(
+        np.arange(len(y_all)), test_size=cc.holdout_fraction, stratify=y_all, random_state=cc.seed
     )
+    X_train, X_holdout = X_all.iloc[train_rows], X_all.iloc[holdout_rows]
+    y_train, y_holdout = y_all[train_rows], y_all[holdout_rows]
     summary.add("rows (train / holdout)", f"{len(X_train):,} / {len(X_holdout):,}")
     summary.add("positive share", f"{y_all.mean():.4f}")
     summary.metrics.update(rows_train=float(len(X_train)), rows_holdout=float(len(X_holdout)))
@@ -318,13 +339,13 @@ def run(ctx: JobContext) -> JobSummary:
         summary.add("registry", "MLflow disabled: model not logged or registered")
         return summary
 
-    from mlflow.tracking import MlflowClient
-
     value = metrics[cc.promotion_metric]
-    champion, note = champion_on_holdout(ctx, MlflowClient(), X_holdout, y_holdout, cc.promotion_metric)
+    champion_value, note = None, champion_note
+    if champion is not None:
+        champion_value, note = champion_on_holdout(champion, frame.iloc[holdout_rows], y_holdout, cc.promotion_metric)
     if ctx.dry_run:
-        _gate(ctx, summary, "(dry-run)", value, champion, note)
+        _gate(ctx, summary, "(dry-run)", value, champion_value, note)
         return summary
     version = _log_and_register(ctx, model, X_holdout.head(5), metadata, value)
-    _gate(ctx, summary, str(version.version), value, champion, note)
+    _gate(ctx, summary, str(version.version), value, champion_value, note)
     return summary

@@ -140,3 +140,11 @@ def test_flattened_config_for_mlflow_params():
     assert flat["storage.delta_engine"] == "auto"
     assert flat["tables.rides.partition_by"] == "pickup_date"
     assert flat["spark.conf.spark.sql.shuffle.partitions"] == 4
+
+
+def test_cli_override_accepts_flat_lists_but_not_mappings():
+    assert parse_override("forecasting.group_keys=[store, item]") == ("forecasting.group_keys", ["store", "item"])
+    with pytest.raises(ConfigError, match="flat lists"):
+        parse_override("classification.search_spaces={random_forest: {}}")
+    with pytest.raises(ConfigError, match="flat lists"):
+        parse_override("forecasting.group_keys=[[store]]")

@@ -72,3 +72,17 @@ def test_higher_is_better_metrics(client):
     assert not decide_and_promote(client, NAME, v2, "wape", 0.70, lower_is_better=False).promoted
     v3 = new_version(client, 0.85)
     assert decide_and_promote(client, NAME, v3, "wape", 0.85, lower_is_better=False).promoted
+
+
+def test_champion_measured_on_the_challengers_holdout_overrides_its_stored_tag(client):
+    """Higher-is-better gate (F1) where the champion is re-evaluated on the same holdout."""
+    v1 = new_version(client, 0.50)
+    decide_and_promote(client, NAME, v1, "wape", 0.50, lower_is_better=False)
+    v2 = new_version(client, 0.46)
+    # Stored tag 0.50 would keep v1, but on today's holdout v1 only reaches 0.44.
+    decision = decide_and_promote(client, NAME, v2, "wape", 0.46, lower_is_better=False, champion_value=0.44)
+    assert decision.promoted and decision.champion_value == pytest.approx(0.44)
+    assert aliases(client) == {CHAMPION: v2, CHALLENGER: v2}
+    v3 = new_version(client, 0.40)
+    dry = decide_and_promote(client, NAME, v3, "wape", 0.40, lower_is_better=False, dry_run=True, champion_value=0.46)
+    assert not dry.promoted and not dry.applied and aliases(client) == {CHAMPION: v2, CHALLENGER: v2}

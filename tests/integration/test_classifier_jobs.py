@@ -1,0 +1,186 @@
+"""train_classifier + score_classifier through the job runner on the synthetic bank table: registry
+gate, idempotent reruns, pickle-free loading, bad-input errors that write nothing, and the Spark
+search equal to the local one."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from deltalake import DeltaTable
+from mlflow.tracking import MlflowClient
+
+from mlcore.runner import run_job
+from tests.conftest import CONF_DIR
+
+ARGS = ["--env", "test", "--conf-dir", str(CONF_DIR)]
+DAY1, DAY2 = ["--run-date", "2015-06-14"], ["--run-date", "2015-06-15"]
+SCORE_COLUMNS = [
+    "row_key", "probability", "label", "model_name", "model_version", "threshold", "run_id", "run_date", "scored_at",
+]  # fmt: skip
+
+
+def registry(home: Path) -> MlflowClient:
+    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def aliases(client: MlflowClient) -> dict[str, str]:
+    model = client.get_registered_model("bank_classifier")
+    return {alias: str(version) for alias, version in model.aliases.items()}
+
+
+@pytest.fixture
+def trained(spark, mlcore_home, capsys) -> MlflowClient:
+    assert run_job("ingest_bank", [*ARGS, *DAY1]) == 0
+    assert run_job("train_classifier", [*ARGS, *DAY1]) == 0
+    capsys.readouterr()
+    return registry(mlcore_home)
+
+
+def test_train_registers_skops_model_with_threshold_and_artifacts(trained, mlcore_home, capsys):
+    client = trained
+    versions = client.search_model_versions("name = 'bank_classifier'")
+    assert len(versions) == 1 and aliases(client) == {"champion": "1", "challenger": "1"}
+    version = versions[0]
+    threshold = float(version.tags["mlcore.threshold"])
+    assert 0.0 < threshold < 1.0 and float(version.tags["mlcore.metric.f1"]) > 0.0
+
+    run = client.get_run(version.run_id)
+    assert run.data.tags["mlcore.job"] == "train_classifier"
+    assert run.data.metrics["search_candidates"] == 3 and run.data.metrics["rows_holdout"] == 160
+    assert {"holdout_f1", "holdout_roc_auc", "holdout_pr_auc", "holdout_tp", "cv_f1"} <= set(run.data.metrics)
+    artifacts = {a.path for folder in ("", "search", "plots", "evaluation", "model") for a in client.list_artifacts(run.info.run_id, folder)}
+    assert {
+        "search/search_results.csv", "plots/roc_curve.png", "plots/pr_curve.png", "plots/feature_importance.png",
+        "evaluation/confusion_matrix.csv",
+    } <= artifacts  # fmt: skip
+    model_dir = Path(client.download_artifacts(run.info.run_id, "model", str(mlcore_home / "dl")))
+    mlmodel = (model_dir / "MLmodel").read_text()
+    assert "serialization_format: skops" in mlmodel and "signature" in mlmodel and (model_dir / "model.skops").exists()
+    assert not list(model_dir.rglob("*.pkl")), "no pickle files in the model"
+
+    # Same run date again: no new version, no new run, gate re-applied idempotently.
+    assert run_job("train_classifier", [*ARGS, *DAY1]) == 0
+    assert "already trained and registered" in capsys.readouterr().out
+    assert len(client.search_model_versions("name = 'bank_classifier'")) == 1
+    runs = client.search_runs([run.info.experiment_id], "tags.`mlcore.job` = 'train_classifier'")
+    assert len(runs) == 1
+
+
+def test_promotion_gate_in_the_job(trained, capsys):
+    client = trained
+    # Dry run for a new date: decides, registers nothing, moves nothing.
+    assert run_job("train_classifier", [*ARGS, *DAY2, "--dry-run"]) == 0
+    assert "dry run: aliases not moved" in capsys.readouterr().out
+    assert len(client.search_model_versions("name = 'bank_classifier'")) == 1
+    # A deliberately weak feature set: registered as challenger, champion stays.
+    weak = ["--set", "classification.categorical_columns=[education]", "--set", "classification.numeric_columns=[]"]
+    assert run_job("train_classifier", [*ARGS, *DAY2, *weak]) == 0
+    out = capsys.readouterr().out
+    assert "challenger only" in out and "re-evaluated on this holdout" in out
+    assert aliases(client) == {"champion": "1", "challenger": "2"}
+
+
+def test_score_writes_idempotent_scores_at_the_stored_threshold(trained, spark, tables, mlcore_home):
+    assert run_job("score_classifier", [*ARGS, *DAY1]) == 0
+    path = str(mlcore_home / "lake" / "bank_scores")
+    first = DeltaTable(path)
+    scores = first.to_pandas()
+    bank_rows = len(DeltaTable(str(mlcore_home / "lake" / "bank")).to_pandas())
+    assert list(scores.columns) == SCORE_COLUMNS and len(scores) == bank_rows
+    threshold = float(trained.get_model_version("bank_classifier", "1").tags["mlcore.threshold"])
+    np.testing.assert_allclose(scores["threshold"], threshold, rtol=1e-5)
+    np.testing.assert_array_equal(scores["label"], (scores["probability"] >= scores["threshold"]).astype(int))
+    assert set(scores["model_version"]) == {1} and set(scores["model_name"]) == {"bank_classifier"}
+    assert scores["scored_at"].nunique() == 1 and scores["run_id"].nunique() == 1
+    assert 0.0 < scores["label"].mean() < 0.6
+
+    assert run_job("score_classifier", [*ARGS, *DAY1]) == 0
+    again = DeltaTable(path)
+    assert again.version() == first.version(), "a rerun for the same run date commits nothing"
+    assert run_job("score_classifier", [*ARGS, *DAY2]) == 0
+    both = DeltaTable(path).to_pandas()
+    assert both.groupby("run_date").size().tolist() == [bank_rows, bank_rows]
+    assert not both.duplicated(["row_key", "run_date"]).any()
+
+
+def test_score_without_a_champion_fails_and_writes_nothing(spark, mlcore_home, capsys):
+    assert run_job("ingest_bank", [*ARGS, *DAY1]) == 0
+    assert run_job("score_classifier", [*ARGS, *DAY1]) == 1
+    err = capsys.readouterr().err
+    assert "has no alias 'champion'" in err
+    assert not (mlcore_home / "lake" / "bank_scores").exists()
+
+
+def test_score_rejects_missing_and_mistyped_columns_before_writing(trained, spark, make_config, mlcore_home, capsys):
+    from pyspark.sql import functions as F
+
+    from mlcore.io import DeltaTables
+
+    tables = DeltaTables(spark, make_config("tables.bank_bad.path=bank_bad"))
+    bad = tables.read("bank").drop("poutcome").withColumn("age", F.col("age").cast("string"))
+    tables.write(bad, "bank_bad", mode="overwrite")
+    extra = ["--set", "tables.bank_bad.path=bank_bad", "--set", "classification.score_table=bank_bad"]
+    assert run_job("score_classifier", [*ARGS, *DAY1, *extra]) == 1
+    err = capsys.readouterr().err
+    assert "missing columns ['poutcome']" in err and "numeric feature 'age' has type string" in err
+    assert not (mlcore_home / "lake" / "bank_scores").exists()
+
+
+def test_scoring_needs_no_pickle_and_refuses_a_pickled_champion(trained, mlcore_home, monkeypatch, capsys):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from sklearn.dummy import DummyClassifier
+
+    from mlcore.classification import model_io
+
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    client = trained
+    uri = "models:/bank_classifier@champion"
+    mlflow.set_tracking_uri(f"sqlite:///{mlcore_home / 'mlflow' / 'mlflow.db'}")
+    with pytest.raises(MlflowException, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
+        mlflow.sklearn.load_model(uri)  # MLflow's own loader is switched off ...
+    data, _ = model_io.read_mlflow_model_dir(mlflow.artifacts.download_artifacts(uri, dst_path=str(mlcore_home / "m")))
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("pickle used to load a model")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(pickle, "loads", refuse)
+        patched.setattr(pickle, "load", refuse)
+        patched.setattr(pickle, "Unpickler", refuse)
+        assert model_io.loads(data).predict_proba  # ... and ours never touches pickle
+    assert run_job("score_classifier", [*ARGS, *DAY1]) == 0
+
+    # Plant a cloudpickle model as the champion: scoring refuses it and writes nothing new.
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            DummyClassifier().fit([[0], [1]], [0, 1]), name="model", serialization_format="cloudpickle",
+            registered_model_name="bank_classifier",
+        )
+    client.set_registered_model_alias("bank_classifier", "champion", str(info.registered_model_version))
+    before = DeltaTable(str(mlcore_home / "lake" / "bank_scores")).version()
+    assert run_job("score_classifier", [*ARGS, *DAY2]) == 1
+    assert "only loads skops models" in capsys.readouterr().err
+    assert DeltaTable(str(mlcore_home / "lake" / "bank_scores")).version() == before
+
+
+def test_spark_search_equals_local_search(spark):
+    from mlcore.classification.distributed import search_on_spark
+    from mlcore.classification.features import feature_frame, label_vector
+    from mlcore.classification.search import plan, search_local
+    from tests.unit.test_classification import SPACE, SPEC, bank_like, settings
+
+    frame = bank_like(rows=400, seed=5)
+    X, y = feature_frame(frame, SPEC), label_vector(frame, SPEC)
+    candidates, splits = plan(y, SPACE, n_iter=3, folds=2, seed=9)
+    local = search_local(X, y, settings(), candidates, splits)
+    distributed = search_on_spark(spark, X, y, settings(), candidates, splits)
+    columns = ["candidate", "params", "mean_f1", "std_f1", "mean_roc_auc", "mean_average_precision", "rank"]
+    assert local.table()[columns].equals(distributed.table()[columns])
+    for a, b in zip(local.folds, distributed.folds, strict=True):
+        assert (a.candidate, a.fold) == (b.candidate, b.fold)
+        np.testing.assert_array_equal(a.val_proba, b.val_proba)
