@@ -148,10 +148,10 @@ def search_comparison(spark, config, tables, n_iter: int, folds: int) -> bool:
     frame = load_training_frame(types.SimpleNamespace(config=config, tables=tables), spec)
     y_all = label_vector(frame, spec)
     X_all = feature_frame(frame, spec)
-    X_train, _, y_train, _ = train_test_split(
-        X_all, y_all, test_size=cc.holdout_fraction, stratify=y_all, random_state=cc.seed
+    train_rows, _ = train_test_split(
+        np.arange(len(y_all)), test_size=cc.holdout_fraction, stratify=y_all, random_state=cc.seed
     )
-    X_train = X_train.reset_index(drop=True)
+    X_train, y_train = X_all.iloc[train_rows].reset_index(drop=True), y_all[train_rows]
     settings = SearchSettings(
         spec=spec, estimator=cc.estimator, seed=cc.seed, estimator_params=dict(cc.estimator_params),
         smote=cc.smote, smote_k_neighbors=cc.smote_k_neighbors, scoring=cc.scoring,
@@ -279,17 +279,10 @@ def run(args: argparse.Namespace, home: Path) -> int:
         print(f"removed the previous {scores_dir} so the job scores again")
     score_args = [
         *common,
-        "--set", f"sources.datasets_dir={config.sources.datasets_dir}",
         "--set", f"classification.score_table={BENCH_TABLE}",
         "--set", table_set,
+        "--set", "classification.key_columns=[client_id]",  # --set takes flat YAML lists
     ]
-    # classification.key_columns is a list and --set only takes scalars (parse_override refuses
-    # lists), so it comes from an extra YAML file in a copy of conf/ (placed in MLCORE_HOME).
-    bench_conf = home / "conf_bench"
-    shutil.rmtree(bench_conf, ignore_errors=True)
-    shutil.copytree(conf, bench_conf)
-    (bench_conf / "local" / "zz_bench_scoring.yml").write_text("classification:\n  key_columns: [client_id]\n")
-    score_args[score_args.index("--conf-dir") + 1] = str(bench_conf)
     started = time.perf_counter()
     rc = run_job("score_classifier", score_args)
     job_wall = time.perf_counter() - started

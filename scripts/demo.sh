@@ -3,7 +3,8 @@
 # local Spark, Delta tables under $MLCORE_HOME/lake, MLflow (sqlite) under $MLCORE_HOME/mlflow.
 # Uses the real datasets in ../shared/datasets when present, synthetic data otherwise.
 #
-#   ./scripts/demo.sh                 ingest all sources, forecast the first $DEMO_STORES stores
+#   ./scripts/demo.sh                 ingest all sources, forecast the first $DEMO_STORES stores,
+#                                     train and score the bank classifier
 #   ./scripts/demo.sh --all-stores    forecast every store (1,115 on the real data: a few minutes)
 #
 #   RUN_DATE     the run date for every job (default 2015-06-14: forecasts the last 48 days of
@@ -33,5 +34,7 @@ run ingest_bank
 run ingest_rides
 run train_forecasts "${STORES_SET[@]}"
 run make_forecasts
+run train_classifier
+run score_classifier
 echo
 echo "Done. Tables: $MLCORE_HOME/lake   MLflow UI: ./scripts/mlflow_ui.sh"
