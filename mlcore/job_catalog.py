@@ -50,5 +50,25 @@ JOBS: dict[str, JobSpec] = {
             "mlcore.pipelines.score_classifier",
             "Champion bank_classifier scores a Delta table -> Delta bank_scores",
         ),
+        JobSpec(
+            "detect_anomalies",
+            "mlcore.pipelines.detect_anomalies",
+            "DBSCAN per daily batch of rides -> Delta ride_anomalies, ride_anomaly_batches (+ quarantine)",
+        ),
+        JobSpec(
+            "train_anomaly_model",
+            "mlcore.pipelines.train_anomaly_model",
+            "IsolationForest on a reference window, gated against DBSCAN -> MLflow ride_anomaly_model",
+        ),
+        JobSpec(
+            "score_anomalies",
+            "mlcore.pipelines.score_anomalies",
+            "Champion ride_anomaly_model scores rides -> Delta ride_anomaly_scores (+ quarantine)",
+        ),
+        JobSpec(
+            "score_batch",
+            "mlcore.pipelines.score_batch",
+            "score_classifier and score_anomalies concurrently in one Spark application",
+        ),
     )
 }

@@ -78,17 +78,15 @@ def load_champion(config):
     """(version, model, metadata) of the champion, loaded like score_classifier loads it."""
     from mlflow.tracking import MlflowClient
 
-    from mlcore.classification import model_io
-    from mlcore.pipelines.train_classifier import METADATA_KEY
-    from mlcore.tracking.registry import download_version, resolve_version
+    from mlcore.pipelines._models import load_version
+    from mlcore.tracking.registry import resolve_version
     from mlcore.tracking.runs import configure_mlflow
 
     cc = config.classification
     configure_mlflow(config)
     version = resolve_version(MlflowClient(), cc.model_name, cc.score_alias)
-    with tempfile.TemporaryDirectory(prefix="mlcore_bench_model_") as folder:
-        data, metadata = model_io.read_mlflow_model_dir(download_version(cc.model_name, version.version, folder))
-    return str(version.version), model_io.loads(data), metadata[METADATA_KEY]
+    loaded = load_version(cc.model_name, str(version.version))
+    return loaded.version, loaded.model, loaded.info
 
 
 def baseline(model, spec, table_uri: str) -> tuple[int, float, float]:

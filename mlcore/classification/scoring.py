@@ -11,24 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlcore.classification import model_io
 from mlcore.classification.features import FeatureSpec, feature_frame
+from mlcore.serving import model_files
 
 if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame
 
-_WORKER_MODELS: dict[str, Any] = {}
 EXCLUDED_FROM_ROW_KEY = ("run_id", "run_date")
-
-
-def worker_model(data: bytes, digest: str) -> Any:
-    """The deserialised model for this worker process (one load per model, not per batch)."""
-    model = _WORKER_MODELS.get(digest)
-    if model is None:
-        _WORKER_MODELS.clear()
-        model = _WORKER_MODELS[digest] = model_io.loads(data)
-    return model
 
 
 def row_key_column(df: DataFrame, key_columns: Sequence[str], label: str | None) -> Any:
@@ -53,7 +43,7 @@ def score_frame(
     import numpy as np
     from pyspark.sql import functions as F
 
-    digest = model_io.digest(model_bytes)
+    digest = model_files.digest(model_bytes)
     shared = df.sparkSession.sparkContext.broadcast(model_bytes)
     keys = list(key_columns)
     passthrough = ["row_key", *keys]
@@ -66,7 +56,7 @@ def score_frame(
     schema = f"{key_schema}, probability double, label int"
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        model = worker_model(shared.value, digest)
+        model = model_files.worker_model(shared.value, digest)
         for batch in batches:
             if batch.empty:
                 continue

@@ -212,6 +212,52 @@ class ClassificationConfig:
     score_batch_rows: int = 100_000
 
 
+RideFeatureName = Literal[
+    "distance_miles", "duration_minutes", "speed_mph", "fare_amount", "fare_per_mile", "pickup_hour"
+]
+
+
+@dataclass(frozen=True)
+class AnomalyConfig:
+    """Ride anomalies: batches, feature rules, DBSCAN, the outlier detector and its promotion."""
+
+    input_table: str = "rides"
+    date_column: str = "pickup_date"
+    batch_days: int = 1
+    batch_keys: list[str] = field(default_factory=list)
+    features: list[RideFeatureName] = field(
+        default_factory=lambda: ["distance_miles", "duration_minutes", "speed_mph"]
+    )
+    min_distance_miles: float = 0.0
+    max_duration_hours: float = 6.0
+    max_speed_mph: float = 100.0
+    eps: float | None = None
+    eps_quantile: float = 0.95
+    min_samples: int = 10
+    min_batch_rows: int = 30
+    max_batch_rows: int = 200_000
+    silhouette_rows: int = 2000
+    batch_failure_budget: float = 0.05
+    detector: Literal["isolation_forest", "local_outlier_factor"] = "isolation_forest"
+    detector_params: dict[str, ScalarValue | None] = field(default_factory=dict)
+    reference_days: int = 28
+    holdout_days: int = 7
+    max_training_rows: int = 200_000
+    model_name: str = "ride_anomaly_model"
+    promotion_tolerance: float = 0.0
+    score_alias: str = "champion"
+    score_version: int | None = None
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class ScoreBatchConfig:
+    """score_batch: which scorers run, and whether concurrently (fair-scheduler pools) or one by one."""
+
+    scorers: list[Literal["classifier", "anomaly"]] = field(default_factory=lambda: ["classifier", "anomaly"])
+    mode: Literal["parallel", "sequential"] = "parallel"
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Per-run knobs.
@@ -239,6 +285,8 @@ class MlcoreConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     forecasting: ForecastingConfig = field(default_factory=ForecastingConfig)
     classification: ClassificationConfig = field(default_factory=ClassificationConfig)
+    anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
+    score_batch: ScoreBatchConfig = field(default_factory=ScoreBatchConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -253,5 +301,7 @@ CONFIG_SECTIONS = (
     "ingest",
     "forecasting",
     "classification",
+    "anomaly",
+    "score_batch",
     "run",
 )

@@ -113,6 +113,19 @@ def _short(exc: BaseException) -> str:
 # ----------------------------------------------------------------------------------------------
 # delta-rs engine
 # ----------------------------------------------------------------------------------------------
+def activate_session(spark: SparkSession) -> None:
+    """Make ``spark`` the JVM's active session on this thread.
+
+    Python data sources are looked up in the *active* session; a thread that never touched the
+    session (e.g. a scorer thread in ``score_batch``) has none and the lookup fails with
+    DATA_SOURCE_NOT_FOUND. Classic (py4j) sessions only; Spark Connect has no JVM handle.
+    """
+    jvm = getattr(spark, "_jvm", None)
+    jsession = getattr(spark, "_jsparkSession", None)
+    if jvm is not None and jsession is not None:
+        jvm.org.apache.spark.sql.SparkSession.setActiveSession(jsession)
+
+
 class DeltaRsEngine:
     """Delta through delta-rs, with Spark doing the scanning and the Parquet writing."""
 
@@ -301,6 +314,7 @@ class DeltaRsEngine:
             max_rows_per_file=self.max_rows_per_file,
             write_id=write_id,
         ).to_options()
+        activate_session(self.spark)
         try:
             df.write.format(SOURCE_NAME).mode("append").options(**options).save()
         except Exception as exc:

@@ -13,42 +13,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import tempfile
 
-from mlcore.classification import model_io
 from mlcore.classification.features import FeatureSpec, check_spark_columns
 from mlcore.classification.scoring import score_frame
+from mlcore.pipelines._models import resolve_for_scoring
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
-from mlcore.pipelines.train_classifier import METADATA_KEY
 
 log = logging.getLogger(__name__)
 
 BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
-
-
-def resolve_model(ctx: JobContext) -> tuple[str, bytes, dict]:
-    """(version, skops bytes, mlcore metadata) of the model to score with, validated on the driver."""
-    from mlflow.tracking import MlflowClient
-
-    from mlcore.tracking.registry import ModelNotFound, download_version, resolve_version
-
-    cc = ctx.config.classification
-    if not ctx.config.mlflow.enabled:
-        raise JobFailed("score_classifier needs the MLflow registry (mlflow.enabled is false)")
-    try:
-        version = resolve_version(MlflowClient(), cc.model_name, cc.score_alias, cc.score_version)
-    except ModelNotFound as exc:
-        raise JobFailed(str(exc)) from None
-    with tempfile.TemporaryDirectory(prefix="mlcore_model_") as folder:
-        try:
-            data, metadata = model_io.read_mlflow_model_dir(download_version(cc.model_name, version.version, folder))
-            model_io.loads(data)
-        except model_io.UnsafeModelError as exc:
-            raise JobFailed(f"{cc.model_name} v{version.version}: {exc}") from None
-    info = metadata.get(METADATA_KEY)
-    if not info or "features" not in info or "threshold" not in info:
-        raise JobFailed(f"{cc.model_name} v{version.version} carries no mlcore feature spec/threshold")
-    return str(version.version), data, info
 
 
 def run(ctx: JobContext) -> JobSummary:
@@ -61,7 +34,8 @@ def run(ctx: JobContext) -> JobSummary:
         summary.add("status", "already scored for this run date: nothing to do")
         return summary
 
-    version, data, info = resolve_model(ctx)
+    registered = resolve_for_scoring(ctx, cc.model_name, cc.score_alias, cc.score_version)
+    version, data, info = registered.version, registered.data, registered.info
     spec = FeatureSpec.from_dict(info["features"])
     threshold = float(info["threshold"])
     source = ctx.tables.read(cc.score_table)

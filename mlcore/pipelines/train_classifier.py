@@ -17,13 +17,12 @@ import logging
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlcore.classification import model_io
 from mlcore.classification.features import (
     FeatureError,
     FeatureSpec,
@@ -48,15 +47,23 @@ from mlcore.classification.search import (
     search_local,
     validate_candidates,
 )
+from mlcore.pipelines._models import (
+    THRESHOLD_TAG,
+    RegisteredModel,
+    apply_gate,
+    load_champion,
+    log_and_register,
+    replay_registered,
+)
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+from mlcore.serving import model_files
+from mlcore.tracking.registry import METRIC_TAG
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
-METADATA_KEY = "mlcore"
-THRESHOLD_TAG = "mlcore.threshold"
 
 
 def load_training_frame(ctx: JobContext, spec: FeatureSpec, extra_columns: Sequence[str] = ()) -> pd.DataFrame:
@@ -100,44 +107,16 @@ def run_search(ctx: JobContext, X: pd.DataFrame, y: np.ndarray, settings: Search
     return search_local(X, y, settings, candidates, splits)
 
 
-@dataclass(frozen=True)
-class Champion:
-    version: str
-    model: Any
-    spec: FeatureSpec
-    threshold: float
-
-
-def load_champion(ctx: JobContext) -> tuple[Champion | None, str]:
-    """The current champion (safely loaded) so it can be measured on this run's holdout."""
-    from mlflow.tracking import MlflowClient
-
-    from mlcore.tracking.registry import champion_version, download_version
-
-    cc = ctx.config.classification
-    if not ctx.config.mlflow.enabled:
-        return None, ""
-    current = champion_version(MlflowClient(), cc.model_name)
-    if current is None:
-        return None, "no champion yet"
-    try:
-        with tempfile.TemporaryDirectory(prefix="mlcore_champion_") as folder:
-            data, metadata = model_io.read_mlflow_model_dir(download_version(cc.model_name, current.version, folder))
-        info = metadata[METADATA_KEY]
-        return Champion(
-            str(current.version), model_io.loads(data), FeatureSpec.from_dict(info["features"]), float(info["threshold"])
-        ), ""
-    except (model_io.UnsafeModelError, KeyError, ValueError, OSError) as exc:
-        return None, f"champion v{current.version} could not be loaded ({type(exc).__name__}: {exc}); its stored metric is used"
-
-
-def champion_on_holdout(champion: Champion, holdout: pd.DataFrame, y: np.ndarray, metric: str) -> tuple[float | None, str]:
+def champion_on_holdout(
+    champion: RegisteredModel, holdout: pd.DataFrame, y: np.ndarray, metric: str
+) -> tuple[float | None, str]:
     """The champion's metric on this run's holdout rows, at its own stored threshold."""
-    missing = [c for c in champion.spec.columns if c not in holdout.columns]
+    spec = FeatureSpec.from_dict(champion.info["features"])
+    missing = [c for c in spec.columns if c not in holdout.columns]
     if missing:
         return None, f"champion v{champion.version} needs columns {missing} the input lacks; its stored metric is used"
-    proba = champion.model.predict_proba(feature_frame(holdout, champion.spec))[:, 1]
-    value = holdout_metrics(y, proba, champion.threshold)[metric]
+    proba = champion.model.predict_proba(feature_frame(holdout, spec))[:, 1]
+    value = holdout_metrics(y, proba, float(champion.info["threshold"]))[metric]
     return value, f"champion v{champion.version} re-evaluated on this holdout: {metric} {value:.4f}"
 
 
@@ -163,86 +142,12 @@ def _artifacts(
         ctx.artifact_files[f"plots/{path.name}"] = str(path)
 
 
-def _log_and_register(
-    ctx: JobContext, model: Any, X_example: pd.DataFrame, metadata: dict[str, Any], metric_value: float
-) -> Any:
-    import mlflow
-    from mlflow.models import infer_signature
-    from mlflow.tracking import MlflowClient
-
-    from mlcore.tracking.registry import METRIC_TAG
-
-    cc = ctx.config.classification
-    client = MlflowClient()
-    signature = infer_signature(X_example, model.predict_proba(X_example))
-    info = mlflow.sklearn.log_model(
-        model,
-        name="model",
-        serialization_format="skops",
-        skops_trusted_types=list(model_io.TRUSTED_TYPES),
-        signature=signature,
-        input_example=X_example,
-        pyfunc_predict_fn="predict_proba",
-        metadata={METADATA_KEY: metadata},
-        registered_model_name=cc.model_name,
-    )
-    version = client.get_model_version(cc.model_name, str(info.registered_model_version))
-    tags = {
-        METRIC_TAG.format(cc.promotion_metric): f"{metric_value:.6f}",
-        THRESHOLD_TAG: f"{metadata['threshold']:.6f}",
-        "mlcore.run_date": ctx.run_date.isoformat(),
-        "mlcore.estimator": cc.estimator,
-        "mlcore.model_sha256": metadata["model_sha256"],
-    }
-    for key, value in tags.items():
-        client.set_model_version_tag(cc.model_name, version.version, key, value)
-    return version
-
-
-def _gate(ctx: JobContext, summary: JobSummary, version: str, value: float, champion: float | None, note: str) -> None:
-    from mlflow.tracking import MlflowClient
-
-    from mlcore.tracking.registry import decide_and_promote
-
-    cc = ctx.config.classification
-    decision = decide_and_promote(
-        MlflowClient(), cc.model_name, version, cc.promotion_metric, value, cc.promotion_tolerance,
-        lower_is_better=False, dry_run=ctx.dry_run, champion_value=champion,
-    )
-    summary.add(
-        "registry",
-        f"{decision.model_name} v{decision.version}: "
-        + ("champion" if decision.promoted else "challenger only")
-        + ("" if decision.applied else " (dry run: aliases not moved)")
-        + f" — {decision.reason}" + (f" [{note}]" if note else ""),
-    )
-    summary.metrics["promoted"] = 1.0 if decision.promoted else 0.0
-
-
-def _replay(ctx: JobContext, summary: JobSummary) -> bool:
-    """A rerun whose run already registered a version: re-apply the gate from stored tags only."""
-    if ctx.dry_run or not ctx.config.mlflow.enabled:
-        return False
-    from mlflow.tracking import MlflowClient
-
-    from mlcore.tracking.registry import METRIC_TAG, version_for_run
-
-    cc = ctx.config.classification
-    version = version_for_run(MlflowClient(), cc.model_name, ctx.run_id)
-    if version is None:
-        return False
-    value = float(version.tags[METRIC_TAG.format(cc.promotion_metric)])
-    summary.add("status", f"already trained and registered for this run date (v{version.version}): no new version")
-    _gate(ctx, summary, str(version.version), value, None, "")
-    return True
-
-
 def run(ctx: JobContext) -> JobSummary:
     from sklearn.model_selection import train_test_split
 
     cc = ctx.config.classification
     summary = JobSummary()
-    if _replay(ctx, summary):
+    if replay_registered(ctx, summary, cc.model_name, cc.promotion_metric, cc.promotion_tolerance):
         return summary
     try:
         spec = feature_spec(cc)
@@ -251,8 +156,9 @@ def run(ctx: JobContext) -> JobSummary:
     if not 0 < cc.holdout_fraction < 1:
         raise JobFailed(f"classification.holdout_fraction must be in (0, 1), got {cc.holdout_fraction}")
 
-    champion, champion_note = load_champion(ctx)
-    frame = load_training_frame(ctx, spec, champion.spec.columns if champion else ())
+    champion, champion_note = load_champion(ctx, cc.model_name)
+    champion_columns = FeatureSpec.from_dict(champion.info["features"]).columns if champion else ()
+    frame = load_training_frame(ctx, spec, champion_columns)
     try:
         y_all = label_vector(frame, spec)
     except FeatureError as exc:
@@ -321,7 +227,7 @@ def run(ctx: JobContext) -> JobSummary:
     importance = permutation_importance_table(model, X_holdout, y_holdout, cc.seed, cc.importance_rows)
     _artifacts(ctx, search, metrics, importance, y_holdout, proba)
 
-    data = model_io.dumps(model)
+    data = model_files.dumps(model)
     metadata = {
         "features": spec.as_dict(),
         "threshold": threshold,
@@ -332,7 +238,7 @@ def run(ctx: JobContext) -> JobSummary:
         "input_table": cc.input_table,
         "input_version": ctx.tables.read_versions.get(cc.input_table),
         "run_date": ctx.run_date.isoformat(),
-        "model_sha256": model_io.digest(data),
+        "model_sha256": model_files.digest(data),
         "config": asdict(cc),
     }
     if not ctx.config.mlflow.enabled:
@@ -343,9 +249,20 @@ def run(ctx: JobContext) -> JobSummary:
     champion_value, note = None, champion_note
     if champion is not None:
         champion_value, note = champion_on_holdout(champion, frame.iloc[holdout_rows], y_holdout, cc.promotion_metric)
+    gate = {"metric": cc.promotion_metric, "value": value, "tolerance": cc.promotion_tolerance}
     if ctx.dry_run:
-        _gate(ctx, summary, "(dry-run)", value, champion_value, note)
+        apply_gate(ctx, summary, cc.model_name, "(dry-run)", **gate, champion_value=champion_value, note=note)
         return summary
-    version = _log_and_register(ctx, model, X_holdout.head(5), metadata, value)
-    _gate(ctx, summary, str(version.version), value, champion_value, note)
+    example = X_holdout.head(5)
+    tags = {
+        METRIC_TAG.format(cc.promotion_metric): f"{value:.6f}",
+        THRESHOLD_TAG: f"{threshold:.6f}",
+        "mlcore.run_date": ctx.run_date.isoformat(),
+        "mlcore.estimator": cc.estimator,
+        "mlcore.model_sha256": metadata["model_sha256"],
+    }
+    version = log_and_register(
+        ctx, cc.model_name, model, example, model.predict_proba(example), metadata, tags, "predict_proba"
+    )
+    apply_gate(ctx, summary, cc.model_name, str(version.version), **gate, champion_value=champion_value, note=note)
     return summary

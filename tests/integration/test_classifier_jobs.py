@@ -135,7 +135,7 @@ def test_scoring_needs_no_pickle_and_refuses_a_pickled_champion(trained, mlcore_
     from mlflow.exceptions import MlflowException
     from sklearn.dummy import DummyClassifier
 
-    from mlcore.classification import model_io
+    from mlcore.serving import model_files
 
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     client = trained
@@ -143,7 +143,7 @@ def test_scoring_needs_no_pickle_and_refuses_a_pickled_champion(trained, mlcore_
     mlflow.set_tracking_uri(f"sqlite:///{mlcore_home / 'mlflow' / 'mlflow.db'}")
     with pytest.raises(MlflowException, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
         mlflow.sklearn.load_model(uri)  # MLflow's own loader is switched off ...
-    data, _ = model_io.read_mlflow_model_dir(mlflow.artifacts.download_artifacts(uri, dst_path=str(mlcore_home / "m")))
+    data, _ = model_files.read_mlflow_model_dir(mlflow.artifacts.download_artifacts(uri, dst_path=str(mlcore_home / "m")))
 
     def refuse(*_args, **_kwargs):
         raise AssertionError("pickle used to load a model")
@@ -152,7 +152,7 @@ def test_scoring_needs_no_pickle_and_refuses_a_pickled_champion(trained, mlcore_
         patched.setattr(pickle, "loads", refuse)
         patched.setattr(pickle, "load", refuse)
         patched.setattr(pickle, "Unpickler", refuse)
-        assert model_io.loads(data).predict_proba  # ... and ours never touches pickle
+        assert model_files.loads(data).predict_proba  # ... and ours never touches pickle
     assert run_job("score_classifier", [*ARGS, *DAY1]) == 0
 
     # Plant a cloudpickle model as the champion: scoring refuses it and writes nothing new.

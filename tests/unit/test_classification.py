@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlcore.classification import model_io
 from mlcore.classification.features import (
     FeatureError,
     FeatureSpec,
@@ -27,6 +26,7 @@ from mlcore.classification.search import (
     sample_candidates,
     search_local,
 )
+from mlcore.serving import model_files
 
 SPEC = FeatureSpec(categorical=("job", "contact"), numeric=("age", "balance", "noise"), label="y", positive_label="yes")
 SPACE = {"n_estimators": [5, 10, 20], "max_depth": [3, 5, None], "min_samples_leaf": [1, 3]}
@@ -195,7 +195,7 @@ def test_serving_pipeline_drops_smote_and_round_trips_through_skops():
     served = serving_pipeline(fitted)
     assert [name for name, _ in served.steps] == ["encode", "model"]
     assert type(served).__module__.startswith("sklearn") and served.named_steps["model"].n_jobs == 1
-    restored = model_io.loads(model_io.dumps(served))
+    restored = model_files.loads(model_files.dumps(served))
     np.testing.assert_array_equal(restored.predict_proba(X), served.predict_proba(X))
     unseen = X.head(3).assign(job="astronaut")  # unknown categories are ignored, not errors
     assert restored.predict_proba(unseen).shape == (3, 2)
@@ -206,7 +206,7 @@ def test_every_estimator_in_the_menu_stores_without_pickle(estimator):
     frame = bank_like(rows=300)
     X, y = feature_frame(frame, SPEC), label_vector(frame, SPEC)
     served = serving_pipeline(build_pipeline(SPEC, estimator, 0).fit(X, y))
-    np.testing.assert_allclose(model_io.loads(model_io.dumps(served)).predict_proba(X), served.predict_proba(X))
+    np.testing.assert_allclose(model_files.loads(model_files.dumps(served)).predict_proba(X), served.predict_proba(X))
 
 
 def test_model_file_with_untrusted_types_is_refused():
@@ -215,8 +215,8 @@ def test_model_file_with_untrusted_types_is_refused():
     from sklearn.preprocessing import FunctionTransformer
 
     rogue = make_pipeline(FunctionTransformer(np.char.upper))  # a function reference: untrusted
-    with pytest.raises(model_io.UnsafeModelError, match="untrusted types"):
-        model_io.loads(skops.io.dumps(rogue))
+    with pytest.raises(model_files.UnsafeModelError, match="untrusted types"):
+        model_files.loads(skops.io.dumps(rogue))
 
 
 def test_mlflow_model_dir_in_pickle_format_is_refused_unread(tmp_path):
@@ -224,10 +224,10 @@ def test_mlflow_model_dir_in_pickle_format_is_refused_unread(tmp_path):
         "flavors:\n  sklearn:\n    pickled_model: model.pkl\n    serialization_format: cloudpickle\n"
     )
     (tmp_path / "model.pkl").write_bytes(b"\x80\x04not read")
-    with pytest.raises(model_io.UnsafeModelError, match="only loads skops"):
-        model_io.read_mlflow_model_dir(tmp_path)
+    with pytest.raises(model_files.UnsafeModelError, match="only loads skops"):
+        model_files.read_mlflow_model_dir(tmp_path)
     (tmp_path / "MLmodel").write_text(
         "flavors:\n  sklearn:\n    pickled_model: ../outside.skops\n    serialization_format: skops\n"
     )
-    with pytest.raises(model_io.UnsafeModelError, match="outside"):
-        model_io.read_mlflow_model_dir(tmp_path)
+    with pytest.raises(model_files.UnsafeModelError, match="outside"):
+        model_files.read_mlflow_model_dir(tmp_path)

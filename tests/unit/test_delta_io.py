@@ -324,3 +324,21 @@ def test_write_stats_are_recorded_for_data_skipping(spark, tables, sales_uri):
     assert actions[0]["num_records"] == 12
     assert actions[0]["min.id"] == 0 and actions[0]["max.id"] == 11
     assert actions[0]["null_count.amount"] == 0
+
+
+def test_write_from_a_thread_that_never_used_the_session(spark, tables):
+    """Scorer threads (score_batch) have no active JVM session; writes must still find the source."""
+    from pyspark import InheritableThread
+
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            tables.write(spark.range(3).withColumnRenamed("id", "n"), "sales_quarantine", mode="overwrite")
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    thread = InheritableThread(target=work)
+    thread.start()
+    thread.join()
+    assert errors == [] and tables.version("sales_quarantine") == 0

@@ -15,13 +15,18 @@ from typing import Any
 import yaml
 
 # Types skops does not trust by default that our pipelines contain (numpy dtypes and the fitted
-# tree structures of the allowed estimators). Nothing here can run code when loaded.
+# tree and neighbour-index structures of the allowed estimators). Nothing here can run code when loaded.
 TRUSTED_TYPES = (
     "numpy.dtype",
     "sklearn.tree._tree.Tree",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
 )
 SKOPS_FILE = "model.skops"
+
+
+_WORKER_MODELS: dict[str, Any] = {}
 
 
 class UnsafeModelError(RuntimeError):
@@ -72,3 +77,12 @@ def read_mlflow_model_dir(path: str | Path) -> tuple[bytes, dict[str, Any]]:
     if model_file.resolve().parent != root.resolve():
         raise UnsafeModelError(f"model file {model_file} lies outside the model directory")
     return model_file.read_bytes(), dict(mlmodel.get("metadata") or {})
+
+
+def worker_model(data: bytes, model_digest: str) -> Any:
+    """The deserialised model for this Python worker (one load per model, not per batch)."""
+    model = _WORKER_MODELS.get(model_digest)
+    if model is None:
+        _WORKER_MODELS.clear()
+        model = _WORKER_MODELS[model_digest] = loads(data)
+    return model

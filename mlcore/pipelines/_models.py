@@ -1,0 +1,158 @@
+"""Driver-side model plumbing shared by the sklearn-model jobs (classifier, anomaly detector):
+log a skops model with its mlcore metadata, register it once per run, run the promotion gate,
+and load registered versions safely (mlcore's own skops allow-list, never pickle)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+from mlcore.serving import model_files
+
+METADATA_KEY = "mlcore"
+THRESHOLD_TAG = "mlcore.threshold"
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A registered version, its skops bytes (for executors), the loaded model and its metadata."""
+
+    name: str
+    version: str
+    data: bytes
+    model: Any
+    info: dict[str, Any]
+
+
+def load_version(name: str, version: str) -> RegisteredModel:
+    """Download and load one version; refuses anything but skops within the allow-list."""
+    from mlcore.tracking.registry import download_version
+
+    with tempfile.TemporaryDirectory(prefix="mlcore_model_") as folder:
+        data, metadata = model_files.read_mlflow_model_dir(download_version(name, version, folder))
+    info = metadata.get(METADATA_KEY)
+    if not isinstance(info, dict) or "features" not in info or "threshold" not in info:
+        raise model_files.UnsafeModelError(f"{name} v{version} carries no mlcore features/threshold metadata")
+    return RegisteredModel(name, str(version), data, model_files.loads(data), info)
+
+
+def resolve_for_scoring(ctx: JobContext, name: str, alias: str, version: int | None) -> RegisteredModel:
+    """The version to score with (explicit version, else alias), loaded on the driver first so
+    that a missing alias or an unsafe file fails before any Spark work or output write."""
+    from mlflow.tracking import MlflowClient
+
+    from mlcore.tracking.registry import ModelNotFound, resolve_version
+
+    if not ctx.config.mlflow.enabled:
+        raise JobFailed(f"{ctx.job} needs the MLflow registry (mlflow.enabled is false)")
+    try:
+        found = resolve_version(MlflowClient(), name, alias, version)
+        return load_version(name, str(found.version))
+    except ModelNotFound as exc:
+        raise JobFailed(str(exc)) from None
+    except model_files.UnsafeModelError as exc:
+        raise JobFailed(str(exc)) from None
+
+
+def load_champion(ctx: JobContext, name: str) -> tuple[RegisteredModel | None, str]:
+    """The current champion, so it can be measured on the challenger's holdout (or why not)."""
+    from mlflow.tracking import MlflowClient
+
+    from mlcore.tracking.registry import champion_version
+
+    if not ctx.config.mlflow.enabled:
+        return None, ""
+    current = champion_version(MlflowClient(), name)
+    if current is None:
+        return None, "no champion yet"
+    try:
+        return load_version(name, str(current.version)), ""
+    except (model_files.UnsafeModelError, KeyError, ValueError, OSError) as exc:
+        return None, f"champion v{current.version} could not be loaded ({type(exc).__name__}: {exc}); its stored metric is used"
+
+
+def log_and_register(
+    ctx: JobContext,
+    name: str,
+    model: Any,
+    input_example: Any,
+    output_example: Any,
+    metadata: Mapping[str, Any],
+    tags: Mapping[str, str],
+    predict_fn: str = "predict",
+) -> Any:
+    """Log ``model`` (skops, signature, input example, mlcore metadata), register it, tag the version."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        serialization_format="skops",
+        skops_trusted_types=list(model_files.TRUSTED_TYPES),
+        signature=infer_signature(input_example, output_example),
+        input_example=input_example,
+        pyfunc_predict_fn=predict_fn,
+        metadata={METADATA_KEY: dict(metadata)},
+        registered_model_name=name,
+    )
+    version = client.get_model_version(name, str(info.registered_model_version))
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version.version, key, value)
+    return version
+
+
+def apply_gate(
+    ctx: JobContext,
+    summary: JobSummary,
+    name: str,
+    version: str,
+    metric: str,
+    value: float,
+    tolerance: float,
+    champion_value: float | None = None,
+    note: str = "",
+    lower_is_better: bool = False,
+) -> None:
+    """Run the champion/challenger gate and report it in the summary (dry runs move nothing)."""
+    from mlflow.tracking import MlflowClient
+
+    from mlcore.tracking.registry import decide_and_promote
+
+    decision = decide_and_promote(
+        MlflowClient(), name, version, metric, value, tolerance,
+        lower_is_better=lower_is_better, dry_run=ctx.dry_run, champion_value=champion_value,
+    )  # fmt: skip
+    summary.add(
+        "registry",
+        f"{decision.model_name} v{decision.version}: "
+        + ("champion" if decision.promoted else "challenger only")
+        + ("" if decision.applied else " (dry run: aliases not moved)")
+        + f" — {decision.reason}"
+        + (f" [{note}]" if note else ""),
+    )
+    summary.metrics["promoted"] = 1.0 if decision.promoted else 0.0
+
+
+def replay_registered(
+    ctx: JobContext, summary: JobSummary, name: str, metric: str, tolerance: float, lower_is_better: bool = False
+) -> bool:
+    """A rerun whose run already registered a version re-applies the gate from stored tags only."""
+    if ctx.dry_run or not ctx.config.mlflow.enabled:
+        return False
+    from mlflow.tracking import MlflowClient
+
+    from mlcore.tracking.registry import METRIC_TAG, version_for_run
+
+    version = version_for_run(MlflowClient(), name, ctx.run_id)
+    if version is None:
+        return False
+    value = float(version.tags[METRIC_TAG.format(metric)])
+    summary.add("status", f"already trained and registered for this run date (v{version.version}): no new version")
+    apply_gate(ctx, summary, name, str(version.version), metric, value, tolerance, lower_is_better=lower_is_better)
+    return True

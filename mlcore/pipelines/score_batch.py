@@ -1,0 +1,107 @@
+"""score_batch: the classifier and the anomaly model score concurrently in one Spark application.
+
+Each scorer runs its own pipeline (``score_classifier``, ``score_anomalies``) in its own thread
+and fair-scheduler pool, so their Spark jobs share the executors instead of queueing. Each output
+is committed atomically on its own, with the same idempotency token as the standalone job (a
+date already scored by either entry point is not scored again). When one scorer fails the other
+still finishes and commits; the job then fails with every scorer's error listed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+
+from mlcore.pipelines import score_anomalies, score_classifier
+from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+
+log = logging.getLogger(__name__)
+
+SCORERS: dict[str, tuple[str, Callable[[JobContext], JobSummary]]] = {
+    "classifier": ("score_classifier", score_classifier.run),
+    "anomaly": ("score_anomalies", score_anomalies.run),
+}
+POOL_PROPERTY = "spark.scheduler.pool"
+
+
+@dataclasses.dataclass
+class Outcome:
+    scorer: str
+    seconds: float = 0.0
+    summary: JobSummary | None = None
+    error: str | None = None
+
+
+def _run_one(ctx: JobContext, scorer: str, pool: bool) -> Outcome:
+    job, pipeline = SCORERS[scorer]
+    outcome = Outcome(scorer)
+    started = time.perf_counter()
+    if pool:
+        ctx.spark.sparkContext.setLocalProperty(POOL_PROPERTY, scorer)
+    try:
+        outcome.summary = pipeline(dataclasses.replace(ctx, job=job, artifacts={}, artifact_files={}))
+    except JobFailed as exc:
+        outcome.error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - one scorer's crash must not lose the other's output
+        log.exception("scorer %s crashed", scorer)
+        outcome.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
+    finally:
+        if pool:
+            ctx.spark.sparkContext.setLocalProperty(POOL_PROPERTY, None)
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def run_scorers(ctx: JobContext, scorers: list[str], parallel: bool) -> list[Outcome]:
+    if not parallel:
+        return [_run_one(ctx, s, pool=False) for s in scorers]
+    from pyspark import InheritableThread
+
+    outcomes: dict[str, Outcome] = {}
+
+    def target(scorer: str) -> None:
+        outcomes[scorer] = _run_one(ctx, scorer, pool=True)
+
+    threads = [InheritableThread(target=target, args=(s,), name=f"score_batch-{s}") for s in scorers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [outcomes.get(s, Outcome(s, error="scorer thread ended without a result")) for s in scorers]
+
+
+def run(ctx: JobContext) -> JobSummary:
+    sb = ctx.config.score_batch
+    scorers = list(dict.fromkeys(sb.scorers))
+    if not scorers:
+        raise JobFailed("score_batch.scorers is empty")
+    summary = JobSummary()
+    started = time.perf_counter()
+    outcomes = run_scorers(ctx, scorers, sb.mode == "parallel" and len(scorers) > 1)
+    wall = time.perf_counter() - started
+    summary.add("mode", f"{sb.mode} ({', '.join(scorers)})")
+    for outcome in outcomes:
+        state = "FAILED: " + outcome.error if outcome.error else "ok"
+        summary.add(f"{outcome.scorer}", f"{state} ({outcome.seconds:.1f} s)")
+        summary.metrics[f"{outcome.scorer}_seconds"] = outcome.seconds
+        summary.metrics[f"{outcome.scorer}_failed"] = 1.0 if outcome.error else 0.0
+        if outcome.summary is not None:
+            summary.writes.extend(outcome.summary.writes)
+            for label, value in outcome.summary.lines:
+                summary.lines.append((f"  {outcome.scorer}: {label}", value))
+            summary.metrics.update({f"{outcome.scorer}_{k}": v for k, v in outcome.summary.metrics.items()})
+    summary.metrics["scorers_seconds_sum"] = sum(o.seconds for o in outcomes)
+    summary.metrics["scoring_wall_seconds"] = wall
+    summary.add("scoring wall / sum of scorer times", f"{wall:.1f} s / {summary.metrics['scorers_seconds_sum']:.1f} s")
+    failed = [o for o in outcomes if o.error]
+    if failed:
+        committed = [w.table for w in summary.writes]
+        raise JobFailed(
+            "; ".join(f"{o.scorer} failed: {o.error}" for o in failed)
+            + (f" (committed anyway: {', '.join(committed)})" if committed else " (nothing committed)")
+        )
+    return summary
+
+
