@@ -4,7 +4,10 @@ Features are standardised within the batch, so ``eps`` is in standard deviations
 is not configured it is chosen per batch by the k-distance heuristic: with ``k = min_samples``,
 each ride's distance to its k-th nearest neighbour (itself included, as DBSCAN counts it) is its
 core distance, and ``eps`` is the ``eps_quantile`` quantile of those distances, i.e. that share
-of rides become core points. Label -1 (noise) is an anomaly.
+of rides become core points. Label -1 (noise) is an anomaly, and so is every ride of a
+micro-cluster holding less than ``min_cluster_share`` of the batch: a handful of similar odd rides
+(ten 40-mile trips) is dense enough to form its own cluster, yet it is exactly what operations
+want to see.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class DbscanSettings:
     min_batch_rows: int = 30
     max_batch_rows: int = 200_000
     silhouette_rows: int = 2000
+    min_cluster_share: float = 0.0
     seed: int = 0
 
 
@@ -49,6 +53,16 @@ def k_distance_eps(z: np.ndarray, min_samples: int, quantile: float) -> float:
     return eps if eps > 0 else 1e-6
 
 
+def anomaly_flags(labels: np.ndarray, min_cluster_share: float) -> np.ndarray:
+    """Noise, plus members of clusters smaller than ``min_cluster_share`` of the batch."""
+    flags = labels < 0
+    if min_cluster_share > 0 and len(labels):
+        clusters, sizes = np.unique(labels[labels >= 0], return_counts=True)
+        small = clusters[sizes < min_cluster_share * len(labels)]
+        flags |= np.isin(labels, small)
+    return flags
+
+
 def cluster_batch(frame: pd.DataFrame, settings: DbscanSettings) -> tuple[np.ndarray | None, dict[str, Any]]:
     """(labels or None, batch stats). Never raises: a failure is a ``failed`` status with reason."""
     from sklearn.cluster import DBSCAN
@@ -57,7 +71,7 @@ def cluster_batch(frame: pd.DataFrame, settings: DbscanSettings) -> tuple[np.nda
     started = time.perf_counter()
     stats: dict[str, Any] = {
         "status": OK, "status_reason": None, "rows": len(frame), "clusters": 0, "noise": 0,
-        "noise_share": None, "silhouette": None, "eps": None, "eps_source": None, "seconds": 0.0,
+        "micro_cluster_rides": 0, "anomalies": 0, "anomaly_share": None, "silhouette": None, "eps": None, "eps_source": None, "seconds": 0.0,
     }  # fmt: skip
     if len(frame) < settings.min_batch_rows:
         stats.update(status=SKIPPED, status_reason=f"{len(frame)} rides < min_batch_rows {settings.min_batch_rows}")
@@ -88,8 +102,10 @@ def cluster_batch(frame: pd.DataFrame, settings: DbscanSettings) -> tuple[np.nda
         stats["seconds"] = time.perf_counter() - started
         return None, stats
     noise = int((~clustered).sum())
+    anomalies = int(anomaly_flags(labels, settings.min_cluster_share).sum())
     stats.update(
-        clusters=n_clusters, noise=noise, noise_share=noise / len(frame), silhouette=silhouette,
+        clusters=n_clusters, noise=noise, micro_cluster_rides=anomalies - noise, anomalies=anomalies,
+        anomaly_share=anomalies / len(frame), silhouette=silhouette,
         eps=float(eps), eps_source=source, seconds=time.perf_counter() - started,
     )
     return labels, stats

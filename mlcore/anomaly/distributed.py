@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from mlcore.anomaly.clustering import DbscanSettings, cluster_batch
+from mlcore.anomaly.clustering import DbscanSettings, anomaly_flags, cluster_batch
 from mlcore.anomaly.features import ROW_KEY
 
 if TYPE_CHECKING:
@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 BATCH_STATS = (
-    "status string, status_reason string, rows int, clusters int, noise int, noise_share double, "
+    "status string, status_reason string, rows int, clusters int, noise int, micro_cluster_rides int, "
+    "anomalies int, anomaly_share double, "
     "silhouette double, eps double, eps_source string, seconds double"
 )
 
@@ -44,7 +45,7 @@ def cluster_batches(
         else:
             part = frame[[ROW_KEY, "pickup_ts_us", *names]].copy()
             part["cluster"] = labels.astype("int32")
-            part["is_anomaly"] = labels < 0
+            part["is_anomaly"] = anomaly_flags(labels, settings.min_cluster_share)
             row["rides"] = part[[ROW_KEY, "pickup_ts_us", "cluster", "is_anomaly", *names]].to_dict("records")
         return pd.DataFrame([row])
 

@@ -237,6 +237,7 @@ class AnomalyConfig:
     min_batch_rows: int = 30
     max_batch_rows: int = 200_000
     silhouette_rows: int = 2000
+    min_cluster_share: float = 0.05
     batch_failure_budget: float = 0.05
     detector: Literal["isolation_forest", "local_outlier_factor"] = "isolation_forest"
     detector_params: dict[str, ScalarValue | None] = field(default_factory=dict)

@@ -34,7 +34,7 @@ def dbscan_settings(ctx: JobContext) -> DbscanSettings:
     return DbscanSettings(
         features=tuple(ac.features), eps=ac.eps, min_samples=ac.min_samples, eps_quantile=ac.eps_quantile,
         min_batch_rows=ac.min_batch_rows, max_batch_rows=ac.max_batch_rows,
-        silhouette_rows=ac.silhouette_rows, seed=ac.seed,
+        silhouette_rows=ac.silhouette_rows, min_cluster_share=ac.min_cluster_share, seed=ac.seed,
     )  # fmt: skip
 
 
@@ -110,7 +110,7 @@ def run(ctx: JobContext) -> JobSummary:
         partitions = max(1, min(4 * ctx.spark.sparkContext.defaultParallelism, n_batches))
         results = cluster_batches(usable, keys, dbscan_settings(ctx), partitions).persist(StorageLevel.MEMORY_AND_DISK)
         statuses = {r["status"]: r["count"] for r in results.groupBy("status").count().collect()}
-        totals = results.agg(F.sum("noise"), F.sum("rows"), F.avg("silhouette"), F.avg("eps")).first()
+        totals = results.agg(F.sum("anomalies"), F.sum("noise"), F.avg("silhouette"), F.avg("eps")).first()
     finally:
         usable.unpersist()
     summary.add("rides clustered", n_usable, metric="rides_usable")
@@ -121,7 +121,8 @@ def run(ctx: JobContext) -> JobSummary:
     for status in ("ok", "skipped", "failed"):
         summary.add(f"batches {status}", statuses.get(status, 0), metric=f"batches_{status}")
     anomalies = int(totals[0] or 0)
-    summary.add("anomalies (DBSCAN noise)", anomalies, metric="anomalies")
+    summary.add("anomalies (noise + micro-clusters)", anomalies, metric="anomalies")
+    summary.add("  of which DBSCAN noise", int(totals[1] or 0), metric="dbscan_noise")
     if n_usable:
         summary.metrics["anomaly_share"] = anomalies / n_usable
     if totals[2] is not None:

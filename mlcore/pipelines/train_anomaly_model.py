@@ -3,7 +3,7 @@
 A run for date D trains on the ``anomaly.reference_days`` days before D minus the last
 ``anomaly.holdout_days``, which are held out for the gate: DBSCAN labels those days batch by batch
 (as ``detect_anomalies`` would) and the gate metric ``dbscan_auc`` is the ROC AUC of the
-detector's anomaly score against "DBSCAN calls it noise". The model is logged as skops with its
+detector's anomaly score against DBSCAN's anomaly flag (noise or micro-cluster). The model is logged as skops with its
 feature list and flag threshold, registered as ``ride_anomaly_model`` (``challenger``) and
 promoted to ``champion`` when its AUC is no worse than the champion's on the same holdout.
 """
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlcore.anomaly.clustering import cluster_batch
+from mlcore.anomaly.clustering import anomaly_flags, cluster_batch
 from mlcore.anomaly.detector import (
     agreement_with_dbscan,
     anomaly_scores,
@@ -76,7 +76,7 @@ def dbscan_noise(ctx: JobContext, holdout: pd.DataFrame) -> tuple[np.ndarray, in
         batch = batch.sort_values(ROW_KEY)
         labels, _stats = cluster_batch(batch.reset_index(drop=True), settings)
         if labels is not None:
-            flags[holdout.index.get_indexer(batch.index)] = labels < 0
+            flags[holdout.index.get_indexer(batch.index)] = anomaly_flags(labels, settings.min_cluster_share)
             clustered += 1
     return flags, clustered
 
