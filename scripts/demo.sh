@@ -4,11 +4,14 @@
 # Uses the real datasets in ../shared/datasets when present, synthetic data otherwise.
 #
 #   ./scripts/demo.sh                 ingest all sources, forecast the first $DEMO_STORES stores,
-#                                     train and score the bank classifier
+#                                     train and score the bank classifier, detect ride
+#                                     anomalies (DBSCAN), train and score the anomaly model
 #   ./scripts/demo.sh --all-stores    forecast every store (1,115 on the real data: a few minutes)
 #
 #   RUN_DATE     the run date for every job (default 2015-06-14: forecasts the last 48 days of
 #                Rossmann train.csv, so forecasts can be compared with what happened)
+#   RIDES_RUN_DATE  run date of the ride anomaly jobs (default 2019-02-01: January 2019 is
+#                backfilled by detect_anomalies, then the detector trains on the 28 days before it)
 #   DEMO_STORES  stores to forecast without --all-stores (default 100)
 #   MLCORE_HOME  local state (default ./.mlcore)
 #   other arguments are passed to every job, e.g.  ./scripts/demo.sh --set ingest.bad_row_budget=0.02
@@ -23,12 +26,15 @@ done
 "$ROOT/scripts/setup_env.sh"
 PY="${MLCORE_VENV:-$ROOT/.venv}/bin/python"
 RUN_DATE="${RUN_DATE:-2015-06-14}"
+RIDES_RUN_DATE="${RIDES_RUN_DATE:-2019-02-01}"
 export MLCORE_HOME="${MLCORE_HOME:-$ROOT/.mlcore}"
 
-run() {
-  echo ">>> $* --run-date $RUN_DATE"
-  "$PY" "jobs/$1.py" --env local --run-date "$RUN_DATE" "${@:2}" "${ARGS[@]+"${ARGS[@]}"}"
+run_on() {
+  local date="$1"; shift
+  echo ">>> $* --run-date $date"
+  "$PY" "jobs/$1.py" --env local --run-date "$date" "${@:2}" "${ARGS[@]+"${ARGS[@]}"}"
 }
+run() { run_on "$RUN_DATE" "$@"; }
 run ingest_sales
 run ingest_bank
 run ingest_rides
@@ -36,5 +42,8 @@ run train_forecasts "${STORES_SET[@]}"
 run make_forecasts
 run train_classifier
 run score_classifier
+run_on "$RIDES_RUN_DATE" detect_anomalies --set anomaly.batch_days=31
+run_on "$RIDES_RUN_DATE" train_anomaly_model
+run_on "$RIDES_RUN_DATE" score_batch
 echo
 echo "Done. Tables: $MLCORE_HOME/lake   MLflow UI: ./scripts/mlflow_ui.sh"
