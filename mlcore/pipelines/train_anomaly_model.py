@@ -124,7 +124,7 @@ def run(ctx: JobContext) -> JobSummary:
     flagged = scores > threshold
     value = agreement_with_dbscan(scores[mask], noise[mask].astype(bool))
     summary.add("holdout batches clustered", clustered_batches)
-    summary.add("holdout flagged share", f"{flagged.mean():.4f} (DBSCAN noise {np.nanmean(noise):.4f})")
+    summary.add("holdout flagged share", f"{flagged.mean():.4f} (DBSCAN anomalies {np.nanmean(noise):.4f})")
     summary.metrics.update(holdout_flagged_share=float(flagged.mean()), holdout_dbscan_noise_share=float(np.nanmean(noise)))
     if value is None:
         raise JobFailed("the holdout has no DBSCAN noise (or only noise): the gate metric is undefined")
