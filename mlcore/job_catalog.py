@@ -70,5 +70,10 @@ JOBS: dict[str, JobSpec] = {
             "mlcore.pipelines.score_batch",
             "score_classifier and score_anomalies concurrently in one Spark application",
         ),
+        JobSpec(
+            "monitor_drift",
+            "mlcore.pipelines.monitor_drift",
+            "PSI/KS/chi-square drift vs each model's reference, realised forecast WAPE -> Delta drift_metrics",
+        ),
     )
 }

@@ -259,6 +259,27 @@ class ScoreBatchConfig:
     mode: Literal["parallel", "sequential"] = "parallel"
 
 
+DriftMonitorName = Literal["bank_features", "bank_scores", "ride_features", "sales_per_store", "forecast_accuracy"]
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """monitor_drift: which monitors run, binning, and the thresholds that turn metrics into flags."""
+
+    monitors: list[DriftMonitorName] = field(
+        default_factory=lambda: ["bank_features", "bank_scores", "ride_features", "sales_per_store", "forecast_accuracy"]
+    )
+    psi_bins: int = 10
+    ks_bins: int = 50
+    psi_threshold: float = 0.2
+    ks_threshold: float = 0.1
+    chi2_pvalue: float = 0.01
+    min_rows: int = 30
+    sales_window_days: int = 56
+    forecast_wape_threshold: float = 0.25
+    report_rows: int = 200
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Per-run knobs.
@@ -288,6 +309,7 @@ class MlcoreConfig:
     classification: ClassificationConfig = field(default_factory=ClassificationConfig)
     anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
     score_batch: ScoreBatchConfig = field(default_factory=ScoreBatchConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -304,5 +326,6 @@ CONFIG_SECTIONS = (
     "classification",
     "anomaly",
     "score_batch",
+    "drift",
     "run",
 )

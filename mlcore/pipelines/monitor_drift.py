@@ -1,0 +1,339 @@
+"""monitor_drift: compare current data with the reference each model was trained on -> drift_metrics.
+
+Monitors (``drift.monitors``):
+- ``bank_features``: the classifier champion's features, bank table at the version it was trained
+  on (recorded with the model) vs the table now. PSI + KS for numerics, PSI + chi-square for
+  categoricals.
+- ``bank_scores``: prediction drift: the champion's first scoring partition vs this run date's.
+- ``ride_features``: the anomaly champion's reference days vs the run's batch days.
+- ``sales_per_store``: sales on open days, the last ``sales_window_days`` before the run date vs
+  the window before, overall and per store.
+- ``forecast_accuracy``: realised WAPE of every past forecast run per store, as actuals arrive.
+
+All metrics are Spark aggregations (the driver only sees counts); thresholds turn them into
+``drifted`` flags. One row per (monitor, feature, group, metric) in partition ``run_date``, plus an
+HTML report and the table as CSV in the MLflow run. A monitor whose inputs do not exist yet (no
+champion, no table) is reported as skipped, not as an error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mlcore.drift.binned import categorical_counts, numeric_counts
+from mlcore.drift.metrics import (
+    chi_square_pvalue,
+    ks_critical_value,
+    ks_from_bins,
+    psi,
+    psi_noise_floor,
+)
+from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+log = logging.getLogger(__name__)
+
+OUTPUT = "drift_metrics"
+SCHEMA = (
+    "monitor string, source_table string, feature string, group_key string, metric string, value double, "
+    "threshold double, drifted boolean, n_reference long, n_current long, reference_window string, "
+    "current_window string"
+)
+
+
+class Skip(Exception):  # noqa: N818 - a monitor's inputs are missing: reported, not an error
+    """This monitor has nothing to compare yet."""
+
+
+@dataclass
+class Comparison:
+    monitor: str
+    table: str
+    reference: DataFrame
+    current: DataFrame
+    reference_window: str
+    current_window: str
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    group_keys: list[str] = field(default_factory=list)
+
+
+def compare(ctx: JobContext, comparison: Comparison) -> tuple[list[dict[str, Any]], int]:
+    """Metric rows for every feature (and group), and how many groups were too small to compare."""
+    from pyspark import StorageLevel
+
+    cfg = ctx.config.drift
+    ref = comparison.reference.persist(StorageLevel.MEMORY_AND_DISK)
+    cur = comparison.current.persist(StorageLevel.MEMORY_AND_DISK)
+    rows: list[dict[str, Any]] = []
+    small = 0
+
+    def emit(feature: str, group: str | None, metric: str, value: float, threshold: float, drifted: bool, n: tuple[int, int]) -> None:
+        rows.append(
+            {
+                "monitor": comparison.monitor, "source_table": comparison.table, "feature": feature,
+                "group_key": group, "metric": metric, "value": float(value), "threshold": float(threshold),
+                "drifted": bool(drifted), "n_reference": n[0], "n_current": n[1],
+                "reference_window": comparison.reference_window, "current_window": comparison.current_window,
+            }
+        )  # fmt: skip
+
+    try:
+        for feature in comparison.numeric:
+            coarse = numeric_counts(ref, cur, feature, comparison.group_keys, cfg.psi_bins)
+            fine = numeric_counts(ref, cur, feature, comparison.group_keys, cfg.ks_bins)
+            for group, (r, c, n_ref, n_cur) in sorted(coarse.items(), key=lambda kv: str(kv[0])):
+                if min(n_ref, n_cur) < cfg.min_rows:
+                    small += 1
+                    continue
+                # Effective thresholds never sit below what sampling noise alone produces, so
+                # small groups (a store's few weeks) are not flagged for noise.
+                value = psi(r, c)
+                limit = max(cfg.psi_threshold, psi_noise_floor(cfg.psi_bins, n_ref, n_cur))
+                emit(feature, group, "psi", value, limit, value > limit, (n_ref, n_cur))
+                fr, fc, _, _ = fine[group]
+                value = ks_from_bins(fr, fc)
+                limit = max(cfg.ks_threshold, ks_critical_value(n_ref, n_cur, cfg.chi2_pvalue))
+                emit(feature, group, "ks", value, limit, value > limit, (n_ref, n_cur))
+        for feature in comparison.categorical:
+            counts = categorical_counts(ref, cur, feature, comparison.group_keys)
+            for group, (r, c, n_ref, n_cur, _) in sorted(counts.items(), key=lambda kv: str(kv[0])):
+                if min(n_ref, n_cur) < cfg.min_rows:
+                    small += 1
+                    continue
+                value = psi(r, c)
+                limit = max(cfg.psi_threshold, psi_noise_floor(len(r), n_ref, n_cur))
+                emit(feature, group, "psi", value, limit, value > limit, (n_ref, n_cur))
+                p = chi_square_pvalue(r, c)
+                emit(feature, group, "chi2_pvalue", p, cfg.chi2_pvalue, p < cfg.chi2_pvalue, (n_ref, n_cur))
+    finally:
+        ref.unpersist()
+        cur.unpersist()
+    return rows, small
+
+
+def _champion_info(ctx: JobContext, model_name: str) -> tuple[str, dict[str, Any]]:
+    from mlcore.pipelines._models import load_champion
+
+    champion, note = load_champion(ctx, model_name)
+    if champion is None:
+        raise Skip(note or f"no champion for {model_name}")
+    return champion.version, champion.info
+
+
+def bank_features(ctx: JobContext) -> Comparison:
+    from mlcore.classification.features import FeatureSpec
+
+    cc = ctx.config.classification
+    version, info = _champion_info(ctx, cc.model_name)
+    spec = FeatureSpec.from_dict(info["features"])
+    table, trained_on = info.get("input_table", cc.input_table), info.get("input_version")
+    if trained_on is None:
+        raise Skip(f"{cc.model_name} v{version} records no input table version")
+    reference = ctx.tables.read(table, version=int(trained_on))
+    current = ctx.tables.read(table)
+    return Comparison(
+        "bank_features", table, reference, current,
+        f"{table}@v{trained_on} (trained {cc.model_name} v{version})", f"{table}@v{ctx.tables.read_versions[table]}",
+        numeric=list(spec.numeric), categorical=list(spec.categorical),
+    )  # fmt: skip
+
+
+def bank_scores(ctx: JobContext) -> Comparison:
+    from pyspark.sql import functions as F
+
+    cc = ctx.config.classification
+    version, _ = _champion_info(ctx, cc.model_name)
+    if not ctx.tables.exists(cc.output_table):
+        raise Skip(f"{cc.output_table} does not exist yet")
+    scores = ctx.tables.read(cc.output_table).filter(F.col("model_version") == int(version))
+    dates = [r[0] for r in scores.filter(F.col("run_date") <= F.lit(ctx.run_date)).select("run_date").distinct().orderBy("run_date").collect()]
+    if len(dates) < 2:
+        raise Skip(f"{cc.output_table} has {len(dates)} scoring run(s) of v{version} up to {ctx.run_date}: need two")
+    first, last = dates[0], dates[-1]
+    return Comparison(
+        "bank_scores", cc.output_table,
+        scores.filter(F.col("run_date") == F.lit(first)), scores.filter(F.col("run_date") == F.lit(last)),
+        f"{cc.model_name} v{version} scores of {first}", f"scores of {last}", numeric=["probability"],
+    )  # fmt: skip
+
+
+def ride_features(ctx: JobContext) -> Comparison:
+    from mlcore.pipelines._rides import days_before, read_rides, split_usable
+
+    ac = ctx.config.anomaly
+    version, info = _champion_info(ctx, ac.model_name)
+    names = [str(n) for n in info["features"]]
+    start, end = (dt.date.fromisoformat(d) for d in info["reference_days"])
+    reference_days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    current_days = days_before(ctx.run_date, ac.batch_days)
+    try:
+        reference, _ = split_usable(ctx, read_rides(ctx, reference_days), names)
+        current, _ = split_usable(ctx, read_rides(ctx, current_days), names)
+    except JobFailed as exc:  # e.g. no rides yet for the run's days
+        raise Skip(str(exc)) from None
+    return Comparison(
+        "ride_features", ac.input_table, reference, current,
+        f"{start} .. {end} ({ac.model_name} v{version} reference)", f"{current_days[0]} .. {current_days[-1]}",
+        numeric=names,
+    )  # fmt: skip
+
+
+def sales_per_store(ctx: JobContext) -> list[Comparison]:
+    from pyspark.sql import functions as F
+
+    fc, window = ctx.config.forecasting, ctx.config.drift.sales_window_days
+    if not ctx.tables.exists("sales"):
+        raise Skip("sales does not exist yet")
+    sales = ctx.tables.read("sales").filter(F.col(fc.target_column) > 0)
+    if fc.open_column:
+        sales = sales.filter(F.col(fc.open_column) == 1)
+    cur_start = ctx.run_date - dt.timedelta(days=window)
+    ref_start = cur_start - dt.timedelta(days=window)
+    date = F.col(fc.date_column)
+    reference = sales.filter((date >= F.lit(ref_start)) & (date < F.lit(cur_start)))
+    current = sales.filter((date >= F.lit(cur_start)) & (date < F.lit(ctx.run_date)))
+    windows = (f"{ref_start} .. {cur_start - dt.timedelta(days=1)}", f"{cur_start} .. {ctx.run_date - dt.timedelta(days=1)}")
+    return [
+        Comparison("sales_per_store", "sales", reference, current, *windows, numeric=[fc.target_column]),
+        Comparison(
+            "sales_per_store", "sales", reference, current, *windows,
+            numeric=[fc.target_column], group_keys=list(fc.group_keys),
+        ),
+    ]  # fmt: skip
+
+
+def forecast_accuracy(ctx: JobContext) -> list[dict[str, Any]]:
+    """Realised WAPE per store of every past forecast run whose days have actuals by now."""
+    from pyspark.sql import functions as F
+
+    fc, cfg = ctx.config.forecasting, ctx.config.drift
+    if not (ctx.tables.exists("forecasts") and ctx.tables.exists("sales")):
+        raise Skip("forecasts or sales do not exist yet")
+    keys = list(fc.group_keys)
+    forecasts = ctx.tables.read("forecasts").filter(F.col("run_date") < F.lit(ctx.run_date)).select(
+        *keys, F.col("ds").alias("_day"), "yhat", F.col("run_date").alias("forecast_run")
+    )
+    actuals = ctx.tables.read("sales").filter(F.col(fc.date_column) < F.lit(ctx.run_date))
+    if fc.open_column:
+        actuals = actuals.filter(F.col(fc.open_column) == 1)
+    actuals = actuals.select(*keys, F.col(fc.date_column).alias("_day"), F.col(fc.target_column).alias("_y"))
+    joined = forecasts.join(actuals, [*keys, "_day"])
+    per_group = joined.groupBy(*keys, "forecast_run").agg(
+        (F.sum(F.abs(F.col("_y") - F.col("yhat"))) / F.sum(F.abs("_y"))).alias("wape"),
+        F.count("*").alias("days"), F.min("_day").alias("first"), F.max("_day").alias("last"),
+    )
+    rows = []
+    for row in per_group.orderBy("forecast_run", *keys).collect():
+        if row["wape"] is None:
+            continue
+        rows.append(
+            {
+                "monitor": "forecast_accuracy", "source_table": "forecasts", "feature": fc.target_column,
+                "group_key": "|".join(str(row[k]) for k in keys), "metric": "realised_wape",
+                "value": float(row["wape"]), "threshold": cfg.forecast_wape_threshold,
+                "drifted": float(row["wape"]) > cfg.forecast_wape_threshold, "n_reference": int(row["days"]),
+                "n_current": int(row["days"]), "reference_window": f"forecast run {row['forecast_run']}",
+                "current_window": f"actuals {row['first']} .. {row['last']}",
+            }
+        )  # fmt: skip
+    if not rows:
+        raise Skip("no past forecast has actuals yet")
+    return rows
+
+
+MONITORS: dict[str, Callable[[JobContext], Any]] = {
+    "bank_features": bank_features,
+    "bank_scores": bank_scores,
+    "ride_features": ride_features,
+    "sales_per_store": sales_per_store,
+    "forecast_accuracy": forecast_accuracy,
+}
+
+
+def report_html(ctx: JobContext, frame: Any, skipped: dict[str, str]) -> str:
+    """A readable report: per-monitor counts, skipped monitors, then the metric rows, drifted first."""
+    cfg = ctx.config.drift
+    parts = [
+        f"<html><head><meta charset='utf-8'><title>Drift report {ctx.run_date}</title>",
+        "<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+        "padding:2px 6px}tr.drift{background:#fdd}</style></head><body>",
+        f"<h1>Drift report — run date {ctx.run_date}</h1>",
+        f"<p>Thresholds: PSI &gt; {cfg.psi_threshold}, KS &gt; {cfg.ks_threshold}, chi-square p &lt; "
+        f"{cfg.chi2_pvalue}, realised WAPE &gt; {cfg.forecast_wape_threshold}.</p><h2>Monitors</h2><ul>",
+    ]
+    if len(frame):
+        for monitor, part in frame.groupby("monitor"):
+            parts.append(f"<li><b>{html.escape(monitor)}</b>: {int(part['drifted'].sum())} of {len(part)} metrics drifted</li>")
+    for monitor, reason in skipped.items():
+        parts.append(f"<li><b>{html.escape(monitor)}</b>: skipped — {html.escape(reason)}</li>")
+    parts.append("</ul><h2>Metrics</h2><table><tr>")
+    columns = ["monitor", "feature", "group_key", "metric", "value", "threshold", "drifted", "n_reference", "n_current", "reference_window", "current_window"]
+    parts.extend(f"<th>{c}</th>" for c in columns)
+    parts.append("</tr>")
+    shown = frame.sort_values(["drifted", "monitor", "value"], ascending=[False, True, False]).head(cfg.report_rows) if len(frame) else frame
+    for _, row in shown.iterrows():
+        cells = "".join(
+            f"<td>{html.escape(f'{row[c]:.4f}' if isinstance(row[c], float) else str(row[c]))}</td>" for c in columns
+        )
+        parts.append(f"<tr class='{'drift' if row['drifted'] else ''}'>{cells}</tr>")
+    parts.append(f"</table><p>{len(frame)} metric rows; first {min(len(frame), cfg.report_rows)} shown.</p></body></html>")
+    return "".join(parts)
+
+
+def run(ctx: JobContext) -> JobSummary:
+    import pandas as pd
+
+    summary = JobSummary()
+    token = ctx.token(OUTPUT)
+    if not ctx.dry_run and ctx.tables.already_written(OUTPUT, token):
+        summary.add("status", "already monitored for this run date: nothing to do")
+        return summary
+    rows: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    for name in dict.fromkeys(ctx.config.drift.monitors):
+        try:
+            result = MONITORS[name](ctx)
+            comparisons = [result] if isinstance(result, Comparison) else [r for r in result if isinstance(r, Comparison)]
+            found = [r for r in ([] if isinstance(result, Comparison) else result) if isinstance(r, dict)]
+            small = 0
+            for comparison in comparisons:
+                more, too_small = compare(ctx, comparison)
+                found.extend(more)
+                small += too_small
+        except Skip as reason:
+            skipped[name] = str(reason)
+            summary.add(f"{name}", f"skipped: {reason}")
+            continue
+        rows.extend(found)
+        drifted = sum(r["drifted"] for r in found)
+        groups = {r["group_key"] for r in found if r["group_key"] is not None}
+        detail = f"{drifted} of {len(found)} metrics drifted" + (f" over {len(groups)} groups" if groups else "")
+        summary.add(name, detail + (f"; {small} groups too small to compare" if small else ""))
+        summary.metrics[f"{name}_metrics"] = float(len(found))
+        summary.metrics[f"{name}_drifted"] = float(drifted)
+        psis = [r["value"] for r in found if r["metric"] == "psi"]
+        if psis:
+            summary.metrics[f"{name}_max_psi"] = max(psis)
+    frame = pd.DataFrame(rows, columns=[c.split(" ")[0] for c in SCHEMA.split(", ")])
+    summary.add("metric rows", len(frame), metric="metric_rows")
+    summary.add("drifted", int(frame["drifted"].sum()) if len(frame) else 0, metric="drifted")
+    ctx.artifacts["drift/drift_metrics.csv"] = frame.to_csv(index=False)
+    ctx.artifacts["drift/drift_report.html"] = report_html(ctx, frame, skipped)
+    if not ctx.dry_run:
+        from pyspark.sql import functions as F
+
+        out = ctx.spark.createDataFrame(frame if len(frame) else [], SCHEMA).select(
+            "*", F.lit(ctx.run_id).alias("run_id"), F.lit(ctx.run_date).alias("run_date")
+        )
+        summary.writes.append(
+            ctx.tables.write(out, OUTPUT, mode="replace_where", replace_where={"run_date": ctx.run_date}, token=token)
+        )
+    return summary
