@@ -12,6 +12,8 @@
 #                Rossmann train.csv, so forecasts can be compared with what happened)
 #   RIDES_RUN_DATE  run date of the ride anomaly jobs (default 2019-02-01: January 2019 is
 #                backfilled by detect_anomalies, then the detector trains on the 28 days before it)
+#   DRIFT_RUN_DATE  run date of monitor_drift (default 2015-08-01: the demo's forecasts have
+#                actuals by then, so their realised accuracy is measured)
 #   DEMO_STORES  stores to forecast without --all-stores (default 100)
 #   MLCORE_HOME  local state (default ./.mlcore)
 #   other arguments are passed to every job, e.g.  ./scripts/demo.sh --set ingest.bad_row_budget=0.02
@@ -45,5 +47,6 @@ run score_classifier
 run_on "$RIDES_RUN_DATE" detect_anomalies --set anomaly.batch_days=31
 run_on "$RIDES_RUN_DATE" train_anomaly_model
 run_on "$RIDES_RUN_DATE" score_batch
+run_on "${DRIFT_RUN_DATE:-2015-08-01}" monitor_drift
 echo
 echo "Done. Tables: $MLCORE_HOME/lake   MLflow UI: ./scripts/mlflow_ui.sh"
