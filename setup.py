@@ -33,6 +33,8 @@ setup(
         "prophet>=1.1.5,<2",
         "scikit-learn>=1.5,<2",
         "imbalanced-learn>=0.12,<1",
+        "skops>=0.10,<1",  # pickle-free sklearn model files
+        "scipy>=1.11,<2",
         "PyYAML>=6,<7",
         "matplotlib>=3.8,<4",
     ],
