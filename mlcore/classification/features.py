@@ -70,24 +70,6 @@ def feature_spec(config: ClassificationConfig) -> FeatureSpec:
     return FeatureSpec(tuple(categorical), tuple(numeric), config.label_column, config.positive_label)
 
 
-def check_pandas_frame(frame: pd.DataFrame, spec: FeatureSpec, with_label: bool) -> None:
-    """Every missing or mistyped column, in one error."""
-    import pandas as pd
-
-    problems = []
-    wanted = spec.columns + ([spec.label] if with_label else [])
-    missing = [c for c in wanted if c not in frame.columns]
-    if missing:
-        problems.append(f"missing columns {missing}")
-    for column in spec.numeric:
-        if column in frame.columns and not (
-            pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column])
-        ):
-            problems.append(f"numeric feature {column!r} has dtype {frame[column].dtype}")
-    if problems:
-        raise FeatureError("; ".join(problems))
-
-
 def label_vector(frame: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
     """0/1 labels; a label outside {positive, anything else} is fine, a null label is not."""
     labels = frame[spec.label]

@@ -12,13 +12,13 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlcore.classification.features import FeatureSpec, feature_frame
+from mlcore.ingest.schemas import RUN_COLUMNS
 from mlcore.serving import model_files
 
 if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame
 
-EXCLUDED_FROM_ROW_KEY = ("run_id", "run_date")
 
 
 def row_key_column(df: DataFrame, key_columns: Sequence[str], label: str | None) -> Any:
@@ -28,7 +28,7 @@ def row_key_column(df: DataFrame, key_columns: Sequence[str], label: str | None)
     if key_columns:
         columns = list(key_columns)
     else:
-        columns = sorted(c for c in df.columns if c not in EXCLUDED_FROM_ROW_KEY and c != label)
+        columns = sorted(c for c in df.columns if c not in RUN_COLUMNS and c != label)
     return F.xxhash64(*[F.col(f"`{c}`") for c in columns])
 
 

@@ -49,6 +49,17 @@ def numeric_counts(
     return {g: (r, c, int(sum(r)), int(sum(c))) for g, (r, c, _, _) in out.items()}
 
 
+def merge_bins(counts: Sequence[float], bins: int) -> list[float]:
+    """Counts over ``k * bins`` reference-quantile bins -> counts over ``bins`` of them.
+
+    The edges of the coarse bins (quantiles j/bins) are every k-th edge of the fine ones, and a
+    value's bin is the number of edges at or below it, so its coarse bin is its fine bin // k:
+    one aggregation gives both the PSI and the KS counts.
+    """
+    factor = len(counts) // bins
+    return [float(sum(counts[i * factor : (i + 1) * factor])) for i in range(bins)]
+
+
 def categorical_counts(
     reference: DataFrame, current: DataFrame, feature: str, group_keys: Sequence[str]
 ) -> dict[str | None, tuple[list[float], list[float], int, int, list[str]]]:

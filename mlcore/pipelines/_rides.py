@@ -16,13 +16,13 @@ from mlcore.anomaly.features import (
     classify_rides,
     row_key,
 )
+from mlcore.ingest.schemas import RUN_COLUMNS
 from mlcore.pipelines.context import JobContext, JobFailed
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 PASSTHROUGH = ("pickup_datetime", "pickup_location_id", "dropoff_location_id")
-INGEST_RUN_COLUMNS = ("run_id", "run_date")
 
 
 def days_before(run_date: dt.date, days: int) -> list[dt.date]:
@@ -59,7 +59,7 @@ def split_usable(
 
     ac = ctx.config.anomaly
     names = list(features if features is not None else ac.features)
-    source = sorted(c for c in rides.columns if c not in INGEST_RUN_COLUMNS)
+    source = sorted(c for c in rides.columns if c not in RUN_COLUMNS)  # the ingest run, not a ride attribute
     keyed = classify_rides(rides, ac, names).withColumn(ROW_KEY, row_key(source))
     keys = [ac.date_column, *[k for k in ac.batch_keys if k != ac.date_column]]
     usable = keyed.filter(F.col(RULE).isNull()).select(

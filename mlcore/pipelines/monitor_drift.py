@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mlcore.drift.binned import categorical_counts, numeric_counts
+from mlcore.drift.binned import categorical_counts, merge_bins, numeric_counts
 from mlcore.drift.metrics import (
     chi_square_pvalue,
     ks_critical_value,
@@ -87,8 +87,11 @@ def compare(ctx: JobContext, comparison: Comparison) -> tuple[list[dict[str, Any
 
     try:
         for feature in comparison.numeric:
-            coarse = numeric_counts(ref, cur, feature, comparison.group_keys, cfg.psi_bins)
             fine = numeric_counts(ref, cur, feature, comparison.group_keys, cfg.ks_bins)
+            if cfg.ks_bins % cfg.psi_bins == 0:  # decile edges are among the finer quantile edges
+                coarse = {g: (merge_bins(r, cfg.psi_bins), merge_bins(c, cfg.psi_bins), nr, nc) for g, (r, c, nr, nc) in fine.items()}
+            else:
+                coarse = numeric_counts(ref, cur, feature, comparison.group_keys, cfg.psi_bins)
             for group, (r, c, n_ref, n_cur) in sorted(coarse.items(), key=lambda kv: str(kv[0])):
                 if min(n_ref, n_cur) < cfg.min_rows:
                     small += 1
@@ -128,7 +131,7 @@ def _champion_info(ctx: JobContext, model_name: str) -> tuple[str, dict[str, Any
     return champion.version, champion.info
 
 
-def bank_features(ctx: JobContext) -> Comparison:
+def bank_features(ctx: JobContext) -> list[Comparison]:
     from mlcore.classification.features import FeatureSpec
 
     cc = ctx.config.classification
@@ -139,14 +142,14 @@ def bank_features(ctx: JobContext) -> Comparison:
         raise Skip(f"{cc.model_name} v{version} records no input table version")
     reference = ctx.tables.read(table, version=int(trained_on))
     current = ctx.tables.read(table)
-    return Comparison(
+    return [Comparison(
         "bank_features", table, reference, current,
         f"{table}@v{trained_on} (trained {cc.model_name} v{version})", f"{table}@v{ctx.tables.read_versions[table]}",
         numeric=list(spec.numeric), categorical=list(spec.categorical),
-    )  # fmt: skip
+    )]  # fmt: skip
 
 
-def bank_scores(ctx: JobContext) -> Comparison:
+def bank_scores(ctx: JobContext) -> list[Comparison]:
     from pyspark.sql import functions as F
 
     cc = ctx.config.classification
@@ -158,14 +161,14 @@ def bank_scores(ctx: JobContext) -> Comparison:
     if len(dates) < 2:
         raise Skip(f"{cc.output_table} has {len(dates)} scoring run(s) of v{version} up to {ctx.run_date}: need two")
     first, last = dates[0], dates[-1]
-    return Comparison(
+    return [Comparison(
         "bank_scores", cc.output_table,
         scores.filter(F.col("run_date") == F.lit(first)), scores.filter(F.col("run_date") == F.lit(last)),
         f"{cc.model_name} v{version} scores of {first}", f"scores of {last}", numeric=["probability"],
-    )  # fmt: skip
+    )]  # fmt: skip
 
 
-def ride_features(ctx: JobContext) -> Comparison:
+def ride_features(ctx: JobContext) -> list[Comparison]:
     from mlcore.pipelines._rides import days_before, read_rides, split_usable
 
     ac = ctx.config.anomaly
@@ -179,11 +182,11 @@ def ride_features(ctx: JobContext) -> Comparison:
         current, _ = split_usable(ctx, read_rides(ctx, current_days), names)
     except JobFailed as exc:  # e.g. no rides yet for the run's days
         raise Skip(str(exc)) from None
-    return Comparison(
+    return [Comparison(
         "ride_features", ac.input_table, reference, current,
         f"{start} .. {end} ({ac.model_name} v{version} reference)", f"{current_days[0]} .. {current_days[-1]}",
         numeric=names,
-    )  # fmt: skip
+    )]  # fmt: skip
 
 
 def sales_per_store(ctx: JobContext) -> list[Comparison]:
@@ -249,7 +252,7 @@ def forecast_accuracy(ctx: JobContext) -> list[dict[str, Any]]:
     return rows
 
 
-MONITORS: dict[str, Callable[[JobContext], Any]] = {
+MONITORS: dict[str, Callable[[JobContext], list[Any]]] = {
     "bank_features": bank_features,
     "bank_scores": bank_scores,
     "ride_features": ride_features,
@@ -300,14 +303,15 @@ def run(ctx: JobContext) -> JobSummary:
     skipped: dict[str, str] = {}
     for name in dict.fromkeys(ctx.config.drift.monitors):
         try:
-            result = MONITORS[name](ctx)
-            comparisons = [result] if isinstance(result, Comparison) else [r for r in result if isinstance(r, Comparison)]
-            found = [r for r in ([] if isinstance(result, Comparison) else result) if isinstance(r, dict)]
+            found: list[dict[str, Any]] = []
             small = 0
-            for comparison in comparisons:
-                more, too_small = compare(ctx, comparison)
-                found.extend(more)
-                small += too_small
+            for item in MONITORS[name](ctx):  # comparisons to compute, or finished metric rows
+                if isinstance(item, Comparison):
+                    more, too_small = compare(ctx, item)
+                    found.extend(more)
+                    small += too_small
+                else:
+                    found.append(item)
         except Skip as reason:
             skipped[name] = str(reason)
             summary.add(f"{name}", f"skipped: {reason}")
