@@ -75,5 +75,15 @@ JOBS: dict[str, JobSpec] = {
             "mlcore.pipelines.monitor_drift",
             "PSI/KS/chi-square drift vs each model's reference, realised forecast WAPE -> Delta drift_metrics",
         ),
+        JobSpec(
+            "validate_inputs",
+            "mlcore.pipelines.validate_inputs",
+            "Validation rules of validation.tables on the input tables -> Delta validation_results",
+        ),
+        JobSpec(
+            "run_pipeline",
+            "mlcore.pipelines.run_pipeline",
+            "The nightly chain with gates; retrains only what needs it; resumable -> Delta run_manifest",
+        ),
     )
 }

@@ -29,7 +29,9 @@ def parse_run_date(text: str) -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid run date {text!r}: expected YYYY-MM-DD") from None
+        raise argparse.ArgumentTypeError(
+            f"invalid run date {text!r}: expected YYYY-MM-DD"
+        ) from None
 
 
 def build_parser(job: str) -> argparse.ArgumentParser:
@@ -59,7 +61,9 @@ def build_parser(job: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run", action="store_true", help="validate and compute, but write no outputs"
     )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     return parser
 
 
@@ -103,6 +107,8 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
     from mlcore.tracking.runs import TAG_ENGINE, safe_params
 
     started = time.perf_counter()
+    started_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    ctx: JobContext | None = None
     try:
         spark = get_spark(config.spark, job)
         tables = DeltaTables(spark, config)
@@ -125,29 +131,71 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
                 run_date=run_date,
                 run_id=run.run_id,
                 dry_run=args.dry_run,
+                overrides=tuple(args.overrides),
             )
             summary = pipeline(ctx)
             wall = time.perf_counter() - started
             summary.writes = summary.writes or list(tables.writes)
+            _record(ctx, summary, "succeeded", started_at, None, strict=True)
             run.set_tags({f"mlcore.input.{k}.version": v for k, v in tables.read_versions.items()})
             run.set_tags({f"mlcore.output.{w.table}.version": w.version for w in summary.writes})
             run.log_metrics({**summary.metrics, "job_wall_seconds": wall})
-            run.log_text(yaml.safe_dump(_public_config(config), sort_keys=False), "config/resolved.yml")
+            run.log_text(
+                yaml.safe_dump(_public_config(config), sort_keys=False), "config/resolved.yml"
+            )
             for name, text in ctx.artifacts.items():
                 run.log_text(text, name)
             for folder, path in ctx.artifact_files.items():
                 run.log_artifact(path, folder)
     except JobFailed as exc:
         log.error("%s failed: %s", job, exc)
+        _record(ctx, None, "failed", started_at, str(exc), strict=False)
         print(f"{job}: FAILED: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - the job's exit code is the contract
         log.exception("%s crashed", job)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        _record(
+            ctx, None, "failed", started_at, f"{type(exc).__name__}: {first[:500]}", strict=False
+        )
         print(f"{job}: FAILED: {type(exc).__name__}: {first[:500]}", file=sys.stderr)
         return 1
     print(_format_summary(job, ctx, summary, wall))
     return 0
+
+
+def _record(
+    ctx: JobContext | None,
+    summary: JobSummary | None,
+    status: str,
+    started_at: datetime,
+    message: str | None,
+    strict: bool,
+) -> None:
+    """Write validation results and the run_manifest row (dry runs write neither).
+
+    After a failure (``strict`` false) a recording error is logged, never raised, so that it
+    cannot hide the job's own error.
+    """
+    if ctx is None or ctx.dry_run:
+        return
+    from mlcore.pipelines._manifest import manifest_row, record_run
+    from mlcore.pipelines._validation import record_results
+    from mlcore.tracking.runs import git_sha
+
+    try:
+        record_results(ctx, job_succeeded=status == "succeeded")
+        finished_at = datetime.now(timezone.utc).replace(tzinfo=None)
+        record_run(
+            ctx, manifest_row(ctx, summary, status, started_at, finished_at, message, git_sha())
+        )
+    except Exception as exc:
+        if strict:
+            raise JobFailed(
+                f"outputs are committed but recording validation/run_manifest failed "
+                f"({type(exc).__name__}: {exc}); rerun the job to record them"
+            ) from exc
+        log.exception("could not record validation results / run_manifest for a failed run")
 
 
 def _public_config(config) -> dict:

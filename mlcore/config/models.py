@@ -154,6 +154,8 @@ class ForecastingConfig:
     failure_budget: float = 0.05
     warm_start: bool = False
     only_changed: bool = False
+    only_needed: bool = False
+    max_model_age_days: int = 30
     limit_groups: int | None = None
     group_partitions: int | None = None
     seed: int = 0
@@ -255,11 +257,15 @@ class AnomalyConfig:
 class ScoreBatchConfig:
     """score_batch: which scorers run, and whether concurrently (fair-scheduler pools) or one by one."""
 
-    scorers: list[Literal["classifier", "anomaly"]] = field(default_factory=lambda: ["classifier", "anomaly"])
+    scorers: list[Literal["classifier", "anomaly"]] = field(
+        default_factory=lambda: ["classifier", "anomaly"]
+    )
     mode: Literal["parallel", "sequential"] = "parallel"
 
 
-DriftMonitorName = Literal["bank_features", "bank_scores", "ride_features", "sales_per_store", "forecast_accuracy"]
+DriftMonitorName = Literal[
+    "bank_features", "bank_scores", "ride_features", "sales_per_store", "forecast_accuracy"
+]
 
 
 @dataclass(frozen=True)
@@ -267,7 +273,13 @@ class DriftConfig:
     """monitor_drift: which monitors run, binning, and the thresholds that turn metrics into flags."""
 
     monitors: list[DriftMonitorName] = field(
-        default_factory=lambda: ["bank_features", "bank_scores", "ride_features", "sales_per_store", "forecast_accuracy"]
+        default_factory=lambda: [
+            "bank_features",
+            "bank_scores",
+            "ride_features",
+            "sales_per_store",
+            "forecast_accuracy",
+        ]
     )
     psi_bins: int = 10
     ks_bins: int = 50
@@ -278,6 +290,89 @@ class DriftConfig:
     sales_window_days: int = 56
     forecast_wape_threshold: float = 0.25
     report_rows: int = 200
+
+
+ColumnTypeName = Literal[
+    "int", "bigint", "double", "float", "string", "date", "timestamp", "boolean"
+]
+
+
+@dataclass(frozen=True)
+class RangeRule:
+    """Inclusive bounds of a numeric column; either may be open."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+@dataclass(frozen=True)
+class TableRules:
+    """Validation rules of one logical table (``validation.tables.<name>``).
+
+    ``columns`` is the schema contract (name -> type); empty means the table's ingest contract,
+    when it has one. Row rules (not_null, ranges, allowed_values) quarantine single rows; the
+    batch rules (schema, unique_keys, freshness, row-count change, row_budget) stop the job.
+    """
+
+    columns: dict[str, ColumnTypeName] = field(default_factory=dict)
+    allow_extra_columns: bool = True
+    not_null: list[str] = field(default_factory=list)
+    ranges: dict[str, RangeRule] = field(default_factory=dict)
+    allowed_values: dict[str, list[ScalarValue]] = field(default_factory=dict)
+    unique_keys: list[str] = field(default_factory=list)
+    freshness_column: str | None = None
+    max_staleness_days: int | None = None
+    max_row_count_change: float | None = None
+    row_budget: float = 0.01
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Input validation for every job (``mlcore.validation``); switching it off is recorded."""
+
+    enabled: bool = True
+    input_tables: list[str] = field(default_factory=lambda: ["sales", "stores", "bank", "rides"])
+    sample_reasons: int = 3
+    tables: dict[str, TableRules] = field(default_factory=dict)
+
+
+PipelineStepName = Literal[
+    "ingest_sales",
+    "ingest_bank",
+    "ingest_rides",
+    "validate_inputs",
+    "monitor_drift",
+    "train_forecasts",
+    "train_classifier",
+    "detect_anomalies",
+    "train_anomaly_model",
+    "make_forecasts",
+    "score_batch",
+]
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """run_pipeline: the nightly chain and the policy for retraining only what needs it."""
+
+    steps: list[PipelineStepName] = field(
+        default_factory=lambda: [
+            "ingest_sales",
+            "ingest_bank",
+            "ingest_rides",
+            "validate_inputs",
+            "monitor_drift",
+            "train_forecasts",
+            "train_classifier",
+            "detect_anomalies",
+            "train_anomaly_model",
+            "make_forecasts",
+            "score_batch",
+        ]
+    )
+    max_model_age_days: int = 30
+    retrain_on_drift: bool = True
+    incremental_forecasting: bool = True
 
 
 @dataclass(frozen=True)
@@ -310,6 +405,8 @@ class MlcoreConfig:
     anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
     score_batch: ScoreBatchConfig = field(default_factory=ScoreBatchConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -327,5 +424,7 @@ CONFIG_SECTIONS = (
     "anomaly",
     "score_batch",
     "drift",
+    "validation",
+    "pipeline",
     "run",
 )

@@ -14,6 +14,7 @@ good + bad == input by construction, and the caller can count both from one cach
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -23,6 +24,7 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DateType, DoubleType, IntegerType, StringType, TimestampType
 
+from mlcore.config.models import TableRules
 from mlcore.ingest.schemas import BANK, CALENDAR, RIDES, SALES, STORES, TableContract
 
 if TYPE_CHECKING:
@@ -85,59 +87,38 @@ class Period:
         return (self.end - self.start).days
 
 
-SALES_RULES = (
-    ValueRule("store", minimum=1),
-    ValueRule("day_of_week", minimum=1, maximum=7),
-    ValueRule("sales", minimum=0),
-    ValueRule("customers", minimum=0),
-    ValueRule("open", allowed=(0, 1)),
-    ValueRule("promo", allowed=(0, 1)),
-    ValueRule("state_holiday", allowed=("0", "a", "b", "c")),
-    ValueRule("school_holiday", allowed=(0, 1)),
-)
+# The value rules (domains and ranges) are config: ``validation.tables.<table>`` (ranges,
+# allowed_values) in conf/base/validation.yml. Jobs pass their run's rules; callers without a
+# config (tests, notebooks) get the shipped ones.
+def value_rules(rules: TableRules) -> tuple[ValueRule, ...]:
+    """A table's configured ranges and allowed values as ingest value rules."""
+    columns = dict.fromkeys([*rules.ranges, *rules.allowed_values])
+    out = []
+    for column in columns:
+        bounds = rules.ranges.get(column)
+        allowed = rules.allowed_values.get(column)
+        out.append(
+            ValueRule(
+                column,
+                allowed=tuple(allowed) if allowed is not None else None,
+                minimum=bounds.minimum if bounds else None,
+                maximum=bounds.maximum if bounds else None,
+            )
+        )
+    return tuple(out)
 
-CALENDAR_RULES = tuple(r for r in SALES_RULES if r.column not in ("sales", "customers"))
 
-STORES_RULES = (
-    ValueRule("store", minimum=1),
-    ValueRule("store_type", allowed=("a", "b", "c", "d")),
-    ValueRule("assortment", allowed=("a", "b", "c")),
-    ValueRule("competition_distance", minimum=0),
-    ValueRule("competition_open_since_month", minimum=1, maximum=12),
-    ValueRule("competition_open_since_year", minimum=1900, maximum=2100),
-    ValueRule("promo2", allowed=(0, 1)),
-    ValueRule("promo2_since_week", minimum=1, maximum=53),
-    ValueRule("promo2_since_year", minimum=1900, maximum=2100),
-    ValueRule("promo_interval", allowed=("Jan,Apr,Jul,Oct", "Feb,May,Aug,Nov", "Mar,Jun,Sept,Dec")),
-)
+@functools.cache
+def shipped_value_rules(table: str) -> tuple[ValueRule, ...]:
+    """The value rules of ``conf/base`` (for callers that have no job config)."""
+    from mlcore.config.loader import load_config
 
-# Categorical attributes (job, marital, education, contact, poutcome) are free strings: a new
-# category is a modelling question, not a broken row. Binary flags and the label are closed.
-_YES_NO = ("yes", "no")
-_MONTHS = tuple("jan feb mar apr may jun jul aug sep oct nov dec".split())
-BANK_RULES = (
-    ValueRule("age", minimum=0, maximum=120),
-    ValueRule("default", allowed=_YES_NO),
-    ValueRule("housing", allowed=_YES_NO),
-    ValueRule("loan", allowed=_YES_NO),
-    ValueRule("day", minimum=1, maximum=31),
-    ValueRule("month", allowed=_MONTHS),
-    ValueRule("duration", minimum=0),
-    ValueRule("campaign", minimum=0),
-    ValueRule("pdays", minimum=-1),
-    ValueRule("previous", minimum=0),
-    ValueRule("y", allowed=_YES_NO),
-)
+    config = load_config("base", environ={})
+    return value_rules(config.validation.tables.get(table, TableRules()))
 
-# Only clearly impossible values: negative distance, fare or total. Zero distance, zero
-# passengers and unknown codes are kept (anomaly detection looks at them later).
-RIDES_RULES = (
-    ValueRule("passenger_count", minimum=0),
-    ValueRule("trip_distance", minimum=0),
-    ValueRule("store_and_fwd_flag", allowed=("Y", "N")),
-    ValueRule("fare_amount", minimum=0),
-    ValueRule("total_amount", minimum=0),
-)
+
+def _rules_or_shipped(table: str, rules: Sequence[ValueRule] | None) -> Sequence[ValueRule]:
+    return shipped_value_rules(table) if rules is None else rules
 
 
 # ----------------------------------------------------------------------------------------------
@@ -355,7 +336,7 @@ def split(classified: DataFrame, contract: TableContract) -> tuple[DataFrame, Da
 # ----------------------------------------------------------------------------------------------
 # Tables
 # ----------------------------------------------------------------------------------------------
-def classify_sales(raw: DataFrame) -> DataFrame:
+def classify_sales(raw: DataFrame, rules: Sequence[ValueRule] | None = None) -> DataFrame:
     """Rossmann daily sales; DayOfWeek must agree with Date (1 = Monday .. 7 = Sunday)."""
     parsed = parse(raw, SALES)
     iso_weekday = F.weekday(F.col("date")) + 1
@@ -371,20 +352,25 @@ def classify_sales(raw: DataFrame) -> DataFrame:
             iso_weekday.cast("string"),
         ),
     )
-    return classify(parsed, SALES, [*column_checks(SALES, SALES_RULES), weekday])
+    checks = column_checks(SALES, _rules_or_shipped(SALES.table, rules))
+    return classify(parsed, SALES, [*checks, weekday])
 
 
-def classify_calendar(raw: DataFrame) -> DataFrame:
-    """Rossmann test.csv (future calendar): the sales rules minus the target columns."""
-    return classify(parse(raw, CALENDAR), CALENDAR, column_checks(CALENDAR, CALENDAR_RULES))
+def classify_calendar(raw: DataFrame, rules: Sequence[ValueRule] | None = None) -> DataFrame:
+    """Rossmann test.csv (future calendar): the ``forecast_calendar`` rules."""
+    checks = column_checks(CALENDAR, _rules_or_shipped(CALENDAR.table, rules))
+    return classify(parse(raw, CALENDAR), CALENDAR, checks)
 
 
-def classify_stores(raw: DataFrame) -> DataFrame:
-    return classify(parse(raw, STORES), STORES, column_checks(STORES, STORES_RULES))
+def classify_stores(raw: DataFrame, rules: Sequence[ValueRule] | None = None) -> DataFrame:
+    checks = column_checks(STORES, _rules_or_shipped(STORES.table, rules))
+    return classify(parse(raw, STORES), STORES, checks)
 
 
-def classify_bank(raw: DataFrame) -> DataFrame:
-    return classify(parse(raw, BANK), BANK, column_checks(BANK, BANK_RULES))
+def classify_bank(raw: DataFrame, rules: Sequence[ValueRule] | None = None) -> DataFrame:
+    return classify(
+        parse(raw, BANK), BANK, column_checks(BANK, _rules_or_shipped(BANK.table, rules))
+    )
 
 
 def parse_rides(raw: DataFrame) -> DataFrame:
@@ -483,9 +469,10 @@ def classify_rides(
     period: Period | None,
     max_ride_hours: float,
     max_days_outside_period: int,
+    rules: Sequence[ValueRule] | None = None,
 ) -> DataFrame:
     """Classify rides parsed by ``parse_rides`` against ``period`` (see ``infer_period``)."""
-    checks = column_checks(RIDES, RIDES_RULES) + ride_checks(
+    checks = column_checks(RIDES, _rules_or_shipped(RIDES.table, rules)) + ride_checks(
         period, max_ride_hours, max_days_outside_period
     )
     return classify(parsed, RIDES, checks)

@@ -27,11 +27,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mlcore.ingest.rules import RULE, split
+from mlcore.ingest.rules import RULE, ValueRule, split, value_rules
 from mlcore.ingest.schemas import TableContract
 from mlcore.ingest.sources import Source
 from mlcore.io.engines import WriteResult
+from mlcore.pipelines._validation import (
+    RecordedResult,
+    check_inputs,
+    table_rules,
+    validation_message,
+)
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+from mlcore.validation.checks import RuleResult
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -89,6 +96,33 @@ def budget_error(table: str, counts: IngestCounts, budget: float) -> str | None:
         f"({counts.bad_share:.2%}) failed validation, over ingest.bad_row_budget "
         f"{budget:.2%} ({rules})"
     )
+
+
+def configured_rules(ctx: JobContext, contract: TableContract) -> tuple[ValueRule, ...]:
+    """This run's value rules for ``contract``'s table (``validation.tables.<table>``)."""
+    return value_rules(table_rules(ctx, contract.table))
+
+
+def record_parse_results(ctx: JobContext, table: str, counts: IngestCounts, budget: float) -> None:
+    """The ingest-time rules (parse, domain, duplicates) as validation results of the run."""
+    for rule, n in sorted(counts.by_rule.items()):
+        result = RuleResult(
+            table, rule, "row", "failed", failed_rows=n, detail="quarantined at ingest"
+        )
+        ctx.validation.append(RecordedResult(result, None, counts.input_rows))
+    ok = budget_error(table, counts, budget) is None
+    ctx.validation.append(
+        RecordedResult(
+            RuleResult(
+                table, "ingest_bad_row_budget", "batch", "passed" if ok else "failed",
+                failed_rows=counts.quarantined_rows,
+                observed=f"{counts.quarantined_rows:,} of {counts.input_rows:,} rows ({counts.bad_share:.3%})",
+                expected=f"<= {budget:.2%} (ingest.bad_row_budget)",
+            ),
+            None,
+            counts.input_rows,
+        )
+    )  # fmt: skip
 
 
 def conform(df: DataFrame, schema: StructType, run_columns: dict[str, Any]) -> DataFrame:
@@ -175,8 +209,24 @@ def run_ingest(ctx: JobContext, batches: Sequence[IngestBatch]) -> JobSummary:
         errors = [
             e for b, _, c in counted if (e := budget_error(b.contract.table, c, budget)) is not None
         ]
+        # The batch rules of validation.tables (freshness, row-count change, keys) on the rows
+        # that would be published, through the same mechanism every other job uses.
+        for batch, _, counts in counted:
+            record_parse_results(ctx, batch.contract.table, counts, budget)
+        before = len(ctx.validation_problems)
+        check_inputs(
+            ctx,
+            {
+                b.contract.table: conform(
+                    split(c, b.contract)[0], b.contract.schema, ctx.output_columns()
+                )
+                for b, c, _ in counted
+            },
+            raise_on_failure=False,
+        )
+        errors += ctx.validation_problems[before:]
         if errors:
-            raise JobFailed("; ".join(errors) + "; nothing written")
+            raise JobFailed(validation_message(errors))
         if ctx.dry_run:
             summary.add("dry run", "validated and counted; nothing written")
             return summary

@@ -4,6 +4,7 @@ and load registered versions safely (mlcore's own skops allow-list, never pickle
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ class RegisteredModel:
     data: bytes
     model: Any
     info: dict[str, Any]
+    run_id: str | None = None  # the training run that logged this version
 
 
 def load_version(name: str, version: str) -> RegisteredModel:
@@ -35,11 +37,15 @@ def load_version(name: str, version: str) -> RegisteredModel:
         data, metadata = model_files.read_mlflow_model_dir(download_version(name, version, folder))
     info = metadata.get(METADATA_KEY)
     if not isinstance(info, dict) or "features" not in info or "threshold" not in info:
-        raise model_files.UnsafeModelError(f"{name} v{version} carries no mlcore features/threshold metadata")
+        raise model_files.UnsafeModelError(
+            f"{name} v{version} carries no mlcore features/threshold metadata"
+        )
     return RegisteredModel(name, str(version), data, model_files.loads(data), info)
 
 
-def resolve_for_scoring(ctx: JobContext, name: str, alias: str, version: int | None) -> RegisteredModel:
+def resolve_for_scoring(
+    ctx: JobContext, name: str, alias: str, version: int | None
+) -> RegisteredModel:
     """The version to score with (explicit version, else alias), loaded on the driver first so
     that a missing alias or an unsafe file fails before any Spark work or output write."""
     from mlflow.tracking import MlflowClient
@@ -50,7 +56,8 @@ def resolve_for_scoring(ctx: JobContext, name: str, alias: str, version: int | N
         raise JobFailed(f"{ctx.job} needs the MLflow registry (mlflow.enabled is false)")
     try:
         found = resolve_version(MlflowClient(), name, alias, version)
-        return load_version(name, str(found.version))
+        loaded = load_version(name, str(found.version))
+        return dataclasses.replace(loaded, run_id=found.run_id)
     except ModelNotFound as exc:
         raise JobFailed(str(exc)) from None
     except model_files.UnsafeModelError as exc:
@@ -71,7 +78,10 @@ def load_champion(ctx: JobContext, name: str) -> tuple[RegisteredModel | None, s
     try:
         return load_version(name, str(current.version)), ""
     except (model_files.UnsafeModelError, KeyError, ValueError, OSError) as exc:
-        return None, f"champion v{current.version} could not be loaded ({type(exc).__name__}: {exc}); its stored metric is used"
+        return (
+            None,
+            f"champion v{current.version} could not be loaded ({type(exc).__name__}: {exc}); its stored metric is used",
+        )
 
 
 def log_and_register(
@@ -137,10 +147,20 @@ def apply_gate(
         + (f" [{note}]" if note else ""),
     )
     summary.metrics["promoted"] = 1.0 if decision.promoted else 0.0
+    if decision.applied:
+        summary.use_model(name, decision.version, "produced", ctx.run_id)
+    summary.gates[f"promotion:{name}"] = (
+        "promoted" if decision.promoted else "not promoted"
+    ) + f": {decision.reason}"
 
 
 def replay_registered(
-    ctx: JobContext, summary: JobSummary, name: str, metric: str, tolerance: float, lower_is_better: bool = False
+    ctx: JobContext,
+    summary: JobSummary,
+    name: str,
+    metric: str,
+    tolerance: float,
+    lower_is_better: bool = False,
 ) -> bool:
     """A rerun whose run already registered a version re-applies the gate from stored tags only."""
     if ctx.dry_run or not ctx.config.mlflow.enabled:
@@ -153,6 +173,18 @@ def replay_registered(
     if version is None:
         return False
     value = float(version.tags[METRIC_TAG.format(metric)])
-    summary.add("status", f"already trained and registered for this run date (v{version.version}): no new version")
-    apply_gate(ctx, summary, name, str(version.version), metric, value, tolerance, lower_is_better=lower_is_better)
+    summary.add(
+        "status",
+        f"already trained and registered for this run date (v{version.version}): no new version",
+    )
+    apply_gate(
+        ctx,
+        summary,
+        name,
+        str(version.version),
+        metric,
+        value,
+        tolerance,
+        lower_is_better=lower_is_better,
+    )
     return True

@@ -17,6 +17,7 @@ from mlcore.anomaly.features import (
     row_key,
 )
 from mlcore.ingest.schemas import RUN_COLUMNS
+from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed
 
 if TYPE_CHECKING:
@@ -39,9 +40,20 @@ def read_rides(ctx: JobContext, days: list[dt.date]) -> DataFrame:
     except ValueError as exc:
         raise JobFailed(f"anomaly.features: {exc}") from None
     rides = ctx.tables.read(ac.input_table, where={ac.date_column: days})
+    rides = check_inputs(ctx, {ac.input_table: rides})[ac.input_table]
     if rides.limit(1).count() == 0:
         raise JobFailed(f"no rides in {ac.input_table} for {days[0]} .. {days[-1]}")
-    missing = sorted({*PASSTHROUGH, ac.date_column, *ac.batch_keys, "dropoff_datetime", "trip_distance", "fare_amount"} - set(rides.columns))
+    missing = sorted(
+        {
+            *PASSTHROUGH,
+            ac.date_column,
+            *ac.batch_keys,
+            "dropoff_datetime",
+            "trip_distance",
+            "fare_amount",
+        }
+        - set(rides.columns)
+    )
     if missing:
         raise JobFailed(f"{ac.input_table} lacks columns {missing}")
     return rides
@@ -59,7 +71,9 @@ def split_usable(
 
     ac = ctx.config.anomaly
     names = list(features if features is not None else ac.features)
-    source = sorted(c for c in rides.columns if c not in RUN_COLUMNS)  # the ingest run, not a ride attribute
+    source = sorted(
+        c for c in rides.columns if c not in RUN_COLUMNS
+    )  # the ingest run, not a ride attribute
     keyed = classify_rides(rides, ac, names).withColumn(ROW_KEY, row_key(source))
     keys = [ac.date_column, *[k for k in ac.batch_keys if k != ac.date_column]]
     usable = keyed.filter(F.col(RULE).isNull()).select(
@@ -69,8 +83,12 @@ def split_usable(
         *[FEATURES[name]().alias(name) for name in names],
     )
     quarantined = keyed.filter(F.col(RULE).isNotNull()).select(
-        ROW_KEY, *[c for c in source], RULE, REASON,
-        F.lit(ctx.run_id).alias("run_id"), F.lit(ctx.run_date).alias("run_date"),
+        ROW_KEY,
+        *[c for c in source],
+        RULE,
+        REASON,
+        F.lit(ctx.run_id).alias("run_id"),
+        F.lit(ctx.run_date).alias("run_date"),
     )
     return usable, quarantined
 

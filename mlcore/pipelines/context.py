@@ -31,8 +31,13 @@ class JobContext:
     run_date: date
     run_id: str
     dry_run: bool = False
+    overrides: tuple[str, ...] = ()  # the run's --set values (run_pipeline passes them on)
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> text, logged by the runner
     artifact_files: dict[str, str] = field(default_factory=dict)  # MLflow dir -> local file path
+    # Input validation (mlcore.pipelines._validation): results, flagged rows, problems found.
+    validation: list[Any] = field(default_factory=list)
+    quarantine: list[tuple[str, Any]] = field(default_factory=list)
+    validation_problems: list[str] = field(default_factory=list)
 
     def token(self, part: str = "") -> WriteToken:
         """Idempotency token for this job's writes for this run date (and config revision)."""
@@ -50,6 +55,15 @@ class JobSummary:
     metrics: dict[str, float] = field(default_factory=dict)
     lines: list[tuple[str, str]] = field(default_factory=list)
     writes: list[WriteResult] = field(default_factory=list)
+    # Lineage for run_manifest: models used or produced, and gate outcomes (gate -> outcome).
+    models: list[dict[str, Any]] = field(default_factory=list)
+    gates: dict[str, str] = field(default_factory=dict)
+
+    def use_model(self, name: str, version: Any, role: str, run_id: str | None = None) -> None:
+        """Record a registered model version this run ``used`` (scoring) or ``produced``."""
+        entry = {"name": name, "version": str(version), "role": role, "run_id": run_id}
+        if entry not in self.models:
+            self.models.append(entry)
 
     def add(self, label: str, value: Any, metric: str | None = None) -> None:
         self.lines.append((label, f"{value:,}" if isinstance(value, int) else str(value)))

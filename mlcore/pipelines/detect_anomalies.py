@@ -26,7 +26,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ANOMALIES, BATCHES, QUARANTINE = "ride_anomalies", "ride_anomaly_batches", "ride_anomalies_quarantine"
+ANOMALIES, BATCHES, QUARANTINE = (
+    "ride_anomalies",
+    "ride_anomaly_batches",
+    "ride_anomalies_quarantine",
+)
 
 
 def dbscan_settings(ctx: JobContext) -> DbscanSettings:
@@ -73,11 +77,17 @@ def _plot(ctx: JobContext, results: DataFrame, keys: list[str]) -> str | None:
     x, y = names[0], names[1] if len(names) > 1 else names[0]
     fig, ax = plt.subplots(figsize=(7, 5))
     clustered = rides[~rides["is_anomaly"]]
-    ax.scatter(clustered[x], clustered[y], c=clustered["cluster"], cmap="viridis", s=8, label="clustered")
+    ax.scatter(
+        clustered[x], clustered[y], c=clustered["cluster"], cmap="viridis", s=8, label="clustered"
+    )
     noise = rides[rides["is_anomaly"]]
     ax.scatter(noise[x], noise[y], c="red", marker="x", s=25, label=f"anomaly ({len(noise)})")
     title = ", ".join(f"{k}={row[k]}" for k in keys)
-    ax.set(xlabel=x, ylabel=y, title=f"DBSCAN {title}: {row['clusters']} clusters, eps {row['eps']:.3f}")
+    ax.set(
+        xlabel=x,
+        ylabel=y,
+        title=f"DBSCAN {title}: {row['clusters']} clusters, eps {row['eps']:.3f}",
+    )
     ax.legend()
     fig.tight_layout()
     path = Path(tempfile.mkdtemp(prefix="mlcore_dbscan_")) / "dbscan_batch.png"
@@ -108,9 +118,13 @@ def run(ctx: JobContext) -> JobSummary:
         by_rule = {r[RULE]: r["count"] for r in quarantined.groupBy(RULE).count().collect()}
         n_batches = usable.select(*keys).distinct().count()
         partitions = max(1, min(4 * ctx.spark.sparkContext.defaultParallelism, n_batches))
-        results = cluster_batches(usable, keys, dbscan_settings(ctx), partitions).persist(StorageLevel.MEMORY_AND_DISK)
+        results = cluster_batches(usable, keys, dbscan_settings(ctx), partitions).persist(
+            StorageLevel.MEMORY_AND_DISK
+        )
         statuses = {r["status"]: r["count"] for r in results.groupBy("status").count().collect()}
-        totals = results.agg(F.sum("anomalies"), F.sum("noise"), F.avg("silhouette"), F.avg("eps")).first()
+        totals = results.agg(
+            F.sum("anomalies"), F.sum("noise"), F.avg("silhouette"), F.avg("eps")
+        ).first()
     finally:
         usable.unpersist()
     summary.add("rides clustered", n_usable, metric="rides_usable")
@@ -149,7 +163,13 @@ def run(ctx: JobContext) -> JobSummary:
     if not ctx.dry_run:
         for name, frame in ((ANOMALIES, rides), (BATCHES, batches), (QUARANTINE, quarantined)):
             summary.writes.append(
-                ctx.tables.write(frame, name, mode="replace_where", replace_where={"run_date": ctx.run_date}, token=tokens[name])
+                ctx.tables.write(
+                    frame,
+                    name,
+                    mode="replace_where",
+                    replace_where={"run_date": ctx.run_date},
+                    token=tokens[name],
+                )
             )
     results.unpersist()
     quarantined.unpersist()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from mlcore.ingest.rules import classify_bank
 from mlcore.ingest.schemas import BANK
 from mlcore.ingest.sources import read_csv_source, resolve_bank_source
-from mlcore.pipelines._ingest import IngestBatch, replay_summary, run_ingest
+from mlcore.pipelines._ingest import IngestBatch, configured_rules, replay_summary, run_ingest
 from mlcore.pipelines.context import JobContext, JobSummary
 
 
@@ -25,4 +25,6 @@ def run(ctx: JobContext) -> JobSummary:
         return replay
     source = resolve_bank_source(ctx.config)
     raw = read_csv_source(ctx.spark, source.path, BANK, ctx.config.ingest.limit_rows)
-    return run_ingest(ctx, [IngestBatch(BANK, classify_bank(raw), source)])
+    return run_ingest(
+        ctx, [IngestBatch(BANK, classify_bank(raw, configured_rules(ctx, BANK)), source)]
+    )

@@ -19,7 +19,7 @@ import logging
 from mlcore.ingest.rules import classify_calendar, classify_sales, classify_stores
 from mlcore.ingest.schemas import CALENDAR, SALES, STORES
 from mlcore.ingest.sources import Source, path_exists, read_csv_source, resolve_sales_sources
-from mlcore.pipelines._ingest import IngestBatch, replay_summary, run_ingest
+from mlcore.pipelines._ingest import IngestBatch, configured_rules, replay_summary, run_ingest
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,9 @@ def calendar_source(ctx: JobContext, synthetic: bool) -> Source | None:
         return None
     if not path_exists(path):
         if ctx.config.sources.sales.if_missing == "error":
-            raise JobFailed(f"sources.sales.calendar_path: {path} does not exist (if_missing: error)")
+            raise JobFailed(
+                f"sources.sales.calendar_path: {path} does not exist (if_missing: error)"
+            )
         log.warning("sources.sales.calendar_path %s does not exist: no forecast_calendar", path)
         return None
     return Source("sources.sales.calendar_path", str(path))
@@ -46,10 +48,15 @@ def run(ctx: JobContext) -> JobSummary:
     if replay is not None:
         return replay
     limit = ctx.config.ingest.limit_rows
-    sales = classify_sales(read_csv_source(ctx.spark, train.path, SALES, limit))
-    stores = classify_stores(read_csv_source(ctx.spark, store.path, STORES, limit))
+    sales = classify_sales(
+        read_csv_source(ctx.spark, train.path, SALES, limit), configured_rules(ctx, SALES)
+    )
+    stores = classify_stores(
+        read_csv_source(ctx.spark, store.path, STORES, limit), configured_rules(ctx, STORES)
+    )
     batches = [IngestBatch(SALES, sales, train), IngestBatch(STORES, stores, store)]
     if calendar is not None:
-        future = classify_calendar(read_csv_source(ctx.spark, calendar.path, CALENDAR, limit))
+        raw_calendar = read_csv_source(ctx.spark, calendar.path, CALENDAR, limit)
+        future = classify_calendar(raw_calendar, configured_rules(ctx, CALENDAR))
         batches.append(IngestBatch(CALENDAR, future, calendar))
     return run_ingest(ctx, batches)

@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from mlcore.forecasting.distributed import forecast_groups, group_partitions
+from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 
 if TYPE_CHECKING:
@@ -41,12 +42,16 @@ def future_calendar(ctx: JobContext, groups: DataFrame) -> tuple[DataFrame, int]
     key_frame = ctx.spark.createDataFrame(key_frame.collect(), key_frame.schema)
     grid = key_frame.crossJoin(F.broadcast(dates))
 
-    calendar_cols = [c for c in (fc.open_column, *fc.prophet.regressors, fc.prophet.holidays_column) if c]
+    calendar_cols = [
+        c for c in (fc.open_column, *fc.prophet.regressors, fc.prophet.holidays_column) if c
+    ]
     in_horizon = (F.col(date_col) >= F.lit(days[0])) & (F.col(date_col) <= F.lit(days[-1]))
     sources = []
     for name in (CALENDAR, "sales"):
         if ctx.tables.exists(name):
             frame = ctx.tables.read(name)
+            if name == CALENDAR:  # the future calendar is an input of this job: validate it
+                frame = check_inputs(ctx, {CALENDAR: frame})[CALENDAR]
             present = [c for c in calendar_cols if c in frame.columns]
             sources.append(
                 frame.filter(in_horizon)
@@ -61,7 +66,9 @@ def future_calendar(ctx: JobContext, groups: DataFrame) -> tuple[DataFrame, int]
 
         first = Window.partitionBy(*keys, date_col).orderBy("_priority")
         known = (
-            known.withColumn("_n", F.row_number().over(first)).filter("_n = 1").drop("_n", "_priority")
+            known.withColumn("_n", F.row_number().over(first))
+            .filter("_n = 1")
+            .drop("_n", "_priority")
             .withColumn("_known", F.lit(True))
         )
         calendar = grid.join(known, [*keys, date_col], "left")
@@ -99,19 +106,25 @@ def run(ctx: JobContext) -> JobSummary:
         raise JobFailed("make_forecasts needs the model registry (mlflow.enabled=false)")
     champion = champion_version(MlflowClient(), fc.model_name)
     if champion is None:
-        raise JobFailed(f"no '{fc.model_name}' version has the champion alias: run train_forecasts first")
+        raise JobFailed(
+            f"no '{fc.model_name}' version has the champion alias: run train_forecasts first"
+        )
     try:
         models_version = int(champion.tags["mlcore.forecast_models_version"])
         trained_on = dt.date.fromisoformat(champion.tags["mlcore.run_date"])
     except (KeyError, ValueError) as exc:
-        raise JobFailed(f"{fc.model_name} v{champion.version} lacks its forecast_models tags: {exc}") from exc
+        raise JobFailed(
+            f"{fc.model_name} v{champion.version} lacks its forecast_models tags: {exc}"
+        ) from exc
     if trained_on > ctx.run_date:
         raise JobFailed(
             f"champion v{champion.version} was trained as of {trained_on}, after run date {ctx.run_date}"
         )
-    models = ctx.tables.read(MODELS, version=models_version, where={"run_date": trained_on}).filter(
-        "model_json is not null"
-    ).select(*keys, "champion", "model_json", "baseline_json")
+    models = (
+        ctx.tables.read(MODELS, version=models_version, where={"run_date": trained_on})
+        .filter("model_json is not null")
+        .select(*keys, "champion", "model_json", "baseline_json")
+    )
     groups = models.count()
     if not groups:
         raise JobFailed(f"forecast_models v{models_version} has no usable models for {trained_on}")
@@ -129,17 +142,24 @@ def run(ctx: JobContext) -> JobSummary:
     rows = forecasts.count()
     forecast_groups_count = forecasts.select(*keys).distinct().count()
     summary.add("model", f"{fc.model_name} v{champion.version} (trained as of {trained_on})")
+    summary.use_model(fc.model_name, champion.version, "used", champion.run_id)
     summary.add("groups with models", groups, metric="groups")
     summary.add("groups forecast", forecast_groups_count, metric="groups_forecast")
     summary.add("forecast rows", rows, metric="forecast_rows")
-    summary.add("horizon", f"{ctx.run_date} .. {ctx.run_date + dt.timedelta(days=fc.horizon_days - 1)}")
+    summary.add(
+        "horizon", f"{ctx.run_date} .. {ctx.run_date + dt.timedelta(days=fc.horizon_days - 1)}"
+    )
     summary.add("calendar rows defaulted", defaulted, metric="calendar_rows_defaulted")
     if forecast_groups_count < groups:
         log.warning("%d groups produced no forecast", groups - forecast_groups_count)
     if not ctx.dry_run:
         summary.writes.append(
             ctx.tables.write(
-                forecasts, FORECASTS, mode="replace_where", replace_where={"run_date": ctx.run_date}, token=token
+                forecasts,
+                FORECASTS,
+                mode="replace_where",
+                replace_where={"run_date": ctx.run_date},
+                token=token,
             )
         )
     forecasts.unpersist()

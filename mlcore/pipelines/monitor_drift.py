@@ -75,7 +75,15 @@ def compare(ctx: JobContext, comparison: Comparison) -> tuple[list[dict[str, Any
     rows: list[dict[str, Any]] = []
     small = 0
 
-    def emit(feature: str, group: str | None, metric: str, value: float, threshold: float, drifted: bool, n: tuple[int, int]) -> None:
+    def emit(
+        feature: str,
+        group: str | None,
+        metric: str,
+        value: float,
+        threshold: float,
+        drifted: bool,
+        n: tuple[int, int],
+    ) -> None:
         rows.append(
             {
                 "monitor": comparison.monitor, "source_table": comparison.table, "feature": feature,
@@ -89,7 +97,10 @@ def compare(ctx: JobContext, comparison: Comparison) -> tuple[list[dict[str, Any
         for feature in comparison.numeric:
             fine = numeric_counts(ref, cur, feature, comparison.group_keys, cfg.ks_bins)
             if cfg.ks_bins % cfg.psi_bins == 0:  # decile edges are among the finer quantile edges
-                coarse = {g: (merge_bins(r, cfg.psi_bins), merge_bins(c, cfg.psi_bins), nr, nc) for g, (r, c, nr, nc) in fine.items()}
+                coarse = {
+                    g: (merge_bins(r, cfg.psi_bins), merge_bins(c, cfg.psi_bins), nr, nc)
+                    for g, (r, c, nr, nc) in fine.items()
+                }
             else:
                 coarse = numeric_counts(ref, cur, feature, comparison.group_keys, cfg.psi_bins)
             for group, (r, c, n_ref, n_cur) in sorted(coarse.items(), key=lambda kv: str(kv[0])):
@@ -115,7 +126,15 @@ def compare(ctx: JobContext, comparison: Comparison) -> tuple[list[dict[str, Any
                 limit = max(cfg.psi_threshold, psi_noise_floor(len(r), n_ref, n_cur))
                 emit(feature, group, "psi", value, limit, value > limit, (n_ref, n_cur))
                 p = chi_square_pvalue(r, c)
-                emit(feature, group, "chi2_pvalue", p, cfg.chi2_pvalue, p < cfg.chi2_pvalue, (n_ref, n_cur))
+                emit(
+                    feature,
+                    group,
+                    "chi2_pvalue",
+                    p,
+                    cfg.chi2_pvalue,
+                    p < cfg.chi2_pvalue,
+                    (n_ref, n_cur),
+                )
     finally:
         ref.unpersist()
         cur.unpersist()
@@ -157,9 +176,18 @@ def bank_scores(ctx: JobContext) -> list[Comparison]:
     if not ctx.tables.exists(cc.output_table):
         raise Skip(f"{cc.output_table} does not exist yet")
     scores = ctx.tables.read(cc.output_table).filter(F.col("model_version") == int(version))
-    dates = [r[0] for r in scores.filter(F.col("run_date") <= F.lit(ctx.run_date)).select("run_date").distinct().orderBy("run_date").collect()]
+    dates = [
+        r[0]
+        for r in scores.filter(F.col("run_date") <= F.lit(ctx.run_date))
+        .select("run_date")
+        .distinct()
+        .orderBy("run_date")
+        .collect()
+    ]
     if len(dates) < 2:
-        raise Skip(f"{cc.output_table} has {len(dates)} scoring run(s) of v{version} up to {ctx.run_date}: need two")
+        raise Skip(
+            f"{cc.output_table} has {len(dates)} scoring run(s) of v{version} up to {ctx.run_date}: need two"
+        )
     first, last = dates[0], dates[-1]
     return [Comparison(
         "bank_scores", cc.output_table,
@@ -203,7 +231,10 @@ def sales_per_store(ctx: JobContext) -> list[Comparison]:
     date = F.col(fc.date_column)
     reference = sales.filter((date >= F.lit(ref_start)) & (date < F.lit(cur_start)))
     current = sales.filter((date >= F.lit(cur_start)) & (date < F.lit(ctx.run_date)))
-    windows = (f"{ref_start} .. {cur_start - dt.timedelta(days=1)}", f"{cur_start} .. {ctx.run_date - dt.timedelta(days=1)}")
+    windows = (
+        f"{ref_start} .. {cur_start - dt.timedelta(days=1)}",
+        f"{cur_start} .. {ctx.run_date - dt.timedelta(days=1)}",
+    )
     return [
         Comparison("sales_per_store", "sales", reference, current, *windows, numeric=[fc.target_column]),
         Comparison(
@@ -221,17 +252,23 @@ def forecast_accuracy(ctx: JobContext) -> list[dict[str, Any]]:
     if not (ctx.tables.exists("forecasts") and ctx.tables.exists("sales")):
         raise Skip("forecasts or sales do not exist yet")
     keys = list(fc.group_keys)
-    forecasts = ctx.tables.read("forecasts").filter(F.col("run_date") < F.lit(ctx.run_date)).select(
-        *keys, F.col("ds").alias("_day"), "yhat", F.col("run_date").alias("forecast_run")
+    forecasts = (
+        ctx.tables.read("forecasts")
+        .filter(F.col("run_date") < F.lit(ctx.run_date))
+        .select(*keys, F.col("ds").alias("_day"), "yhat", F.col("run_date").alias("forecast_run"))
     )
     actuals = ctx.tables.read("sales").filter(F.col(fc.date_column) < F.lit(ctx.run_date))
     if fc.open_column:
         actuals = actuals.filter(F.col(fc.open_column) == 1)
-    actuals = actuals.select(*keys, F.col(fc.date_column).alias("_day"), F.col(fc.target_column).alias("_y"))
+    actuals = actuals.select(
+        *keys, F.col(fc.date_column).alias("_day"), F.col(fc.target_column).alias("_y")
+    )
     joined = forecasts.join(actuals, [*keys, "_day"])
     per_group = joined.groupBy(*keys, "forecast_run").agg(
         (F.sum(F.abs(F.col("_y") - F.col("yhat"))) / F.sum(F.abs("_y"))).alias("wape"),
-        F.count("*").alias("days"), F.min("_day").alias("first"), F.max("_day").alias("last"),
+        F.count("*").alias("days"),
+        F.min("_day").alias("first"),
+        F.max("_day").alias("last"),
     )
     rows = []
     for row in per_group.orderBy("forecast_run", *keys).collect():
@@ -274,20 +311,43 @@ def report_html(ctx: JobContext, frame: Any, skipped: dict[str, str]) -> str:
     ]
     if len(frame):
         for monitor, part in frame.groupby("monitor"):
-            parts.append(f"<li><b>{html.escape(monitor)}</b>: {int(part['drifted'].sum())} of {len(part)} metrics drifted</li>")
+            parts.append(
+                f"<li><b>{html.escape(monitor)}</b>: {int(part['drifted'].sum())} of {len(part)} metrics drifted</li>"
+            )
     for monitor, reason in skipped.items():
         parts.append(f"<li><b>{html.escape(monitor)}</b>: skipped — {html.escape(reason)}</li>")
     parts.append("</ul><h2>Metrics</h2><table><tr>")
-    columns = ["monitor", "feature", "group_key", "metric", "value", "threshold", "drifted", "n_reference", "n_current", "reference_window", "current_window"]
+    columns = [
+        "monitor",
+        "feature",
+        "group_key",
+        "metric",
+        "value",
+        "threshold",
+        "drifted",
+        "n_reference",
+        "n_current",
+        "reference_window",
+        "current_window",
+    ]
     parts.extend(f"<th>{c}</th>" for c in columns)
     parts.append("</tr>")
-    shown = frame.sort_values(["drifted", "monitor", "value"], ascending=[False, True, False]).head(cfg.report_rows) if len(frame) else frame
+    shown = (
+        frame.sort_values(["drifted", "monitor", "value"], ascending=[False, True, False]).head(
+            cfg.report_rows
+        )
+        if len(frame)
+        else frame
+    )
     for _, row in shown.iterrows():
         cells = "".join(
-            f"<td>{html.escape(f'{row[c]:.4f}' if isinstance(row[c], float) else str(row[c]))}</td>" for c in columns
+            f"<td>{html.escape(f'{row[c]:.4f}' if isinstance(row[c], float) else str(row[c]))}</td>"
+            for c in columns
         )
         parts.append(f"<tr class='{'drift' if row['drifted'] else ''}'>{cells}</tr>")
-    parts.append(f"</table><p>{len(frame)} metric rows; first {min(len(frame), cfg.report_rows)} shown.</p></body></html>")
+    parts.append(
+        f"</table><p>{len(frame)} metric rows; first {min(len(frame), cfg.report_rows)} shown.</p></body></html>"
+    )
     return "".join(parts)
 
 
@@ -319,7 +379,9 @@ def run(ctx: JobContext) -> JobSummary:
         rows.extend(found)
         drifted = sum(r["drifted"] for r in found)
         groups = {r["group_key"] for r in found if r["group_key"] is not None}
-        detail = f"{drifted} of {len(found)} metrics drifted" + (f" over {len(groups)} groups" if groups else "")
+        detail = f"{drifted} of {len(found)} metrics drifted" + (
+            f" over {len(groups)} groups" if groups else ""
+        )
         summary.add(name, detail + (f"; {small} groups too small to compare" if small else ""))
         summary.metrics[f"{name}_metrics"] = float(len(found))
         summary.metrics[f"{name}_drifted"] = float(drifted)
@@ -338,6 +400,12 @@ def run(ctx: JobContext) -> JobSummary:
             "*", F.lit(ctx.run_id).alias("run_id"), F.lit(ctx.run_date).alias("run_date")
         )
         summary.writes.append(
-            ctx.tables.write(out, OUTPUT, mode="replace_where", replace_where={"run_date": ctx.run_date}, token=token)
+            ctx.tables.write(
+                out,
+                OUTPUT,
+                mode="replace_where",
+                replace_where={"run_date": ctx.run_date},
+                token=token,
+            )
         )
     return summary

@@ -37,10 +37,15 @@ def run(ctx: JobContext) -> JobSummary:
     names = [str(n) for n in registered.info["features"]]
     threshold = float(registered.info["threshold"])
     summary.add("model", f"{ac.model_name} v{registered.version} (threshold {threshold:.4f})")
+    summary.use_model(ac.model_name, registered.version, "used", registered.run_id)
     days = days_before(ctx.run_date, ac.batch_days)
     configured = ctx.config.anomaly.features
     if sorted(names) != sorted(configured):
-        log.warning("model features %s differ from anomaly.features %s: the model's are used", names, configured)
+        log.warning(
+            "model features %s differ from anomaly.features %s: the model's are used",
+            names,
+            configured,
+        )
     try:
         check_feature_names(names)
     except ValueError as exc:
@@ -48,7 +53,9 @@ def run(ctx: JobContext) -> JobSummary:
     usable, quarantined = split_usable(ctx, read_rides(ctx, days), names)
 
     keys = batch_keys(ctx)
-    features = usable.select("row_key", "pickup_ts_us", *dict.fromkeys([*keys, *PASSTHROUGH]), *names)
+    features = usable.select(
+        "row_key", "pickup_ts_us", *dict.fromkeys([*keys, *PASSTHROUGH]), *names
+    )
     scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     scores = score_rides(features, registered.data, names, threshold).select(
         "row_key",
@@ -67,14 +74,26 @@ def run(ctx: JobContext) -> JobSummary:
         counts = scores.agg(F.count("*"), F.sum(F.col("is_anomaly").cast("int"))).first()
         quarantined_rows = quarantined.count()
     else:
-        result = ctx.tables.write(scores, SCORES, mode="replace_where", replace_where={"run_date": ctx.run_date}, token=tokens[SCORES])
+        result = ctx.tables.write(
+            scores,
+            SCORES,
+            mode="replace_where",
+            replace_where={"run_date": ctx.run_date},
+            token=tokens[SCORES],
+        )
         q_result = ctx.tables.write(
-            quarantined, QUARANTINE, mode="replace_where", replace_where={"run_date": ctx.run_date}, token=tokens[QUARANTINE]
+            quarantined,
+            QUARANTINE,
+            mode="replace_where",
+            replace_where={"run_date": ctx.run_date},
+            token=tokens[QUARANTINE],
         )
         summary.writes.extend([result, q_result])
         written = ctx.tables.read(SCORES, version=result.version, where={"run_date": ctx.run_date})
         counts = written.agg(F.count("*"), F.sum(F.col("is_anomaly").cast("int"))).first()
-        quarantined_rows = ctx.tables.read(QUARANTINE, version=q_result.version, where={"run_date": ctx.run_date}).count()
+        quarantined_rows = ctx.tables.read(
+            QUARANTINE, version=q_result.version, where={"run_date": ctx.run_date}
+        ).count()
     rows, flagged = int(counts[0]), int(counts[1] or 0)
     summary.add("rides scored", rows, metric="rows_scored")
     summary.add("rides flagged", flagged, metric="rows_flagged")

@@ -41,12 +41,18 @@ def _run_one(ctx: JobContext, scorer: str, pool: bool) -> Outcome:
     if pool:
         ctx.spark.sparkContext.setLocalProperty(POOL_PROPERTY, scorer)
     try:
-        outcome.summary = pipeline(dataclasses.replace(ctx, job=job, artifacts={}, artifact_files={}))
+        outcome.summary = pipeline(
+            dataclasses.replace(ctx, job=job, artifacts={}, artifact_files={})
+        )
     except JobFailed as exc:
         outcome.error = str(exc)
     except Exception as exc:  # noqa: BLE001 - one scorer's crash must not lose the other's output
         log.exception("scorer %s crashed", scorer)
-        outcome.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500]
+        outcome.error = (
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[
+                :500
+            ]
+        )
     finally:
         if pool:
             ctx.spark.sparkContext.setLocalProperty(POOL_PROPERTY, None)
@@ -64,12 +70,16 @@ def run_scorers(ctx: JobContext, scorers: list[str], parallel: bool) -> list[Out
     def target(scorer: str) -> None:
         outcomes[scorer] = _run_one(ctx, scorer, pool=True)
 
-    threads = [InheritableThread(target=target, args=(s,), name=f"score_batch-{s}") for s in scorers]
+    threads = [
+        InheritableThread(target=target, args=(s,), name=f"score_batch-{s}") for s in scorers
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return [outcomes.get(s, Outcome(s, error="scorer thread ended without a result")) for s in scorers]
+    return [
+        outcomes.get(s, Outcome(s, error="scorer thread ended without a result")) for s in scorers
+    ]
 
 
 def run(ctx: JobContext) -> JobSummary:
@@ -89,19 +99,29 @@ def run(ctx: JobContext) -> JobSummary:
         summary.metrics[f"{outcome.scorer}_failed"] = 1.0 if outcome.error else 0.0
         if outcome.summary is not None:
             summary.writes.extend(outcome.summary.writes)
+            for model in outcome.summary.models:
+                summary.use_model(**model)
+            summary.gates.update(outcome.summary.gates)
             for label, value in outcome.summary.lines:
                 summary.lines.append((f"  {outcome.scorer}: {label}", value))
-            summary.metrics.update({f"{outcome.scorer}_{k}": v for k, v in outcome.summary.metrics.items()})
+            summary.metrics.update(
+                {f"{outcome.scorer}_{k}": v for k, v in outcome.summary.metrics.items()}
+            )
     summary.metrics["scorers_seconds_sum"] = sum(o.seconds for o in outcomes)
     summary.metrics["scoring_wall_seconds"] = wall
-    summary.add("scoring wall / sum of scorer times", f"{wall:.1f} s / {summary.metrics['scorers_seconds_sum']:.1f} s")
+    summary.add(
+        "scoring wall / sum of scorer times",
+        f"{wall:.1f} s / {summary.metrics['scorers_seconds_sum']:.1f} s",
+    )
     failed = [o for o in outcomes if o.error]
     if failed:
         committed = [w.table for w in summary.writes]
         raise JobFailed(
             "; ".join(f"{o.scorer} failed: {o.error}" for o in failed)
-            + (f" (committed anyway: {', '.join(committed)})" if committed else " (nothing committed)")
+            + (
+                f" (committed anyway: {', '.join(committed)})"
+                if committed
+                else " (nothing committed)"
+            )
         )
     return summary
-
-

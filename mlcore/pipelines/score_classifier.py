@@ -17,6 +17,7 @@ import logging
 from mlcore.classification.features import FeatureSpec, check_spark_columns
 from mlcore.classification.scoring import score_frame
 from mlcore.pipelines._models import resolve_for_scoring
+from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def run(ctx: JobContext) -> JobSummary:
     version, data, info = registered.version, registered.data, registered.info
     spec = FeatureSpec.from_dict(info["features"])
     threshold = float(info["threshold"])
-    source = ctx.tables.read(cc.score_table)
+    source = check_inputs(ctx, {cc.score_table: ctx.tables.read(cc.score_table)})[cc.score_table]
     fields = {f.name: f.dataType.simpleString() for f in source.schema}
     problems = check_spark_columns(fields, spec)
     missing_keys = [c for c in cc.key_columns if c not in fields]
@@ -46,9 +47,11 @@ def run(ctx: JobContext) -> JobSummary:
         problems.append(f"missing key columns {missing_keys}")
     if problems:
         raise JobFailed(
-            f"{cc.score_table} cannot be scored by {cc.model_name} v{version}: " + "; ".join(problems)
+            f"{cc.score_table} cannot be scored by {cc.model_name} v{version}: "
+            + "; ".join(problems)
         )
     summary.add("model", f"{cc.model_name} v{version} (threshold {threshold:.4f})")
+    summary.use_model(cc.model_name, version, "used", registered.run_id)
 
     scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     previous = ctx.spark.conf.get(BATCH_CONF, None)
@@ -67,10 +70,16 @@ def run(ctx: JobContext) -> JobSummary:
             counts = scores.agg(F.count("*"), F.sum("label")).first()
         else:
             result = ctx.tables.write(
-                scores, cc.output_table, mode="replace_where", replace_where={"run_date": ctx.run_date}, token=token
+                scores,
+                cc.output_table,
+                mode="replace_where",
+                replace_where={"run_date": ctx.run_date},
+                token=token,
             )
             summary.writes.append(result)
-            written = ctx.tables.read(cc.output_table, version=result.version, where={"run_date": ctx.run_date})
+            written = ctx.tables.read(
+                cc.output_table, version=result.version, where={"run_date": ctx.run_date}
+            )
             counts = written.agg(F.count("*"), F.sum("label")).first()
     finally:
         if previous is None:

@@ -62,7 +62,9 @@ def load_window(ctx: JobContext) -> tuple[pd.DataFrame, list[Any], int]:
     if total > ac.max_training_rows:
         # Hash-based sample: the same rides are chosen on every rerun, whatever the file order.
         share = ac.max_training_rows / total
-        usable = usable.filter(F.pmod(F.xxhash64(ROW_KEY, F.lit(ac.seed)), F.lit(1_000_000)) < int(share * 1_000_000))
+        usable = usable.filter(
+            F.pmod(F.xxhash64(ROW_KEY, F.lit(ac.seed)), F.lit(1_000_000)) < int(share * 1_000_000)
+        )
     frame = usable.orderBy(*keys, ROW_KEY).toPandas()
     return frame, days[-ac.holdout_days :], quarantined.count()
 
@@ -76,18 +78,27 @@ def dbscan_noise(ctx: JobContext, holdout: pd.DataFrame) -> tuple[np.ndarray, in
         batch = batch.sort_values(ROW_KEY)
         labels, _stats = cluster_batch(batch.reset_index(drop=True), settings)
         if labels is not None:
-            flags[holdout.index.get_indexer(batch.index)] = anomaly_flags(labels, settings.min_cluster_share)
+            flags[holdout.index.get_indexer(batch.index)] = anomaly_flags(
+                labels, settings.min_cluster_share
+            )
             clustered += 1
     return flags, clustered
 
 
-def champion_on_holdout(champion: Any, holdout: pd.DataFrame, noise: np.ndarray) -> tuple[float | None, str]:
+def champion_on_holdout(
+    champion: Any, holdout: pd.DataFrame, noise: np.ndarray
+) -> tuple[float | None, str]:
     names = list(champion.info["features"])
     missing = [c for c in names if c not in holdout.columns]
     if missing:
-        return None, f"champion v{champion.version} needs features {missing}; its stored metric is used"
+        return (
+            None,
+            f"champion v{champion.version} needs features {missing}; its stored metric is used",
+        )
     mask = ~np.isnan(noise)
-    value = agreement_with_dbscan(anomaly_scores(champion.model, holdout.loc[mask, names]), noise[mask].astype(bool))
+    value = agreement_with_dbscan(
+        anomaly_scores(champion.model, holdout.loc[mask, names]), noise[mask].astype(bool)
+    )
     return value, f"champion v{champion.version} re-evaluated on this holdout: {METRIC} {value}"
 
 
@@ -124,14 +135,25 @@ def run(ctx: JobContext) -> JobSummary:
     flagged = scores > threshold
     value = agreement_with_dbscan(scores[mask], noise[mask].astype(bool))
     summary.add("holdout batches clustered", clustered_batches)
-    summary.add("holdout flagged share", f"{flagged.mean():.4f} (DBSCAN anomalies {np.nanmean(noise):.4f})")
-    summary.metrics.update(holdout_flagged_share=float(flagged.mean()), holdout_dbscan_noise_share=float(np.nanmean(noise)))
+    summary.add(
+        "holdout flagged share", f"{flagged.mean():.4f} (DBSCAN anomalies {np.nanmean(noise):.4f})"
+    )
+    summary.metrics.update(
+        holdout_flagged_share=float(flagged.mean()),
+        holdout_dbscan_noise_share=float(np.nanmean(noise)),
+    )
     if value is None:
-        raise JobFailed("the holdout has no DBSCAN noise (or only noise): the gate metric is undefined")
+        raise JobFailed(
+            "the holdout has no DBSCAN noise (or only noise): the gate metric is undefined"
+        )
     if mask.any():
         both = flagged[mask] & noise[mask].astype(bool)
-        summary.metrics["holdout_flag_precision_vs_dbscan"] = float(both.sum() / max(flagged[mask].sum(), 1))
-        summary.metrics["holdout_flag_recall_vs_dbscan"] = float(both.sum() / max(noise[mask].sum(), 1))
+        summary.metrics["holdout_flag_precision_vs_dbscan"] = float(
+            both.sum() / max(flagged[mask].sum(), 1)
+        )
+        summary.metrics["holdout_flag_recall_vs_dbscan"] = float(
+            both.sum() / max(noise[mask].sum(), 1)
+        )
     summary.add(f"holdout {METRIC}", f"{value:.4f}", metric=None)
     summary.metrics[f"holdout_{METRIC}"] = value
 
@@ -141,7 +163,9 @@ def run(ctx: JobContext) -> JobSummary:
         "threshold": threshold,
         "detector": ac.detector,
         "params": dict(ac.detector_params),
-        "reference_days": [str(d) for d in (frame[ac.date_column].min(), frame[ac.date_column].max())],
+        "reference_days": [
+            str(d) for d in (frame[ac.date_column].min(), frame[ac.date_column].max())
+        ],
         "holdout_days": [str(holdout_days[0]), str(holdout_days[-1])],
         "training_rows": len(train),
         "holdout_metrics": {METRIC: value, "flagged_share": float(flagged.mean())},
@@ -159,7 +183,15 @@ def run(ctx: JobContext) -> JobSummary:
         champion_value, note = champion_on_holdout(champion, holdout, noise)
     gate = {"metric": METRIC, "value": value, "tolerance": ac.promotion_tolerance}
     if ctx.dry_run:
-        apply_gate(ctx, summary, ac.model_name, "(dry-run)", **gate, champion_value=champion_value, note=note)
+        apply_gate(
+            ctx,
+            summary,
+            ac.model_name,
+            "(dry-run)",
+            **gate,
+            champion_value=champion_value,
+            note=note,
+        )
         return summary
     example = holdout[names].head(5).astype("float64")
     tags = {
@@ -172,5 +204,13 @@ def run(ctx: JobContext) -> JobSummary:
     version = log_and_register(
         ctx, ac.model_name, model, example, model.predict(example), metadata, tags, "predict"
     )
-    apply_gate(ctx, summary, ac.model_name, str(version.version), **gate, champion_value=champion_value, note=note)
+    apply_gate(
+        ctx,
+        summary,
+        ac.model_name,
+        str(version.version),
+        **gate,
+        champion_value=champion_value,
+        note=note,
+    )
     return summary

@@ -55,6 +55,7 @@ from mlcore.pipelines._models import (
     log_and_register,
     replay_registered,
 )
+from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 from mlcore.serving import model_files
 from mlcore.tracking.registry import METRIC_TAG
@@ -65,13 +66,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
-def load_training_frame(ctx: JobContext, spec: FeatureSpec, extra_columns: Sequence[str] = ()) -> pd.DataFrame:
+def load_training_frame(
+    ctx: JobContext, spec: FeatureSpec, extra_columns: Sequence[str] = ()
+) -> pd.DataFrame:
     """Feature and label columns (plus ``extra_columns`` the table has) in a deterministic order."""
     from pyspark.sql import functions as F
 
     cc = ctx.config.classification
-    frame = ctx.tables.read(cc.input_table)
+    frame = check_inputs(ctx, {cc.input_table: ctx.tables.read(cc.input_table)})[cc.input_table]
     fields = {f.name: f.dataType.simpleString() for f in frame.schema}
     problems = check_spark_columns(fields, spec)
     if spec.label not in fields:
@@ -88,11 +90,15 @@ def load_training_frame(ctx: JobContext, spec: FeatureSpec, extra_columns: Seque
             labels = [r[0] for r in frame.select(spec.label).distinct().collect()]
             frame = frame.sampleBy(spec.label, dict.fromkeys(labels, share), seed=cc.seed)
     # Delta file order is not a contract: sort so the same table version gives the same search.
-    ordered = frame.orderBy(F.xxhash64(*[F.col(f"`{c}`") for c in wanted]), *[F.col(f"`{c}`") for c in wanted])
+    ordered = frame.orderBy(
+        F.xxhash64(*[F.col(f"`{c}`") for c in wanted]), *[F.col(f"`{c}`") for c in wanted]
+    )
     return ordered.toPandas()
 
 
-def run_search(ctx: JobContext, X: pd.DataFrame, y: np.ndarray, settings: SearchSettings) -> SearchResult:
+def run_search(
+    ctx: JobContext, X: pd.DataFrame, y: np.ndarray, settings: SearchSettings
+) -> SearchResult:
     cc = ctx.config.classification
     space = cc.search_spaces.get(cc.estimator, {})
     try:
@@ -114,7 +120,10 @@ def champion_on_holdout(
     spec = FeatureSpec.from_dict(champion.info["features"])
     missing = [c for c in spec.columns if c not in holdout.columns]
     if missing:
-        return None, f"champion v{champion.version} needs columns {missing} the input lacks; its stored metric is used"
+        return (
+            None,
+            f"champion v{champion.version} needs columns {missing} the input lacks; its stored metric is used",
+        )
     proba = champion.model.predict_proba(feature_frame(holdout, spec))[:, 1]
     value = holdout_metrics(y, proba, float(champion.info["threshold"]))[metric]
     return value, f"champion v{champion.version} re-evaluated on this holdout: {metric} {value:.4f}"
@@ -138,7 +147,10 @@ def _artifacts(
     )
     ctx.artifacts["evaluation/feature_importance.csv"] = importance.to_csv(index=False)
     folder = Path(tempfile.mkdtemp(prefix="mlcore_classifier_plots_"))
-    for path in [*curves_png(y_holdout, proba, metrics["threshold"], folder), importance_png(importance, folder)]:
+    for path in [
+        *curves_png(y_holdout, proba, metrics["threshold"], folder),
+        importance_png(importance, folder),
+    ]:
         ctx.artifact_files[f"plots/{path.name}"] = str(path)
 
 
@@ -154,7 +166,9 @@ def run(ctx: JobContext) -> JobSummary:
     except FeatureError as exc:
         raise JobFailed(f"classification config: {exc}") from None
     if not 0 < cc.holdout_fraction < 1:
-        raise JobFailed(f"classification.holdout_fraction must be in (0, 1), got {cc.holdout_fraction}")
+        raise JobFailed(
+            f"classification.holdout_fraction must be in (0, 1), got {cc.holdout_fraction}"
+        )
 
     champion, champion_note = load_champion(ctx, cc.model_name)
     champion_columns = FeatureSpec.from_dict(champion.info["features"]).columns if champion else ()
@@ -166,7 +180,9 @@ def run(ctx: JobContext) -> JobSummary:
     X_all = feature_frame(frame, spec)
     minority = int(min(y_all.sum(), len(y_all) - y_all.sum()))
     if minority < 2 * cc.cv_folds:
-        raise JobFailed(f"only {minority} rows of the minority class: too few for {cc.cv_folds}-fold search")
+        raise JobFailed(
+            f"only {minority} rows of the minority class: too few for {cc.cv_folds}-fold search"
+        )
     train_rows, holdout_rows = train_test_split(
         np.arange(len(y_all)), test_size=cc.holdout_fraction, stratify=y_all, random_state=cc.seed
     )
@@ -177,8 +193,13 @@ def run(ctx: JobContext) -> JobSummary:
     summary.metrics.update(rows_train=float(len(X_train)), rows_holdout=float(len(X_holdout)))
 
     settings = SearchSettings(
-        spec=spec, estimator=cc.estimator, seed=cc.seed, estimator_params=dict(cc.estimator_params),
-        smote=cc.smote, smote_k_neighbors=cc.smote_k_neighbors, scoring=cc.scoring,
+        spec=spec,
+        estimator=cc.estimator,
+        seed=cc.seed,
+        estimator_params=dict(cc.estimator_params),
+        smote=cc.smote,
+        smote_k_neighbors=cc.smote_k_neighbors,
+        scoring=cc.scoring,
     )
     started = time.perf_counter()
     search = run_search(ctx, X_train.reset_index(drop=True), y_train, settings)
@@ -190,15 +211,25 @@ def run(ctx: JobContext) -> JobSummary:
         raise JobFailed(f"randomized search: {exc}") from None
     best_row = table[table["candidate"] == best].iloc[0]
     failed = int(table["error"].notna().sum())
-    summary.add("search", f"{len(search.candidates)} candidates x {cc.cv_folds} folds on {cc.search_backend} in {search_seconds:.1f} s" + (f" ({failed} candidates failed)" if failed else ""))
+    summary.add(
+        "search",
+        f"{len(search.candidates)} candidates x {cc.cv_folds} folds on {cc.search_backend} in {search_seconds:.1f} s"
+        + (f" ({failed} candidates failed)" if failed else ""),
+    )
     summary.add("best params", best_row["params"])
-    summary.add(f"best CV {cc.scoring}", f"{best_row[f'mean_{cc.scoring}']:.4f} ± {best_row[f'std_{cc.scoring}']:.4f}")
+    summary.add(
+        f"best CV {cc.scoring}",
+        f"{best_row[f'mean_{cc.scoring}']:.4f} ± {best_row[f'std_{cc.scoring}']:.4f}",
+    )
     summary.metrics.update(
         search_seconds=search_seconds,
         search_candidates=float(len(search.candidates)),
         search_failed_candidates=float(failed),
         search_fit_seconds=float(table["fit_seconds"].sum()),
-        **{f"cv_{name}": float(best_row[f"mean_{name}"]) for name in ("f1", "precision", "recall", "roc_auc", "average_precision")},
+        **{
+            f"cv_{name}": float(best_row[f"mean_{name}"])
+            for name in ("f1", "precision", "recall", "roc_auc", "average_precision")
+        },
     )
 
     oof = search.out_of_fold_proba(best, len(y_train))
@@ -206,7 +237,9 @@ def run(ctx: JobContext) -> JobSummary:
     summary.add("threshold (max out-of-fold F1)", f"{threshold:.4f} (F1 {oof_f1:.4f})")
 
     started = time.perf_counter()
-    pipeline = build_pipeline(spec, cc.estimator, cc.seed, dict(cc.estimator_params), cc.smote, cc.smote_k_neighbors)
+    pipeline = build_pipeline(
+        spec, cc.estimator, cc.seed, dict(cc.estimator_params), cc.smote, cc.smote_k_neighbors
+    )
     pipeline.set_params(**qualify_params(pipeline, search.candidates[best]))
     if "n_jobs" in pipeline.named_steps["model"].get_params():
         pipeline.set_params(model__n_jobs=cc.final_fit_n_jobs)
@@ -222,9 +255,13 @@ def run(ctx: JobContext) -> JobSummary:
         f"F1 {metrics['f1']:.4f}  precision {metrics['precision']:.4f}  recall {metrics['recall']:.4f}  "
         f"ROC AUC {metrics['roc_auc']:.4f}  PR AUC {metrics['pr_auc']:.4f}",
     )
-    summary.add("confusion (tn fp fn tp)", " ".join(str(int(metrics[k])) for k in ("tn", "fp", "fn", "tp")))
+    summary.add(
+        "confusion (tn fp fn tp)", " ".join(str(int(metrics[k])) for k in ("tn", "fp", "fn", "tp"))
+    )
 
-    importance = permutation_importance_table(model, X_holdout, y_holdout, cc.seed, cc.importance_rows)
+    importance = permutation_importance_table(
+        model, X_holdout, y_holdout, cc.seed, cc.importance_rows
+    )
     _artifacts(ctx, search, metrics, importance, y_holdout, proba)
 
     data = model_files.dumps(model)
@@ -248,10 +285,20 @@ def run(ctx: JobContext) -> JobSummary:
     value = metrics[cc.promotion_metric]
     champion_value, note = None, champion_note
     if champion is not None:
-        champion_value, note = champion_on_holdout(champion, frame.iloc[holdout_rows], y_holdout, cc.promotion_metric)
+        champion_value, note = champion_on_holdout(
+            champion, frame.iloc[holdout_rows], y_holdout, cc.promotion_metric
+        )
     gate = {"metric": cc.promotion_metric, "value": value, "tolerance": cc.promotion_tolerance}
     if ctx.dry_run:
-        apply_gate(ctx, summary, cc.model_name, "(dry-run)", **gate, champion_value=champion_value, note=note)
+        apply_gate(
+            ctx,
+            summary,
+            cc.model_name,
+            "(dry-run)",
+            **gate,
+            champion_value=champion_value,
+            note=note,
+        )
         return summary
     example = X_holdout.head(5)
     tags = {
@@ -262,7 +309,22 @@ def run(ctx: JobContext) -> JobSummary:
         "mlcore.model_sha256": metadata["model_sha256"],
     }
     version = log_and_register(
-        ctx, cc.model_name, model, example, model.predict_proba(example), metadata, tags, "predict_proba"
+        ctx,
+        cc.model_name,
+        model,
+        example,
+        model.predict_proba(example),
+        metadata,
+        tags,
+        "predict_proba",
     )
-    apply_gate(ctx, summary, cc.model_name, str(version.version), **gate, champion_value=champion_value, note=note)
+    apply_gate(
+        ctx,
+        summary,
+        cc.model_name,
+        str(version.version),
+        **gate,
+        champion_value=champion_value,
+        note=note,
+    )
     return summary

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcore.forecasting.distributed import fingerprint_groups, group_partitions, train_groups
+from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def select_history(ctx: JobContext) -> tuple[DataFrame, list[Any]]:
     from pyspark.sql import functions as F
 
     fc = ctx.config.forecasting
-    sales = ctx.tables.read("sales")
+    sales = check_inputs(ctx, {"sales": ctx.tables.read("sales")})["sales"]
     wanted = {fc.date_column, fc.target_column, *fc.group_keys, *fc.prophet.regressors}
     if fc.open_column:
         wanted.add(fc.open_column)
@@ -96,7 +97,12 @@ class _Progress(threading.Thread):
             eta = (self.total - groups) / rate if rate else float("nan")
             log.info(
                 "training: tasks %d/%d (~%d/%d groups), %.1f groups/s, ETA %.0f s",
-                stage.numCompletedTasks, stage.numTasks, groups, self.total, rate, eta,
+                stage.numCompletedTasks,
+                stage.numTasks,
+                groups,
+                self.total,
+                rate,
+                eta,
             )
 
 
@@ -111,7 +117,9 @@ def build_outputs(ctx: JobContext, results: DataFrame) -> dict[str, DataFrame]:
     from pyspark.sql import functions as F
 
     keys = ctx.config.forecasting.group_keys
-    models = results.drop(*_NESTED).withColumn("model_name", F.lit(ctx.config.forecasting.model_name))
+    models = results.drop(*_NESTED).withColumn(
+        "model_name", F.lit(ctx.config.forecasting.model_name)
+    )
     models = models.withColumn("created_at", F.current_timestamp())
     metrics = results.select(*keys, "champion", F.explode("metrics").alias("m")).select(
         *keys,
@@ -124,7 +132,10 @@ def build_outputs(ctx: JobContext, results: DataFrame) -> dict[str, DataFrame]:
     )
     points = results.select(*keys, "champion", F.explode("backtest_points").alias("p")).select(
         *keys,
-        *[F.col(f"p.{c}").alias(c) for c in ("window", "model", "ds", "y", "yhat", "yhat_lower", "yhat_upper")],
+        *[
+            F.col(f"p.{c}").alias(c)
+            for c in ("window", "model", "ds", "y", "yhat", "yhat_lower", "yhat_upper")
+        ],
         (F.col("p.model") == F.col("champion")).alias("is_champion"),
     )
     return {
@@ -151,9 +162,11 @@ def aggregate_metrics(results: DataFrame, keys: list[str]) -> dict[str, float]:
         "m.window = 0 and m.model = champion and m.metric in ('wape', 'rmspe')"
     )
     for name in ("wape", "rmspe"):
-        stats = metric_rows.filter(F.col("m.metric") == name).agg(
-            F.mean("m.value"), F.percentile_approx("m.value", [0.5, 0.9], 10000)
-        ).first()
+        stats = (
+            metric_rows.filter(F.col("m.metric") == name)
+            .agg(F.mean("m.value"), F.percentile_approx("m.value", [0.5, 0.9], 10000))
+            .first()
+        )
         if stats[0] is not None:
             out[f"{name}_mean"] = float(stats[0])
             out[f"{name}_median"], out[f"{name}_p90"] = (float(v) for v in stats[1])
@@ -165,7 +178,9 @@ def aggregate_metrics(results: DataFrame, keys: list[str]) -> dict[str, float]:
     pooled = points.groupBy(F.col("p.model").alias("model")).agg(
         (F.sum(error) / F.sum(F.abs("p.y"))).alias("wape"),
         F.sqrt(F.mean(F.pow(error / F.col("p.y"), 2))).alias("rmspe"),
-        F.sum(F.when(F.col("p.model") == F.col("champion"), 1).otherwise(0)).alias("champion_points"),
+        F.sum(F.when(F.col("p.model") == F.col("champion"), 1).otherwise(0)).alias(
+            "champion_points"
+        ),
     )
     champion = points.filter(F.col("p.model") == F.col("champion")).agg(
         (F.sum(error) / F.sum(F.abs("p.y"))).alias("wape"),
@@ -193,7 +208,9 @@ def _plot(ctx: JobContext, results: DataFrame, keys: list[str]) -> str | None:
     if n <= 0:
         return None
     chosen = results.filter("status in ('ok', 'fallback')").orderBy(*keys).limit(n)
-    points = chosen.select(*keys, "champion", F.explode("backtest_points").alias("p")).filter("p.window = 0")
+    points = chosen.select(*keys, "champion", F.explode("backtest_points").alias("p")).filter(
+        "p.window = 0"
+    )
     frame = points.select(*keys, "champion", "p.*").toPandas()
     if frame.empty:
         return None
@@ -207,7 +224,9 @@ def _plot(ctx: JobContext, results: DataFrame, keys: list[str]) -> str | None:
             ax.plot(series["ds"], series["yhat"], label=model, linewidth=1.2)
             if model == part["champion"].iloc[0]:
                 ax.fill_between(series["ds"], series["yhat_lower"], series["yhat_upper"], alpha=0.2)
-        ax.set_title(f"{dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))} — champion: {part['champion'].iloc[0]}")
+        ax.set_title(
+            f"{dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))} — champion: {part['champion'].iloc[0]}"
+        )
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     path = Path(tempfile.mkdtemp(prefix="mlcore_plot_")) / "backtest_forecasts.png"
@@ -251,8 +270,13 @@ def register_and_promote(ctx: JobContext, models_version: int | None, metric_val
             client.set_model_version_tag(fc.model_name, version.version, key, value)
     if version is None:  # dry run before any registration: decide against the champion only
         return decide_and_promote(
-            client, fc.model_name, "(dry-run)", fc.promotion_metric, metric_value,
-            fc.promotion_tolerance, dry_run=True,
+            client,
+            fc.model_name,
+            "(dry-run)",
+            fc.promotion_metric,
+            metric_value,
+            fc.promotion_tolerance,
+            dry_run=True,
         )
     return decide_and_promote(
         client,
@@ -269,15 +293,78 @@ def _kept_rows(kept: DataFrame, results: DataFrame, keys: list[str]) -> DataFram
     """Previous model rows for unchanged groups, shaped like fresh results (action 'kept')."""
     from pyspark.sql import functions as F
 
+    default_reason = F.concat(
+        F.lit("input unchanged: kept model trained on "), F.col("trained_run_date").cast("string")
+    )
     derived = {
-        "status_reason": F.concat(
-            F.lit("input unchanged: kept model trained on "), F.col("trained_run_date").cast("string")
-        ),
+        "status_reason": F.col("keep_reason") if "keep_reason" in kept.columns else default_reason,
         "metrics": F.array().cast(results.schema["metrics"].dataType),
         "backtest_points": F.array().cast(results.schema["backtest_points"].dataType),
         "action": F.lit("kept"),
     }
-    return kept.select(*[derived[c].alias(c) if c in derived else F.col(c) for c in results.columns])
+    return kept.select(
+        *[derived[c].alias(c) if c in derived else F.col(c) for c in results.columns]
+    )
+
+
+def drifted_groups(ctx: JobContext) -> DataFrame | None:
+    """Groups that ``monitor_drift`` flagged (sales_per_store) for this run date, as key strings."""
+    from pyspark.sql import functions as F
+
+    if not ctx.tables.exists("drift_metrics"):
+        return None
+    return (
+        ctx.tables.read("drift_metrics", where={"run_date": ctx.run_date})
+        .where(
+            (F.col("monitor") == "sales_per_store")
+            & F.col("drifted")
+            & F.col("group_key").isNotNull()
+        )
+        .select(F.col("group_key").alias("_group_key"))
+        .distinct()
+    )
+
+
+def groups_to_keep(ctx: JobContext, history: DataFrame, previous: DataFrame) -> DataFrame:
+    """Groups whose current model needs no retraining, with the reason (``only_needed`` mode).
+
+    A group keeps its model when the data that model was trained on is unchanged (the fingerprint
+    of its history before the model's training date, recomputed now, equals the stored one: no
+    restated or late-arriving rows), ``monitor_drift`` did not flag it for this run date, and the
+    model is at most ``forecasting.max_model_age_days`` old. New days of data alone do not force
+    a retrain; new groups and groups without a usable model always train.
+    """
+    from pyspark.sql import functions as F
+
+    fc = ctx.config.forecasting
+    keys = list(fc.group_keys)
+    prev = previous.select(
+        *keys, "trained_run_date", F.col("data_fingerprint").alias("_previous_fp")
+    )
+    fingerprints = None
+    for (trained_on,) in prev.select("trained_run_date").distinct().collect():
+        members = prev.filter(F.col("trained_run_date") == F.lit(trained_on)).select(*keys)
+        part = fingerprint_groups(history.join(members, keys, "left_semi"), fc, trained_on)
+        part = part.withColumn("trained_run_date", F.lit(trained_on))
+        fingerprints = part if fingerprints is None else fingerprints.unionByName(part)
+    if fingerprints is None:
+        return prev.select(*keys, F.lit("").alias("keep_reason")).limit(0)
+    age = F.datediff(F.lit(ctx.run_date), F.col("trained_run_date"))
+    candidates = prev.join(fingerprints, [*keys, "trained_run_date"]).filter(
+        (F.col("data_fingerprint") == F.col("_previous_fp")) & (age <= F.lit(fc.max_model_age_days))
+    )
+    drifted = drifted_groups(ctx)
+    if drifted is not None:
+        key_text = F.concat_ws("|", *[F.col(k).cast("string") for k in keys])
+        candidates = candidates.join(drifted, key_text == F.col("_group_key"), "left_anti")
+    return candidates.select(
+        *keys,
+        F.concat(
+            F.lit("no retrain needed: history before "), F.col("trained_run_date").cast("string"),
+            F.lit(" unchanged, not drifted, model age "), age.cast("string"),
+            F.lit(f" d <= {fc.max_model_age_days}"),
+        ).alias("keep_reason"),
+    )  # fmt: skip
 
 
 def _published(ctx: JobContext, tokens: dict[str, Any]) -> bool:
@@ -290,7 +377,9 @@ def _published(ctx: JobContext, tokens: dict[str, Any]) -> bool:
 
     from mlcore.tracking.registry import version_for_run
 
-    return version_for_run(MlflowClient(), ctx.config.forecasting.model_name, ctx.run_id) is not None
+    return (
+        version_for_run(MlflowClient(), ctx.config.forecasting.model_name, ctx.run_id) is not None
+    )
 
 
 def run(ctx: JobContext) -> JobSummary:
@@ -308,17 +397,25 @@ def run(ctx: JobContext) -> JobSummary:
     started = time.perf_counter()
     history, key_rows = select_history(ctx)
     total = len(key_rows)
-    previous = latest_models(ctx) if (fc.warm_start or fc.only_changed) else None
+    previous = latest_models(ctx) if (fc.warm_start or fc.only_changed or fc.only_needed) else None
     kept = unchanged = None
     to_train = history
     if fc.only_changed and previous is not None:
         fingerprints = fingerprint_groups(history, fc, ctx.run_date)
-        unchanged = fingerprints.join(
-            previous.select(*keys, F.col("data_fingerprint").alias("_previous_fp")), keys
-        ).filter(F.col("data_fingerprint") == F.col("_previous_fp")).select(*keys)
+        unchanged = (
+            fingerprints.join(
+                previous.select(*keys, F.col("data_fingerprint").alias("_previous_fp")), keys
+            )
+            .filter(F.col("data_fingerprint") == F.col("_previous_fp"))
+            .select(*keys)
+        )
         unchanged = unchanged.persist()
         kept = previous.join(unchanged, keys, "left_semi")
         to_train = history.join(unchanged, keys, "left_anti")
+    elif fc.only_needed and previous is not None:
+        unchanged = groups_to_keep(ctx, history, previous).persist()
+        kept = previous.join(unchanged, keys)
+        to_train = history.join(unchanged.select(*keys), keys, "left_anti")
 
     parallelism = ctx.spark.sparkContext.defaultParallelism
     partitions = group_partitions(parallelism, fc, total)
@@ -342,15 +439,23 @@ def run(ctx: JobContext) -> JobSummary:
     summary.add("groups", total, metric="groups_total")
     summary.add("groups trained", trained, metric="groups_trained")
     if kept is not None:
-        summary.add("groups kept (input unchanged)", total - trained, metric="groups_kept")
+        label = (
+            "groups kept (no retrain needed)"
+            if fc.only_needed and not fc.only_changed
+            else "groups kept (input unchanged)"
+        )
+        summary.add(label, total - trained, metric="groups_kept")
     for status in ("ok", "fallback", "skipped", "failed"):
         summary.add(f"status {status}", statuses.get(status, 0), metric=f"groups_{status}")
     summary.metrics["groups_per_second"] = trained / train_seconds if train_seconds else 0.0
     summary.add("groups/s (training stage)", f"{summary.metrics['groups_per_second']:.2f}")
 
-    failures = results.filter("status in ('failed', 'fallback', 'skipped')").select(
-        *keys, "status", "status_reason", "error_class", "error_message"
-    ).orderBy(*keys).toPandas()
+    failures = (
+        results.filter("status in ('failed', 'fallback', 'skipped')")
+        .select(*keys, "status", "status_reason", "error_class", "error_message")
+        .orderBy(*keys)
+        .toPandas()
+    )
     ctx.artifacts["failures.csv"] = failures.to_csv(index=False)
     if trained and failed / trained > fc.failure_budget:
         results.unpersist()
@@ -361,7 +466,10 @@ def run(ctx: JobContext) -> JobSummary:
 
     aggregates = aggregate_metrics(results.filter("action = 'trained'"), keys)
     summary.metrics.update(aggregates)
-    for label, name in (("champion prophet", "champion_prophet"), ("champion seasonal naive", "champion_seasonal_naive")):
+    for label, name in (
+        ("champion prophet", "champion_prophet"),
+        ("champion seasonal naive", "champion_seasonal_naive"),
+    ):
         summary.add(label, int(aggregates.get(name, 0)))
     for metric in ("wape", "rmspe"):
         for model in ("champion", "prophet", "seasonal_naive"):
@@ -370,7 +478,9 @@ def run(ctx: JobContext) -> JobSummary:
                 summary.add(f"pooled {metric.upper()} {model}", f"{aggregates[key]:.4f}")
     for metric in ("wape", "rmspe"):
         if f"{metric}_median" in aggregates:
-            summary.add(f"median group {metric.upper()} (champion)", f"{aggregates[f'{metric}_median']:.4f}")
+            summary.add(
+                f"median group {metric.upper()} (champion)", f"{aggregates[f'{metric}_median']:.4f}"
+            )
 
     per_group = results.select(
         *keys, "status", "champion", "action", "trained_run_date", "train_rows", "fit_seconds"
@@ -385,7 +495,11 @@ def run(ctx: JobContext) -> JobSummary:
     if not ctx.dry_run:
         for name, frame in outputs.items():
             result = ctx.tables.write(
-                frame, name, mode="replace_where", replace_where={"run_date": ctx.run_date}, token=tokens[name]
+                frame,
+                name,
+                mode="replace_where",
+                replace_where={"run_date": ctx.run_date},
+                token=tokens[name],
             )
             summary.writes.append(result)
             if name == MODELS:
@@ -405,4 +519,9 @@ def run(ctx: JobContext) -> JobSummary:
             + f" — {decision.reason}",
         )
         summary.metrics["promoted"] = 1.0 if decision.promoted else 0.0
+        if decision.applied:
+            summary.use_model(decision.model_name, decision.version, "produced", ctx.run_id)
+        summary.gates[f"promotion:{decision.model_name}"] = (
+            "promoted" if decision.promoted else "not promoted"
+        ) + f": {decision.reason}"
     return summary

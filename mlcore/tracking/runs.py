@@ -178,12 +178,14 @@ def job_run(config: MlcoreConfig, job: str, run_date: date) -> Iterator[JobRun]:
         f"tags.`{TAG_RUN_DATE}` = '{run_date.isoformat()}' AND tags.`{TAG_REVISION}` = '{revision}'"
     )
     previous = client.search_runs([experiment_id], filter_string=identity, max_results=1)
+    # A job started by run_pipeline (same process) nests under the pipeline's run.
+    nested = mlflow.active_run() is not None
     if previous:
-        run = mlflow.start_run(run_id=previous[0].info.run_id)
+        run = mlflow.start_run(run_id=previous[0].info.run_id, nested=nested)
         attempts = int(previous[0].data.tags.get(TAG_ATTEMPTS, "1")) + 1
     else:
         run = mlflow.start_run(
-            experiment_id=experiment_id, run_name=f"{job}-{run_date.isoformat()}"
+            experiment_id=experiment_id, run_name=f"{job}-{run_date.isoformat()}", nested=nested
         )
         attempts = 1
     handle = JobRun(run.info.run_id, enabled=True)

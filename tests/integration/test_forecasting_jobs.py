@@ -13,6 +13,7 @@ from deltalake import DeltaTable
 from mlflow.tracking import MlflowClient
 
 from mlcore.ingest.schemas import SALES
+from mlcore.pipelines.monitor_drift import SCHEMA as DRIFT_SCHEMA
 from mlcore.runner import run_job
 from tests.conftest import CONF_DIR
 
@@ -199,3 +200,38 @@ def test_warm_start_uses_previous_models(spark, tables, mlcore_home, rossmann_fr
     assert prophet["warm_started"].all(), warm[["store", "status_reason"]].to_string()
     cold = tables.read("forecast_models", where={"run_date": RUN_DATE}).toPandas()
     assert not cold["warm_started"].any()
+
+
+def test_only_needed_retrains_restated_and_drifted_groups(spark, tables, mlcore_home, rossmann_frame):
+    """Nightly policy: new days alone keep a model; restated history or a drift flag retrains."""
+    week_later = RUN_DATE + dt.timedelta(days=7)
+    data = rossmann_frame[(rossmann_frame["store"] <= 6) & (rossmann_frame["date"] < week_later)].copy()
+    write_sales(spark, tables, data)
+    assert run_job("train_forecasts", ARGS) == 0
+
+    restated = data.copy()
+    mask = (restated["store"] == 3) & (restated["date"] == dt.date(2015, 6, 1))  # before RUN_DATE
+    restated.loc[mask, "sales"] += 1000
+    write_sales(spark, tables, restated)
+    flag = spark.createDataFrame(
+        [("sales_per_store", "sales", "sales", "5", "psi", 0.9, 0.2, True, 50, 50, "", "", "r", week_later)],
+        f"{DRIFT_SCHEMA}, run_id string, run_date date",
+    )
+    tables.write(flag, "drift_metrics", mode="append")
+    args = [*ARGS[:-1], week_later.isoformat(), "--set", "forecasting.only_needed=true"]
+    assert run_job("train_forecasts", args) == 0
+
+    second = tables.read("forecast_models", where={"run_date": week_later}).toPandas()
+    actions = dict(zip(second["store"], second["action"], strict=True))
+    assert actions == {1: "kept", 2: "kept", 3: "trained", 4: "kept", 5: "trained", 6: "kept"}
+    kept = second[second["action"] == "kept"]
+    assert kept["status_reason"].str.startswith("no retrain needed").all()
+    assert (kept["trained_run_date"] == RUN_DATE).all()
+
+    # Past max_model_age_days every model is refitted.
+    later = (week_later + dt.timedelta(days=1)).isoformat()
+    assert run_job("train_forecasts", [*ARGS[:-1], later, "--set", "forecasting.only_needed=true",
+                                        "--set", "forecasting.max_model_age_days=7"]) == 0
+    third = tables.read("forecast_models", where={"run_date": week_later + dt.timedelta(days=1)}).toPandas()
+    actions = dict(zip(third["store"], third["action"], strict=True))
+    assert actions == {1: "trained", 2: "trained", 3: "kept", 4: "trained", 5: "kept", 6: "trained"}

@@ -1,0 +1,49 @@
+"""validate_inputs: the configured validation rules over whole input tables for a run date.
+
+The same checks every job runs on its own inputs (``mlcore.pipelines._validation``), as a step of
+its own: the nightly chain runs it right after ingest, so that a stale, shrunken or schema-drifted
+table stops the chain before any training, and the reason is one query away in
+``validation_results``. A configured table that does not exist is a failure too.
+"""
+
+from __future__ import annotations
+
+from mlcore.pipelines._validation import (
+    RecordedResult,
+    ValidationFailed,
+    check_inputs,
+    validation_message,
+)
+from mlcore.pipelines.context import JobContext, JobSummary
+from mlcore.validation.checks import TABLE, RuleResult
+
+
+def run(ctx: JobContext) -> JobSummary:
+    summary = JobSummary()
+    tables = list(dict.fromkeys(ctx.config.validation.input_tables))
+    if not tables:
+        summary.add("tables", "validation.input_tables is empty: nothing to validate")
+        return summary
+    frames = {}
+    missing = []
+    for table in tables:
+        if ctx.tables.exists(table):
+            frames[table] = ctx.tables.read(table)
+        else:
+            missing.append(table)
+            result = RuleResult(table, TABLE, "table", "failed", detail="table does not exist")
+            ctx.validation.append(RecordedResult(result, None, 0))
+    check_inputs(ctx, frames, raise_on_failure=False)
+    for rec in ctx.validation:
+        r = rec.result
+        if r.rule == TABLE:
+            summary.add(f"{r.table}", f"{r.status} ({r.observed or r.detail})")
+            summary.metrics[f"{r.table}.rows"] = float(rec.rows)
+            summary.metrics[f"{r.table}.quarantined_rows"] = float(r.failed_rows or 0)
+        elif r.status == "skipped" and r.rule == "validation_disabled":
+            summary.add(f"{r.table}", "skipped (validation.enabled is false)")
+    problems = [f"{t}: table does not exist" for t in missing] + ctx.validation_problems
+    summary.metrics["problems"] = float(len(problems))
+    if problems:
+        raise ValidationFailed(validation_message(problems))
+    return summary

@@ -1,0 +1,518 @@
+"""Table validation as Spark aggregations: rules from config in, one result per rule out.
+
+Pure logic (no table IO, no MLflow): the caller passes the frame a job is about to consume, the
+table's rules, the run date and the row count of the last run that passed; it gets back every
+rule's outcome (not just the first failure) and, when some rows break a row rule, the frame
+split into good rows and flagged rows with ``rule`` and ``reason``.
+
+Cost: one aggregation pass for all row rules + freshness + row count, and one grouped count for
+key uniqueness; row flags are only computed when the aggregation found failing rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Literal
+
+from mlcore.config.models import TableRules
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+    from pyspark.sql.types import DataType, StructType
+
+Status = Literal["passed", "failed", "skipped"]
+Kind = Literal["schema", "row", "batch", "table"]
+
+# Rule names (the ``rule`` column of validation_results and of quarantine rows).
+SCHEMA = "schema"
+NOT_NULL = "not_null"
+RANGE = "range"
+ALLOWED_VALUES = "allowed_values"
+UNIQUE_KEYS = "unique_keys"
+FRESHNESS = "freshness"
+ROW_COUNT_CHANGE = "row_count_change"
+ROW_BUDGET = "row_budget"
+NON_EMPTY = "non_empty"
+TABLE = "table"  # the per-table summary row; its ``rows`` feed the next run's row-count check
+DISABLED = "validation_disabled"
+
+_TYPE_NAMES = {
+    "int": "int",
+    "bigint": "bigint",
+    "double": "double",
+    "float": "float",
+    "string": "string",
+    "date": "date",
+    "timestamp": "timestamp",
+    "boolean": "boolean",
+}
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """One rule's outcome on one table (a row of ``validation_results``)."""
+
+    table: str
+    rule: str
+    kind: Kind
+    status: Status
+    column: str | None = None
+    failed_rows: int | None = None
+    observed: str | None = None
+    expected: str | None = None
+    detail: str | None = None
+
+    @property
+    def problem(self) -> str:
+        """The one-line reason used in a job's failure message."""
+        where = f"{self.table}.{self.column}" if self.column else self.table
+        return f"{where}: {self.rule}: {self.detail or self.observed}"
+
+
+@dataclass
+class TableValidation:
+    """Everything found about one table: results, rows checked, and the split frames."""
+
+    table: str
+    rows: int
+    results: list[RuleResult] = field(default_factory=list)
+    good: DataFrame | None = None  # the rows to use (all rows when nothing was flagged)
+    flagged: DataFrame | None = None  # rows breaking a row rule: input columns + rule, reason
+
+    @property
+    def failed(self) -> list[RuleResult]:
+        return [r for r in self.results if r.status == "failed" and r.kind in ("schema", "batch")]
+
+    @property
+    def quarantined_rows(self) -> int:
+        return sum(
+            r.failed_rows or 0 for r in self.results if r.kind == "row" and r.status == "failed"
+        )
+
+
+@dataclass(frozen=True)
+class RowRule:
+    """A row rule compiled to a Spark condition (true = the row breaks it; null = passes)."""
+
+    rule: str
+    column: str
+    expected: str
+    failed: Column
+    reason: Column
+
+
+def schema_contract_of(struct: StructType) -> dict[str, str]:
+    """A Spark schema as the config's ``columns`` mapping (name -> simple type)."""
+    return {f.name: f.dataType.simpleString() for f in struct.fields}
+
+
+def _simple(tp: DataType) -> str:
+    return tp.simpleString()
+
+
+def schema_results(
+    table: str, actual: StructType, contract: Mapping[str, str], allow_extra: bool
+) -> list[RuleResult]:
+    """Missing, mistyped and (optionally) unexpected columns: one result per problem."""
+    have = {f.name: _simple(f.dataType) for f in actual.fields}
+    results = []
+    for name, expected in contract.items():
+        want = _TYPE_NAMES.get(expected, expected)
+        if name not in have:
+            results.append(
+                RuleResult(
+                    table,
+                    SCHEMA,
+                    "schema",
+                    "failed",
+                    name,
+                    observed="missing",
+                    expected=want,
+                    detail=f"column missing (expected {want})",
+                )
+            )
+        elif have[name] != want:
+            results.append(
+                RuleResult(
+                    table,
+                    SCHEMA,
+                    "schema",
+                    "failed",
+                    name,
+                    observed=have[name],
+                    expected=want,
+                    detail=f"type {have[name]}, expected {want}",
+                )
+            )
+    if not allow_extra:
+        for name in have:
+            if name not in contract:
+                results.append(
+                    RuleResult(
+                        table,
+                        SCHEMA,
+                        "schema",
+                        "failed",
+                        name,
+                        observed=have[name],
+                        expected="absent",
+                        detail="unexpected column (allow_extra_columns: false)",
+                    )
+                )
+    if not results:
+        results.append(
+            RuleResult(
+                table, SCHEMA, "schema", "passed", observed=f"{len(contract)} columns checked"
+            )
+        )
+    return results
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def row_rules(
+    table: str, rules: TableRules, columns: Sequence[str]
+) -> tuple[list[RowRule], list[RuleResult]]:
+    """Compile the row rules; rules on absent columns become ``skipped`` results."""
+    from pyspark.sql import functions as F
+
+    present = set(columns)
+    compiled: list[RowRule] = []
+    skipped: list[RuleResult] = []
+
+    def absent(rule: str, column: str, expected: str) -> bool:
+        if column in present:
+            return False
+        skipped.append(
+            RuleResult(
+                table,
+                rule,
+                "row",
+                "skipped",
+                column,
+                expected=expected,
+                detail="column not in the input",
+            )
+        )
+        return True
+
+    for column in rules.not_null:
+        if absent(NOT_NULL, column, "not null"):
+            continue
+        compiled.append(
+            RowRule(
+                NOT_NULL,
+                column,
+                "not null",
+                F.col(f"`{column}`").isNull(),
+                F.lit(f"{column}: missing value"),
+            )
+        )
+    for column, bounds in rules.ranges.items():
+        lo = "-inf" if bounds.minimum is None else _number(bounds.minimum)
+        hi = "inf" if bounds.maximum is None else _number(bounds.maximum)
+        expected = f"[{lo}, {hi}]"
+        if absent(RANGE, column, expected):
+            continue
+        value = F.col(f"`{column}`")
+        low = F.lit(False) if bounds.minimum is None else value < F.lit(bounds.minimum)
+        high = F.lit(False) if bounds.maximum is None else value > F.lit(bounds.maximum)
+        compiled.append(
+            RowRule(
+                RANGE,
+                column,
+                expected,
+                low | high,
+                F.concat(
+                    F.lit(f"{column}: value "), value.cast("string"), F.lit(f" outside {expected}")
+                ),
+            )
+        )
+    for column, allowed in rules.allowed_values.items():
+        listed = "{" + ", ".join(str(v) for v in allowed) + "}"
+        if absent(ALLOWED_VALUES, column, listed):
+            continue
+        value = F.col(f"`{column}`")
+        compiled.append(
+            RowRule(
+                ALLOWED_VALUES,
+                column,
+                listed,
+                ~value.isin(list(allowed)),
+                F.concat(
+                    F.lit(f"{column}: value '"),
+                    F.substring(value.cast("string"), 1, 200),
+                    F.lit(f"' not in {listed}"),
+                ),
+            )
+        )
+    return compiled, skipped
+
+
+def flag_rows(df: DataFrame, compiled: Sequence[RowRule]) -> DataFrame:
+    """``df`` plus ``rule`` (first broken rule, null when none) and ``reason`` (all of them)."""
+    from pyspark.sql import functions as F
+
+    if not compiled:
+        return df.withColumn("rule", F.lit(None).cast("string")).withColumn(
+            "reason", F.lit(None).cast("string")
+        )
+    rule = None
+    for check in compiled:
+        condition = F.coalesce(check.failed, F.lit(False))
+        rule = (
+            F.when(condition, F.lit(check.rule))
+            if rule is None
+            else rule.when(condition, F.lit(check.rule))
+        )
+    reasons = [F.when(F.coalesce(c.failed, F.lit(False)), c.reason) for c in compiled]
+    reason = F.nullif(F.concat_ws("; ", *reasons), F.lit(""))
+    return df.withColumn("rule", rule).withColumn("reason", reason)
+
+
+def staleness_days(latest: date | None, run_date: date) -> int | None:
+    """Days the latest date lags the day before the run date (0 = fresh; later data is fresh too).
+
+    Jobs read as of the run date (data strictly before it), so the freshest useful date is the
+    day before; a snapshot that also holds later days is not stale.
+    """
+    if latest is None:
+        return None
+    return max(0, (run_date - timedelta(days=1) - latest).days)
+
+
+def validate_frame(
+    df: DataFrame,
+    table: str,
+    rules: TableRules,
+    run_date: date,
+    contract: Mapping[str, str],
+    previous_rows: int | None = None,
+    sample_reasons: int = 3,
+) -> TableValidation:
+    """Check ``df`` (the frame a job is about to use) against ``rules``; never raises on data."""
+    from pyspark.sql import functions as F
+
+    results = schema_results(table, df.schema, contract, rules.allow_extra_columns)
+    broken = {r.column for r in results if r.status == "failed" and r.observed != "missing"}
+    usable = [c for c in df.columns if c not in broken]
+    compiled, skipped = row_rules(table, rules, usable)
+    results.extend(skipped)
+
+    aggregates = [F.count(F.lit(1)).alias("_rows")]
+    aggregates += [
+        F.sum(F.when(F.coalesce(c.failed, F.lit(False)), 1).otherwise(0)).alias(f"_f{i}")
+        for i, c in enumerate(compiled)
+    ]
+    fresh_col = rules.freshness_column
+    fresh_ok = fresh_col is not None and rules.max_staleness_days is not None
+    if fresh_ok and fresh_col in usable:
+        value = F.to_date(F.col(f"`{fresh_col}`"))
+        aggregates.append(F.max(value).alias("_latest"))
+    row = df.agg(*aggregates).first()
+    rows = int(row["_rows"])
+    validation = TableValidation(table, rows, results)
+
+    if rows == 0:
+        results.append(
+            RuleResult(
+                table,
+                NON_EMPTY,
+                "batch",
+                "failed",
+                observed="0 rows",
+                expected=">= 1 row",
+                detail="the input has no rows",
+            )
+        )
+    failing_rows = 0
+    for i, check in enumerate(compiled):
+        failed = int(row[f"_f{i}"] or 0)
+        failing_rows = max(failing_rows, failed)
+        results.append(
+            RuleResult(
+                table,
+                check.rule,
+                "row",
+                "failed" if failed else "passed",
+                check.column,
+                failed_rows=failed,
+                expected=check.expected,
+            )
+        )
+
+    if fresh_col is not None and rules.max_staleness_days is not None:
+        if fresh_col not in usable:
+            results.append(
+                RuleResult(
+                    table,
+                    FRESHNESS,
+                    "batch",
+                    "failed",
+                    fresh_col,
+                    detail="freshness column not in the input",
+                )
+            )
+        else:
+            latest = row["_latest"]
+            stale = staleness_days(latest, run_date)
+            expected = f"<= {rules.max_staleness_days} days before {run_date - timedelta(days=1)}"
+            if stale is None:
+                results.append(
+                    RuleResult(
+                        table,
+                        FRESHNESS,
+                        "batch",
+                        "failed" if rows else "skipped",
+                        fresh_col,
+                        observed=f"no {fresh_col} values",
+                        expected=expected,
+                        detail=f"{fresh_col} is null in every row",
+                    )
+                )
+            else:
+                ok = stale <= rules.max_staleness_days
+                results.append(
+                    RuleResult(
+                        table,
+                        FRESHNESS,
+                        "batch",
+                        "passed" if ok else "failed",
+                        fresh_col,
+                        observed=f"latest {latest} ({stale} days stale)",
+                        expected=expected,
+                        detail=None
+                        if ok
+                        else f"latest {fresh_col} {latest} is {stale} days stale "
+                        f"(max_staleness_days {rules.max_staleness_days}, run date {run_date})",
+                    )
+                )
+
+    keys = list(rules.unique_keys)
+    if keys:
+        missing_keys = [k for k in keys if k not in usable]
+        if missing_keys:
+            results.append(
+                RuleResult(
+                    table,
+                    UNIQUE_KEYS,
+                    "batch",
+                    "failed",
+                    ",".join(keys),
+                    detail=f"key columns {missing_keys} not in the input",
+                )
+            )
+        else:
+            dup = (
+                df.groupBy(*[F.col(f"`{k}`") for k in keys])
+                .count()
+                .where(F.col("count") > 1)
+                .agg(F.count(F.lit(1)).alias("keys"), F.sum(F.col("count") - 1).alias("extra"))
+                .first()
+            )
+            extra = int(dup["extra"] or 0)
+            results.append(
+                RuleResult(
+                    table,
+                    UNIQUE_KEYS,
+                    "batch",
+                    "failed" if extra else "passed",
+                    ",".join(keys),
+                    failed_rows=extra,
+                    observed=f"{int(dup['keys'] or 0):,} duplicated keys, {extra:,} extra rows",
+                    expected="unique",
+                    detail=f"{extra:,} duplicate rows over {int(dup['keys']):,} keys ({', '.join(keys)})"
+                    if extra
+                    else None,
+                )
+            )
+
+    if rules.max_row_count_change is not None:
+        if previous_rows is None or previous_rows == 0:
+            results.append(
+                RuleResult(
+                    table,
+                    ROW_COUNT_CHANGE,
+                    "batch",
+                    "skipped",
+                    observed=f"{rows:,} rows",
+                    detail="no earlier run that passed validation",
+                )
+            )
+        else:
+            change = (rows - previous_rows) / previous_rows
+            ok = abs(change) <= rules.max_row_count_change
+            results.append(
+                RuleResult(
+                    table,
+                    ROW_COUNT_CHANGE,
+                    "batch",
+                    "passed" if ok else "failed",
+                    observed=f"{rows:,} rows vs {previous_rows:,} ({change:+.1%})",
+                    expected=f"within ±{rules.max_row_count_change:.0%}",
+                    detail=None
+                    if ok
+                    else f"{rows:,} rows vs {previous_rows:,} in the last run that passed "
+                    f"({change:+.1%}, max_row_count_change {rules.max_row_count_change:.0%})",
+                )
+            )
+
+    validation.good = df
+    if failing_rows and rows:
+        flagged = flag_rows(df, compiled)
+        validation.good = flagged.where(F.col("rule").isNull()).drop("rule", "reason")
+        validation.flagged = flagged.where(F.col("rule").isNotNull())
+        quarantined = validation.flagged.count()
+        share = quarantined / rows
+        samples = [
+            r["reason"]
+            for r in validation.flagged.select("reason").limit(max(sample_reasons, 0)).collect()
+        ]
+        ok = share <= rules.row_budget
+        results.append(
+            RuleResult(
+                table,
+                ROW_BUDGET,
+                "batch",
+                "passed" if ok else "failed",
+                failed_rows=quarantined,
+                observed=f"{quarantined:,} of {rows:,} rows ({share:.2%})",
+                expected=f"<= {rules.row_budget:.2%}",
+                detail=(
+                    "; ".join(samples)
+                    if ok
+                    else f"{quarantined:,} of {rows:,} rows ({share:.2%}) break row rules, over row_budget "
+                    f"{rules.row_budget:.2%}; e.g. {'; '.join(samples)}"
+                ),
+            )
+        )
+    elif compiled:
+        results.append(
+            RuleResult(
+                table,
+                ROW_BUDGET,
+                "batch",
+                "passed",
+                failed_rows=0,
+                observed=f"0 of {rows:,} rows",
+                expected=f"<= {rules.row_budget:.2%}",
+            )
+        )
+
+    problems = validation.failed
+    results.append(
+        RuleResult(
+            table,
+            TABLE,
+            "table",
+            "failed" if problems else "passed",
+            failed_rows=validation.quarantined_rows,
+            observed=f"{rows:,} rows",
+            detail=f"{len(problems)} problem(s)" if problems else None,
+        )
+    )
+    return validation

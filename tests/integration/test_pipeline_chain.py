@@ -1,0 +1,102 @@
+"""run_pipeline on synthetic data: a failed gate stops the chain with the reason, a rerun resumes
+without re-running finished steps, and run_manifest answers "which data and code produced this
+forecast?" with one query."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from deltalake import DeltaTable
+from mlflow.tracking import MlflowClient
+
+from mlcore.pipelines._manifest import LINEAGE_SQL
+from mlcore.pipelines.run_pipeline import plan_step
+from mlcore.runner import run_job
+from tests.conftest import CONF_DIR
+
+RUN_DATE = "2015-07-01"
+STEPS = "pipeline.steps=[ingest_sales,ingest_bank,validate_inputs,train_forecasts,make_forecasts]"
+ARGS = ["--env", "test", "--conf-dir", str(CONF_DIR), "--run-date", RUN_DATE, "--set", STEPS]
+pytestmark = pytest.mark.slow
+
+
+def manifest(home):
+    return DeltaTable(str(home / "lake" / "run_manifest")).to_pandas()
+
+
+def test_failed_gate_stops_the_chain_and_a_rerun_resumes(spark, make_config, mlcore_home, capsys):
+    # rides is in validation.input_tables by default but not ingested by these steps: the
+    # validate_inputs gate fails, after both ingest steps succeeded.
+    assert run_job("run_pipeline", ARGS) == 1
+    err = capsys.readouterr().err
+    assert "step validate_inputs failed" in err and "resume" in err
+    first = manifest(mlcore_home).set_index("job")
+    assert first.loc["ingest_sales", "status"] == "succeeded"
+    assert first.loc["ingest_bank", "status"] == "succeeded"
+    assert first.loc["validate_inputs", "status"] == "failed"
+    assert "rides: table does not exist" in first.loc["validate_inputs", "message"]
+    assert first.loc["run_pipeline", "status"] == "failed"
+    assert "train_forecasts" not in first.index, "nothing after the failed gate ran"
+    pipeline_run = first.loc["run_pipeline", "run_id"]
+    assert set(first["pipeline_run_id"]) == {pipeline_run}
+    results = DeltaTable(str(mlcore_home / "lake" / "validation_results")).to_pandas()
+    failed = results[(results["job"] == "validate_inputs") & (results["status"] == "failed")]
+    assert set(failed["table"]) == {"rides"}
+    sales_version = DeltaTable(str(mlcore_home / "lake" / "sales")).version()
+
+    # Fixed config: the chain resumes at validate_inputs; the ingest steps are not run again.
+    fixed = [*ARGS, "--set", "validation.input_tables=[sales,stores,bank]"]
+    assert run_job("run_pipeline", fixed) == 0
+    out = capsys.readouterr().out
+    assert out.count("already succeeded for this run date: not rerun (resume)") == 2
+    second = manifest(mlcore_home).set_index("job")
+    assert len(second) == len(second.index.unique()), "one manifest row per step run"
+    for step in ("ingest_sales", "ingest_bank"):
+        assert second.loc[step, "finished_at"] == first.loc[step, "finished_at"], f"{step} ran again"
+    assert DeltaTable(str(mlcore_home / "lake" / "sales")).version() == sales_version
+    assert set(second["status"]) == {"succeeded"}
+    uri = f"sqlite:///{mlcore_home / 'mlflow' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    ingest_run = client.get_run(second.loc["ingest_sales", "run_id"])
+    assert ingest_run.data.tags["mlcore.attempts"] == "1"
+    gates = json.loads(second.loc["train_forecasts", "gates"])
+    assert gates["validation"] == "passed" and gates["promotion:store_forecaster"].startswith("promoted")
+    assert json.loads(second.loc["train_forecasts", "inputs"])["sales"] == sales_version
+
+    # A third run of the same date does nothing at all.
+    assert run_job("run_pipeline", fixed) == 0
+    assert capsys.readouterr().out.count("not rerun (resume)") == 5
+
+    # Lineage: every forecast row -> its run -> the training run, inputs, code and config.
+    from mlcore.io import DeltaTables
+
+    tables = DeltaTables(spark, make_config())
+    for name in ("forecasts", "run_manifest"):
+        tables.read(name).createOrReplaceTempView(name)
+    lineage = spark.sql(LINEAGE_SQL).toPandas()
+    assert len(lineage) == tables.read("forecasts").count() > 0
+    train_row = second.loc["train_forecasts"]
+    assert set(lineage["training_run_id"]) == {train_row["run_id"]}
+    assert set(lineage["training_config_hash"]) == {train_row["config_hash"]}
+    assert {json.loads(t)["sales"] for t in lineage["training_inputs"]} == {sales_version}
+    assert lineage["git_sha"].notna().all() or lineage["code_version"].notna().all()
+
+
+def test_retrain_policy_for_gated_models(make_config, monkeypatch):
+    from mlcore.pipelines import run_pipeline as rp
+
+    class Ctx:
+        config = make_config("pipeline.max_model_age_days=30")
+
+    monkeypatch.setattr(rp, "champion_age_days", lambda ctx, name: (None, f"{name} has no champion"))
+    assert plan_step(Ctx, "train_classifier").run
+    monkeypatch.setattr(rp, "champion_age_days", lambda ctx, name: (45, f"{name} v3"))
+    plan = plan_step(Ctx, "train_anomaly_model")
+    assert plan.run and "45 d old > max_model_age_days 30" in plan.reason
+    monkeypatch.setattr(rp, "champion_age_days", lambda ctx, name: (3, f"{name} v3"))
+    monkeypatch.setattr(rp, "_drift_flags", lambda ctx: None)
+    plan = plan_step(Ctx, "train_classifier")
+    assert not plan.run and "no drift flagged" in plan.reason
+    plan = plan_step(Ctx, "train_forecasts")
+    assert plan.run and "forecasting.only_needed=true" in plan.overrides
