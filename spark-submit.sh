@@ -10,13 +10,37 @@
 #   --with-delta           add the Delta Lake package and its SQL extension/catalog confs
 #                          (needs Maven Central or a proxy; Databricks/EMR-with-Delta don't need it)
 #   --delta-package COORD  Maven coordinate to use instead of the derived one
-#   --archives ARCHIVE     e.g. venv.tar.gz#environment for native deps (Prophet, numpy), with
+#   --archives ARCHIVE     extra archive (repeatable; shipped along with conf.zip), e.g.
+#                          venv.tar.gz#environment for native deps (Prophet, numpy), with
 #   --python PATH          the executors' Python, e.g. ./environment/bin/python
 #   --print-command        print the spark-submit command instead of running it
 #
 # The package is shipped as dist/mlcore.zip (--py-files) and conf/ as dist/conf.zip
 # (--archives ...#conf), so executors and a cluster-mode driver never rely on the submitting
 # machine's working directory. Job args (--env, --run-date, --set, --dry-run) pass through.
+#
+# Which Python runs where:
+#   - driver, client mode: this checkout's Python ($PYTHON, else ./.venv/bin/python), set as
+#     spark.pyspark.driver.python, so --python only changes the executors';
+#   - executors: --python if given; else, for local[*] and for a standalone master on this
+#     machine (spark://127.0.0.1:PORT or spark://localhost:PORT, e.g. scripts/local_cluster.sh),
+#     the same $PYTHON; else the cluster's default (spark.pyspark.python / PYSPARK_PYTHON there).
+#   For a loopback master SPARK_LOCAL_IP defaults to 127.0.0.1 so executors reach the driver.
+#
+# Native dependencies on a real cluster (nodes without the venv): ship a packed virtualenv as
+# an archive (Spark's spark.archives) and point the executors' Python into it:
+#
+#   python -m venv /tmp/mlcore-pack && /tmp/mlcore-pack/bin/pip install . venv-pack
+#   /tmp/mlcore-pack/bin/venv-pack -p /tmp/mlcore-pack -o dist/venv.tar.gz
+#   ./spark-submit.sh --master yarn --archives dist/venv.tar.gz#environment \
+#       --python ./environment/bin/python train_forecasts --env emr --run-date 2015-06-14
+#
+# Spark unpacks the archive as ./environment in every executor's working directory, and
+# --python sets spark.pyspark.python (= PYSPARK_PYTHON) to ./environment/bin/python. venv-pack
+# does not copy the interpreter itself: the nodes need the same Python at the same path (same
+# OS and architecture as where it was packed); conda-pack (`conda pack -o env.tar.gz`) packs a
+# self-contained interpreter instead. In YARN/Kubernetes cluster mode the driver uses the same
+# ./environment/bin/python. Spark standalone has no cluster deploy mode for Python apps.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,9 +50,10 @@ WITH_DELTA=0
 DELTA_PACKAGE=""
 PRINT_ONLY=0
 EXECUTOR_PYTHON=""
+USER_ARCHIVES=()
 EXTRA=()
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -37,7 +62,7 @@ while [[ $# -gt 0 ]]; do
     --conf) EXTRA+=(--conf "$2"); shift 2 ;;
     --with-delta) WITH_DELTA=1; shift ;;
     --delta-package) DELTA_PACKAGE="$2"; WITH_DELTA=1; shift 2 ;;
-    --archives) EXTRA+=(--archives "$2"); shift 2 ;;
+    --archives) USER_ARCHIVES+=("$2"); shift 2 ;;
     --python) EXECUTOR_PYTHON="$2"; shift 2 ;;
     --print-command) PRINT_ONLY=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -95,13 +120,27 @@ with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
 tmp.replace(dist / "conf.zip")
 PY
 
+# spark-submit keeps only the last --archives: conf.zip and the user's go in one list.
+ARCHIVES="$DIST/conf.zip#conf"
+for archive in "${USER_ARCHIVES[@]+"${USER_ARCHIVES[@]}"}"; do ARCHIVES+=",$archive"; done
 ARGS=(--master "$MASTER" --deploy-mode "$DEPLOY_MODE" --name "mlcore-$JOB"
-      --py-files "$DIST/mlcore.zip" --archives "$DIST/conf.zip#conf"
+      --py-files "$DIST/mlcore.zip" --archives "$ARCHIVES"
       --conf spark.sql.session.timeZone=UTC
       --conf spark.sql.execution.arrow.pyspark.enabled=true)
-if [[ "$MASTER" == local* && -z "$EXECUTOR_PYTHON" ]]; then
+LOOPBACK_MASTER=0
+if [[ "$MASTER" =~ ^spark://(127\.0\.0\.1|localhost)(:[0-9]+)?$ ]]; then LOOPBACK_MASTER=1; fi
+if [[ -z "$EXECUTOR_PYTHON" && ( "$MASTER" == local* || "$LOOPBACK_MASTER" == 1 ) ]]; then
+  # Executors on this machine: the same interpreter (and so the venv's pandas, Prophet, ...).
   EXECUTOR_PYTHON="$PYTHON"
-  export PYSPARK_DRIVER_PYTHON="$PYTHON"
+fi
+if [[ "$LOOPBACK_MASTER" == 1 ]]; then
+  # The driver must advertise an address the local workers' executors can reach.
+  export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
+fi
+if [[ "$DEPLOY_MODE" == "client" ]]; then
+  # The driver runs here, whatever Python the executors get.
+  export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$PYTHON}"
+  ARGS+=(--conf "spark.pyspark.driver.python=$PYSPARK_DRIVER_PYTHON")
 fi
 if [[ -n "$EXECUTOR_PYTHON" ]]; then
   export PYSPARK_PYTHON="$EXECUTOR_PYTHON"

@@ -18,6 +18,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import Window
@@ -113,7 +114,8 @@ def shipped_value_rules(table: str) -> tuple[ValueRule, ...]:
     """The value rules of ``conf/base`` (for callers that have no job config)."""
     from mlcore.config.loader import load_config
 
-    config = load_config("base", environ={})
+    packaged = Path(__file__).resolve().parents[2] / "conf"  # a checkout or an installed tree
+    config = load_config("base", conf_dir=packaged if packaged.is_dir() else None, environ={})
     return value_rules(config.validation.tables.get(table, TableRules()))
 
 

@@ -235,6 +235,18 @@ def _plot(ctx: JobContext, results: DataFrame, keys: list[str]) -> str | None:
     return str(path)
 
 
+def _model_code_file(module: Any) -> str:
+    """A real file with the module's source (under spark-submit it is imported from a zip)."""
+    import inspect
+
+    path = Path(module.__file__)
+    if path.is_file():
+        return str(path)
+    target = Path(tempfile.mkdtemp(prefix="mlcore_model_code_")) / path.name
+    target.write_text(inspect.getsource(module), encoding="utf-8")
+    return str(target)
+
+
 def register_and_promote(ctx: JobContext, models_version: int | None, metric_value: float) -> Any:
     """Register the store_forecaster version serving this run's models; run the promotion gate."""
     import mlflow
@@ -255,7 +267,7 @@ def register_and_promote(ctx: JobContext, models_version: int | None, metric_val
         }
         info = mlflow.pyfunc.log_model(
             name="store_forecaster",
-            python_model=store_forecaster.__file__,
+            python_model=_model_code_file(store_forecaster),
             model_config=model_config,
             registered_model_name=fc.model_name,
             pip_requirements=["mlcore", "deltalake", "prophet", "pandas", "pyarrow"],
