@@ -100,3 +100,45 @@ def test_retrain_policy_for_gated_models(make_config, monkeypatch):
     assert not plan.run and "no drift flagged" in plan.reason
     plan = plan_step(Ctx, "train_forecasts")
     assert plan.run and "forecasting.only_needed=true" in plan.overrides
+
+
+BASE = ["--env", "test", "--conf-dir", str(CONF_DIR), "--run-date", RUN_DATE]
+
+
+def test_schema_change_stops_training_listing_every_issue(spark, make_config, mlcore_home, capsys):
+    from pyspark.sql import functions as F
+
+    from mlcore.io import DeltaTables
+
+    assert run_job("ingest_bank", BASE) == 0
+    bank = DeltaTables(spark, make_config()).read("bank")
+    # Upstream renamed a column and changed a type: a copy of bank in a new location.
+    drifted = bank.withColumnRenamed("balance", "balance_eur").withColumn("age", F.col("age").cast("string"))
+    DeltaTables(spark, make_config("tables.bank.path=bank_v2")).write(drifted, "bank", mode="overwrite")
+    capsys.readouterr()
+
+    code = run_job("train_classifier", [*BASE, "--set", "tables.bank.path=bank_v2"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "input validation failed" in err and "nothing written" in err
+    assert "bank.balance: schema: column missing (expected int)" in err
+    assert "bank.age: schema: type string, expected int" in err
+    results = DeltaTable(str(mlcore_home / "lake" / "validation_results")).to_pandas()
+    failed = results[(results["job"] == "train_classifier") & (results["status"] == "failed")]
+    assert {("schema", "balance"), ("schema", "age")} <= set(zip(failed["rule"], failed["column"], strict=True))
+    uri = f"sqlite:///{mlcore_home / 'mlflow' / 'mlflow.db'}"
+    assert MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions("name = 'bank_classifier'") == []
+    row = manifest(mlcore_home).set_index("job").loc["train_classifier"]
+    assert row["status"] == "failed" and row["validation"] == "failed"
+
+
+def test_switching_validation_off_is_recorded(spark, mlcore_home):
+    assert run_job("ingest_bank", BASE) == 0
+    args = [*BASE, "--set", "validation.enabled=false", "--set", "validation.input_tables=[bank]"]
+    assert run_job("validate_inputs", args) == 0
+    results = DeltaTable(str(mlcore_home / "lake" / "validation_results")).to_pandas()
+    mine = results[results["job"] == "validate_inputs"]
+    assert list(zip(mine["table"], mine["rule"], mine["status"], strict=True)) == [
+        ("bank", "validation_disabled", "skipped")
+    ]
+    assert manifest(mlcore_home).set_index("job").loc["validate_inputs", "validation"] == "skipped"
