@@ -85,7 +85,7 @@ def _format_summary(job: str, ctx: JobContext, summary: JobSummary, wall: float)
 
 def run_job(job: str, argv: Sequence[str] | None = None) -> int:
     """Run one job; returns the process exit code."""
-    from mlcore.logging_setup import setup_logging
+    from mlcore.logging_setup import redact, setup_logging
 
     parser = build_parser(job)
     try:
@@ -133,7 +133,12 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
                 dry_run=args.dry_run,
                 overrides=tuple(args.overrides),
             )
-            summary = pipeline(ctx)
+            try:
+                summary = pipeline(ctx)
+            except JobFailed:
+                # A budget or gate failure's report (e.g. failures.csv) is what explains it.
+                _log_artifacts(run, ctx)
+                raise
             wall = time.perf_counter() - started
             summary.writes = summary.writes or list(tables.writes)
             _record(ctx, summary, "succeeded", started_at, None, strict=True)
@@ -143,14 +148,11 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
             run.log_text(
                 yaml.safe_dump(_public_config(config), sort_keys=False), "config/resolved.yml"
             )
-            for name, text in ctx.artifacts.items():
-                run.log_text(text, name)
-            for folder, path in ctx.artifact_files.items():
-                run.log_artifact(path, folder)
+            _log_artifacts(run, ctx)
     except JobFailed as exc:
         log.error("%s failed: %s", job, exc)
         _record(ctx, None, "failed", started_at, str(exc), strict=False)
-        print(f"{job}: FAILED: {exc}", file=sys.stderr)
+        print(f"{job}: FAILED: {redact(exc)}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - the job's exit code is the contract
         log.exception("%s crashed", job)
@@ -158,10 +160,17 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
         _record(
             ctx, None, "failed", started_at, f"{type(exc).__name__}: {first[:500]}", strict=False
         )
-        print(f"{job}: FAILED: {type(exc).__name__}: {first[:500]}", file=sys.stderr)
+        print(f"{job}: FAILED: {type(exc).__name__}: {redact(first[:500])}", file=sys.stderr)
         return 1
     print(_format_summary(job, ctx, summary, wall))
     return 0
+
+
+def _log_artifacts(run, ctx: JobContext) -> None:
+    for name, text in ctx.artifacts.items():
+        run.log_text(text, name)
+    for folder, path in ctx.artifact_files.items():
+        run.log_artifact(path, folder)
 
 
 def _record(

@@ -9,7 +9,7 @@ Adding a key means adding a field here: there is no free-form section except Spa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 DeltaEngineName = Literal["auto", "spark", "deltars"]
 IfMissing = Literal["synthetic", "error"]
@@ -355,21 +355,8 @@ PipelineStepName = Literal[
 class PipelineConfig:
     """run_pipeline: the nightly chain and the policy for retraining only what needs it."""
 
-    steps: list[PipelineStepName] = field(
-        default_factory=lambda: [
-            "ingest_sales",
-            "ingest_bank",
-            "ingest_rides",
-            "validate_inputs",
-            "monitor_drift",
-            "train_forecasts",
-            "train_classifier",
-            "detect_anomalies",
-            "train_anomaly_model",
-            "make_forecasts",
-            "score_batch",
-        ]
-    )
+    # Default: every step, in the order of PipelineStepName.
+    steps: list[PipelineStepName] = field(default_factory=lambda: list(get_args(PipelineStepName)))
     max_model_age_days: int = 30
     retrain_on_drift: bool = True
     incremental_forecasting: bool = True

@@ -153,9 +153,41 @@ def check_header(found: list[str], contract: TableContract, path: str) -> None:
     )
 
 
+def check_compressed(path: str) -> None:
+    """A local ``.gz`` source must decompress to its end: a truncated or corrupt file fails here
+    with a clear reason instead of as a Java stack trace half-way through the job.
+
+    Remote files are not probed from the driver (Spark reports them when it reads them).
+    """
+    import gzip
+    import zlib
+
+    if not path.lower().endswith(".gz") or (_URI.match(path) and not path.startswith("file://")):
+        return
+    try:
+        with gzip.open(path.removeprefix("file://"), "rb") as handle:
+            while handle.read(1 << 20):
+                pass
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        raise JobFailed(
+            f"{path}: corrupt or truncated gzip file ({type(exc).__name__}: {exc}); nothing read"
+        ) from None
+
+
 def read_header(spark: SparkSession, path: str, delimiter: str) -> list[str]:
     """The first line of the file, read through Spark (works for .gz and remote paths)."""
-    first = spark.read.text(path).limit(1).collect()
+    check_compressed(path)
+    try:
+        first = spark.read.text(path).limit(1).collect()
+    except Exception as exc:  # noqa: BLE001 - unreadable file: a one-line reason, not a JVM trace
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = next(
+            (line for line in lines if "Exception" in line or "Error" in line),
+            lines[0] if lines else "",
+        )
+        raise JobFailed(
+            f"{path}: cannot read the file ({type(exc).__name__}: {detail[:300]})"
+        ) from None
     if not first:
         raise JobFailed(f"{path}: file is empty (no header line)")
     return parse_header(first[0][0], delimiter)

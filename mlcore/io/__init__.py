@@ -2,6 +2,7 @@
 
 from mlcore.io.delta import DeltaTables, WriteResult
 from mlcore.io.errors import (
+    ConcurrentWriteError,
     DeltaIOError,
     ReplaceWhereViolation,
     SchemaMismatchError,
@@ -10,6 +11,7 @@ from mlcore.io.errors import (
 from mlcore.io.tables import TableRef, WriteToken
 
 __all__ = [
+    "ConcurrentWriteError",
     "DeltaIOError",
     "DeltaTables",
     "ReplaceWhereViolation",

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from mlcore.config.models import MlcoreConfig
+from mlcore.io import faults
 from mlcore.io.engines import (
     DeltaRsEngine,
     SparkDeltaEngine,
@@ -19,7 +20,7 @@ from mlcore.io.engines import (
     detect_engine,
 )
 from mlcore.io.errors import EngineUnavailableError
-from mlcore.io.predicates import Predicate
+from mlcore.io.predicates import Predicate, check_predicate
 from mlcore.io.tables import TableRef, WriteToken, resolve_table
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class DeltaTables:
                 spark,
                 rows_per_row_group=config.storage.rows_per_row_group,
                 max_rows_per_file=config.storage.max_rows_per_file,
+                commit_retries=config.storage.commit_retries,
             )
         self.commit_metadata: dict[str, str] = dict(commit_metadata or {})
         self.read_versions: dict[str, int | None] = {}
@@ -76,6 +78,8 @@ class DeltaTables:
         self, name: str, version: int | None = None, where: Predicate | None = None
     ) -> DataFrame:
         """Read a table (optionally at ``version``), filtered by an equality predicate."""
+        if where is not None:
+            check_predicate(where)
         try:
             df, resolved = self._engine.read(self.ref(name), version, where)
         except Exception as exc:
@@ -103,10 +107,13 @@ class DeltaTables:
         matching ``replace_where``; rows outside it are an error). With a ``token`` a replayed
         write is a no-op. Schema mismatches are errors unless ``merge_schema`` adds new columns.
         """
+        if replace_where is not None:
+            check_predicate(replace_where)
         result = self._engine.write(
             df, self.ref(name), mode, replace_where, token, merge_schema, self.commit_metadata
         )
         self.writes.append(result)
+        faults.after_commit(name, result.committed)
         return result
 
     def merge(
@@ -115,4 +122,5 @@ class DeltaTables:
         """Upsert ``df`` on ``keys`` (update matches, insert the rest) in one commit."""
         result = self._engine.merge(df, self.ref(name), keys, token, self.commit_metadata)
         self.writes.append(result)
+        faults.after_commit(name, result.committed)
         return result

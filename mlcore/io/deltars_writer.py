@@ -32,8 +32,10 @@ from mlcore.io.predicates import partition_value_string as partition_string
 
 SOURCE_NAME = "mlcore_deltars"
 REPLACE_WHERE_MARKER = "MLCORE_REPLACE_WHERE_VIOLATION"
+CONFLICT_MARKER = "MLCORE_CONCURRENT_WRITE_CONFLICT"
+WRITE_ID_KEY = "mlcore.write_id"
 # Characters Spark/Hive escape in partition directory names (ExternalCatalogUtils.escapePathName).
-_HIVE_ESCAPE = set('"#%\'*/:=?\\\x7f{[]^') | {chr(c) for c in range(1, 32)}
+_HIVE_ESCAPE = set("\"#%'*/:=?\\\x7f{[]^") | {chr(c) for c in range(1, 32)}
 _STRING_STATS_MAX = 32
 
 
@@ -64,11 +66,16 @@ class WriterOptions:
     rows_per_row_group: int
     max_rows_per_file: int
     write_id: str
+    # Table version the driver read when the write started (None: the table did not exist).
+    # Commits that landed after it are checked for conflicts before this write commits.
+    read_version: int | None = None
+    commit_retries: int = 1
 
     @classmethod
     def from_options(cls, options: dict[str, str]) -> WriterOptions:
         lowered = {k.lower(): v for k, v in options.items()}
         txn_version = lowered.get("txn_version")
+        read_version = lowered.get("read_version")
         return cls(
             table_uri=lowered["path"],
             table_schema_json=lowered["table_schema"],
@@ -81,6 +88,8 @@ class WriterOptions:
             rows_per_row_group=int(lowered.get("rows_per_row_group", 1_000_000)),
             max_rows_per_file=int(lowered.get("max_rows_per_file", 5_000_000)),
             write_id=lowered.get("write_id") or uuid.uuid4().hex,
+            read_version=int(read_version) if read_version not in (None, "") else None,
+            commit_retries=int(lowered.get("commit_retries", 1)),
         )
 
     def to_options(self) -> dict[str, str]:
@@ -94,6 +103,8 @@ class WriterOptions:
             "rows_per_row_group": str(self.rows_per_row_group),
             "max_rows_per_file": str(self.max_rows_per_file),
             "write_id": self.write_id,
+            "read_version": "" if self.read_version is None else str(self.read_version),
+            "commit_retries": str(self.commit_retries),
         }
         if self.app_id is not None and self.txn_version is not None:
             options["txn_app_id"] = self.app_id
@@ -151,7 +162,9 @@ class _StatsAccumulator:
                 continue
             bounds = pc.min_max(column)
             low, high = bounds["min"].as_py(), bounds["max"].as_py()
-            if isinstance(low, str) and (len(low) > _STRING_STATS_MAX or len(high) > _STRING_STATS_MAX):
+            if isinstance(low, str) and (
+                len(low) > _STRING_STATS_MAX or len(high) > _STRING_STATS_MAX
+            ):
                 self.disabled.add(f.name)
                 continue
             if f.name not in self.min or low < self.min[f.name]:
@@ -291,9 +304,7 @@ class DeltaRsArrowWriter(DataSourceArrowWriter):
             f"{hive_escape(col)}={'__HIVE_DEFAULT_PARTITION__' if v is None else hive_escape(v)}"
             for col, v in zip(self.options.partition_by, key, strict=True)
         )
-        name = (
-            f"part-{task:05d}-{self.options.write_id}-a{attempt}-{uuid.uuid4().hex}.c000.snappy.parquet"
-        )
+        name = f"part-{task:05d}-{self.options.write_id}-a{attempt}-{uuid.uuid4().hex}.c000.snappy.parquet"
         rel_path = f"{directory}/{name}" if directory else name
         return _OpenFile(fs, root, rel_path, schema)
 
@@ -311,8 +322,52 @@ class DeltaRsArrowWriter(DataSourceArrowWriter):
 
     # --- driver side ---------------------------------------------------------------------
     def commit(self, messages: list[WriterCommitMessage | None]) -> None:
-        from deltalake import DeltaTable, Schema
-        from deltalake.exceptions import TableNotFoundError
+        """Commit every task's files as one Delta version (runs once, in a driver-side worker).
+
+        Optimistic concurrency: commits that landed since the driver read the table
+        (``read_version``) are checked first. A conflicting one (data changed in the partitions
+        this write replaces, a full overwrite, a schema or protocol change) fails this write
+        loudly and deletes its files; anything else (appends, other partitions) is rebased onto,
+        so writers of disjoint partitions both succeed. A commit race lost inside delta-rs is
+        retried ``commit_retries`` times, each time re-checking from ``read_version``.
+        """
+        from deltalake.exceptions import CommitFailedError
+
+        opts = self.options
+        real = [m for m in messages if isinstance(m, DeltaRsCommitMessage)]
+        adds = [a for m in real for a in m.adds]
+        files = [f for m in real for f in m.files]
+        attempts = max(0, opts.commit_retries) + 1
+        for attempt in range(attempts):
+            table = _open_latest(opts.table_uri)
+            if attempt and table is not None and self._committed_by_us(table):
+                break  # the previous attempt did commit (its response was lost): done
+            if table is not None and opts.app_id is not None and opts.txn_version is not None:
+                applied = table.transaction_version(opts.app_id)
+                if applied is not None and applied >= opts.txn_version:
+                    # Already committed by an earlier run: keep the table exactly as it is.
+                    self._sweep(keep=set())
+                    return
+            conflict = self._conflict(table)
+            if conflict:
+                self._sweep(keep=set())
+                raise RuntimeError(f"{CONFLICT_MARKER}: {conflict}")
+            try:
+                self._commit_once(table, adds)
+                break
+            except CommitFailedError as exc:
+                if attempt + 1 >= attempts:
+                    self._sweep(keep=set())
+                    raise RuntimeError(
+                        f"{CONFLICT_MARKER}: a concurrent commit kept winning the race for the next "
+                        f"version ({attempts} attempts; storage.commit_retries={opts.commit_retries}): "
+                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                    ) from None
+        # Files of failed attempts that Spark retried are not in the log: remove them now.
+        self._sweep(keep=set(files))
+
+    def _commit_once(self, table: Any, adds: list[dict[str, Any]]) -> None:
+        from deltalake import Schema
         from deltalake.transaction import (
             AddAction,
             CommitProperties,
@@ -321,21 +376,15 @@ class DeltaRsArrowWriter(DataSourceArrowWriter):
         )
 
         opts = self.options
-        real = [m for m in messages if isinstance(m, DeltaRsCommitMessage)]
-        adds = [a for m in real for a in m.adds]
-        files = [f for m in real for f in m.files]
-        try:
-            table: DeltaTable | None = DeltaTable(opts.table_uri)
-        except TableNotFoundError:
-            table = None
-        if table is not None and opts.app_id is not None and opts.txn_version is not None:
-            applied = table.transaction_version(opts.app_id)
-            if applied is not None and applied >= opts.txn_version:
-                # Already committed by an earlier run: keep the table exactly as it is.
-                self._sweep(keep=set())
-                return
         rows = sum(json.loads(a["stats"])["numRecords"] for a in adds)
-        metadata = dict(opts.commit_metadata, **{"mlcore.rows": str(rows), "mlcore.files": str(len(adds))})
+        metadata = dict(
+            opts.commit_metadata,
+            **{
+                "mlcore.rows": str(rows),
+                "mlcore.files": str(len(adds)),
+                WRITE_ID_KEY: opts.write_id,
+            },
+        )
         transactions = (
             [Transaction(opts.app_id, opts.txn_version)]
             if opts.app_id is not None and opts.txn_version is not None
@@ -363,8 +412,46 @@ class DeltaRsArrowWriter(DataSourceArrowWriter):
                 partition_filters=filters,
                 commit_properties=properties,
             )
-        # Files of failed attempts that Spark retried are not in the log: remove them now.
-        self._sweep(keep=set(files))
+
+    def _committed_by_us(self, table: Any) -> bool:
+        start = -1 if self.options.read_version is None else self.options.read_version
+        return any(
+            info.get(WRITE_ID_KEY) == self.options.write_id
+            for _, actions in _log_entries(self.options.table_uri, start, table.version())
+            for info in [_commit_info(actions)]
+        )
+
+    def _conflict(self, table: Any) -> str | None:
+        """Why a commit that landed after ``read_version`` conflicts with this write, or None."""
+        opts = self.options
+        if table is None:
+            return None
+        start = -1 if opts.read_version is None else opts.read_version
+        latest = table.version()
+        if latest <= start:
+            return None
+        filters = {
+            column: ({value} if op == "=" else set(value))
+            for column, op, value in opts.partition_filters or []
+        }
+        for version, actions in _log_entries(opts.table_uri, start, latest):
+            if actions is None:
+                return f"version {version} landed after this write read version {start}, and its log entry is unreadable"
+            what = _conflicting_change(actions, opts.mode, filters, opts.read_version is None)
+            if what:
+                info = _commit_info(actions)
+                by = ", ".join(
+                    f"{k.removeprefix('mlcore.')} {info[k]}"
+                    for k in ("mlcore.job", "mlcore.run_date", "mlcore.run_id")
+                    if info.get(k)
+                )
+                return (
+                    f"table version {version} ({info.get('operation', 'commit')}"
+                    + (f" by {by}" if by else "")
+                    + f") {what} after this write read version {start}; this write was not "
+                    "committed (re-run it to write against the new version)"
+                )
+        return None
 
     def abort(self, messages: list[WriterCommitMessage | None]) -> None:
         """Delete every file of this write, including those of attempts Spark killed.
@@ -402,6 +489,63 @@ def _as_uri(table_uri: str) -> str:
     return table_uri if "://" in table_uri else f"file://{table_uri}"
 
 
+def _open_latest(table_uri: str) -> Any:
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(table_uri)
+    except TableNotFoundError:
+        return None
+
+
+def _log_entries(
+    table_uri: str, after: int, latest: int
+) -> Iterator[tuple[int, list[dict] | None]]:
+    """The actions of each commit ``after < version <= latest`` (None when unreadable)."""
+    fs, root = pafs.FileSystem.from_uri(_as_uri(table_uri))
+    for version in range(after + 1, latest + 1):
+        path = f"{root.rstrip('/')}/_delta_log/{version:020d}.json"
+        try:
+            with fs.open_input_stream(path) as stream:
+                text = stream.read().decode("utf-8")
+            yield version, [json.loads(line) for line in text.splitlines() if line.strip()]
+        except (OSError, ValueError):
+            yield version, None
+
+
+def _commit_info(actions: list[dict] | None) -> dict[str, Any]:
+    for action in actions or []:
+        if "commitInfo" in action:
+            return action["commitInfo"] or {}
+    return {}
+
+
+def _conflicting_change(
+    actions: list[dict], mode: str, filters: dict[str, set[str]], created_here: bool
+) -> str | None:
+    """What in one concurrent commit conflicts with this write (Delta's conflict rules, for the
+    operations mlcore issues: blind appends, whole-table and partition overwrites)."""
+    for action in actions:
+        if "metaData" in action:
+            return "created the table" if created_here else "changed the table's schema or settings"
+        if "protocol" in action:
+            return "changed the table protocol"
+    if mode == "append":
+        return None  # a blind append reads nothing, so nothing it read can have changed
+    for action in actions:
+        change = action.get("add") or action.get("remove")
+        if not change or change.get("dataChange") is False:
+            continue
+        values = change.get("partitionValues") or {}
+        if not filters:
+            return "changed data this write overwrites (the whole table)"
+        if all(values.get(column) in allowed for column, allowed in filters.items()):
+            where = ", ".join(f"{c}={values.get(c)}" for c in filters)
+            return f"changed data in the partition this write replaces ({where})"
+    return None
+
+
 def _delete_files(fs: pafs.FileSystem, paths: list[str]) -> None:
     for path in paths:
         try:
@@ -418,7 +562,9 @@ def _conform(table: pa.Table, target: pa.Schema) -> pa.Table:
     return table.cast(target)
 
 
-def _split_by_partition(table: pa.Table, partition_by: list[str]) -> Iterator[tuple[tuple, pa.Table]]:
+def _split_by_partition(
+    table: pa.Table, partition_by: list[str]
+) -> Iterator[tuple[tuple, pa.Table]]:
     if not partition_by:
         yield (), table
         return
@@ -438,7 +584,9 @@ def _compile_filters(filters: list[list[Any]] | None) -> list[tuple[str, set[str
     return compiled
 
 
-def _check_filters(key: tuple, partition_by: list[str], filters: list[tuple[str, set[str]]]) -> None:
+def _check_filters(
+    key: tuple, partition_by: list[str], filters: list[tuple[str, set[str]]]
+) -> None:
     for column, allowed in filters:
         value = key[partition_by.index(column)]
         if value not in allowed:

@@ -21,6 +21,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 from mlcore.io.errors import (
+    ConcurrentWriteError,
     DeltaIOError,
     EngineUnavailableError,
     ReplaceWhereViolation,
@@ -131,10 +132,17 @@ class DeltaRsEngine:
 
     name = "deltars"
 
-    def __init__(self, spark: SparkSession, rows_per_row_group: int, max_rows_per_file: int) -> None:
+    def __init__(
+        self,
+        spark: SparkSession,
+        rows_per_row_group: int,
+        max_rows_per_file: int,
+        commit_retries: int = 1,
+    ) -> None:
         self.spark = spark
         self.rows_per_row_group = rows_per_row_group
         self.max_rows_per_file = max_rows_per_file
+        self.commit_retries = commit_retries
         self._register_source()
 
     def _register_source(self) -> None:
@@ -252,7 +260,12 @@ class DeltaRsEngine:
     ) -> WriteResult:
         from pyspark.sql.types import StructType
 
-        from mlcore.io.deltars_writer import REPLACE_WHERE_MARKER, SOURCE_NAME, WriterOptions
+        from mlcore.io.deltars_writer import (
+            CONFLICT_MARKER,
+            REPLACE_WHERE_MARKER,
+            SOURCE_NAME,
+            WriterOptions,
+        )
 
         dt = self.open(table)
         before = None if dt is None else dt.version()
@@ -313,20 +326,59 @@ class DeltaRsEngine:
             rows_per_row_group=self.rows_per_row_group,
             max_rows_per_file=self.max_rows_per_file,
             write_id=write_id,
+            # the snapshot the schema checks ran against (after any schema evolution commit)
+            read_version=None if dt is None else dt.version(),
+            commit_retries=self.commit_retries,
         ).to_options()
         activate_session(self.spark)
         try:
             df.write.format(SOURCE_NAME).mode("append").options(**options).save()
         except Exception as exc:
+            landed = self._find_commit(table, before, write_id)
+            if landed is not None:
+                # The commit is in the table and only the response was lost (driver/JVM
+                # hiccup after the commit): the write succeeded, and its files must stay.
+                log.warning(
+                    "%s: write %s raised after its commit landed (version %s): %s",
+                    table.name, write_id, landed.version, _short(exc),
+                )  # fmt: skip
+                return landed
             self._remove_partial_files(table, write_id)
             text = str(exc)
             if REPLACE_WHERE_MARKER in text:
                 detail = text.split(REPLACE_WHERE_MARKER + ": ", 1)[1].splitlines()[0]
                 raise ReplaceWhereViolation(f"table {table.name!r}: {detail}; nothing written") from None
+            if CONFLICT_MARKER in text:
+                detail = text.split(CONFLICT_MARKER + ": ", 1)[1].splitlines()[0]
+                raise ConcurrentWriteError(
+                    f"concurrent write conflict on table {table.name!r}: {detail}"
+                ) from None
             raise DeltaIOError(
                 f"write to table {table.name!r} failed, table left at version {before}: {_short(exc)}"
             ) from exc
-        return self._result(table, before)
+        landed = self._find_commit(table, before, write_id)
+        if landed is not None:
+            return landed
+        # No commit carries this write's id: the commit found the token already applied (a
+        # concurrent replay of the same job run) and kept the table as it was.
+        return WriteResult(table.name, self.name, self.version(table), committed=False)
+
+    def _find_commit(
+        self, table: TableRef, before: int | None, write_id: str
+    ) -> WriteResult | None:
+        """This write's commit (found by the write id in its commit info), if it landed."""
+        from mlcore.io.deltars_writer import WRITE_ID_KEY
+
+        dt = self.open(table)
+        if dt is None or dt.version() == before:
+            return None
+        newer = dt.version() - (-1 if before is None else before)
+        for info in dt.history(newer):
+            if info.get(WRITE_ID_KEY) == write_id:
+                rows = int(info["mlcore.rows"]) if "mlcore.rows" in info else None
+                version = int(info["version"])
+                return WriteResult(table.name, self.name, version, committed=True, rows=rows)
+        return None
 
     def _remove_partial_files(self, table: TableRef, write_id: str, timeout: float = 60.0) -> None:
         """After a failed job: wait for cancelled tasks to stop, then delete this write's files.
@@ -357,11 +409,18 @@ class DeltaRsEngine:
             rows = int(info["mlcore.rows"]) if "mlcore.rows" in info else None
         return WriteResult(table.name, self.name, after, committed=committed, rows=rows)
 
-    def _commit_properties(self, token: WriteToken | None, metadata: Mapping[str, str], rows: int):
+    def _commit_properties(
+        self, token: WriteToken | None, metadata: Mapping[str, str], rows: int, write_id: str = ""
+    ):
         from deltalake.transaction import CommitProperties, Transaction
 
+        from mlcore.io.deltars_writer import WRITE_ID_KEY
+
+        extra = {"mlcore.rows": str(rows)}
+        if write_id:
+            extra[WRITE_ID_KEY] = write_id
         return CommitProperties(
-            custom_metadata=dict(metadata, **{"mlcore.rows": str(rows)}),
+            custom_metadata=dict(metadata, **extra),
             app_transactions=[Transaction(token.app_id, token.version)] if token else None,
         )
 
@@ -398,20 +457,45 @@ class DeltaRsEngine:
             return self.write(df, table, "append", None, token, False, metadata)
         before = dt.version()
         data = self._collect_arrow(df, target)
+        write_id = uuid.uuid4().hex[:12]
         try:
             write_deltalake(
                 dt,
                 data,
                 mode="overwrite",
                 predicate=to_sql(predicate, "deltars"),
-                commit_properties=self._commit_properties(token, metadata, data.num_rows),
+                commit_properties=self._commit_properties(
+                    token, metadata, data.num_rows, write_id
+                ),
             )
-        except Exception as exc:
-            raise DeltaIOError(
-                f"replace-where write to {table.name!r} failed, table left at version {before}: "
-                f"{_short(exc)}"
+        except Exception as exc:  # noqa: BLE001 - classified (landed / conflict / failed) below
+            return self._driver_commit_failed(
+                table, before, write_id, exc, "replace-where write to"
+            )
+        return self._find_commit(table, before, write_id) or self._result(table, before)
+
+    def _driver_commit_failed(
+        self, table: TableRef, before: int | None, write_id: str, exc: Exception, what: str
+    ) -> WriteResult:
+        """A driver-side delta-rs commit raised: success if it landed anyway, else a clear error
+        (a concurrent-commit conflict is a ``ConcurrentWriteError``)."""
+        from deltalake.exceptions import CommitFailedError
+
+        landed = self._find_commit(table, before, write_id)
+        if landed is not None:
+            log.warning(
+                "%s: %s raised after its commit landed (version %s): %s",
+                table.name, what, landed.version, _short(exc),
+            )  # fmt: skip
+            return landed
+        if isinstance(exc, CommitFailedError):
+            raise ConcurrentWriteError(
+                f"concurrent write conflict on table {table.name!r}: a commit after version "
+                f"{before} changed what this write read; nothing written ({_short(exc)})"
             ) from exc
-        return self._result(table, before)
+        raise DeltaIOError(
+            f"{what} {table.name!r} failed, table left at version {before}: {_short(exc)}"
+        ) from exc
 
     def merge(
         self,
@@ -435,6 +519,7 @@ class DeltaRsEngine:
         check_merge_source(df, table.name, keys)
         data = self._collect_arrow(df.select(*[f"`{n}`" for n in target.fieldNames()]), target)
         predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
+        write_id = uuid.uuid4().hex[:12]
         try:
             (
                 dt.merge(
@@ -442,17 +527,17 @@ class DeltaRsEngine:
                     predicate=predicate,
                     source_alias="s",
                     target_alias="t",
-                    commit_properties=self._commit_properties(token, metadata, data.num_rows),
+                    commit_properties=self._commit_properties(
+                        token, metadata, data.num_rows, write_id
+                    ),
                 )
                 .when_matched_update_all()
                 .when_not_matched_insert_all()
                 .execute()
             )
-        except Exception as exc:
-            raise DeltaIOError(
-                f"merge into {table.name!r} failed, table left at version {before}: {_short(exc)}"
-            ) from exc
-        return self._result(table, before)
+        except Exception as exc:  # noqa: BLE001 - classified (landed / conflict / failed) below
+            return self._driver_commit_failed(table, before, write_id, exc, "merge into")
+        return self._find_commit(table, before, write_id) or self._result(table, before)
 
 
 def check_merge_source(df: DataFrame, table_name: str, keys: Sequence[str]) -> None:
@@ -523,6 +608,23 @@ def native_merge_condition(keys: Sequence[str]) -> str:
     return " AND ".join(f"t.`{check_identifier(k)}` = s.`{k}`" for k in keys)
 
 
+NO_DELTA_JARS = (
+    "storage.delta_engine is 'spark' but this session has no Delta classes on the JVM classpath; "
+    "add the Delta jars (e.g. ./spark-submit.sh --with-delta) or use 'auto'/'deltars'"
+)
+
+
+@contextlib.contextmanager
+def _needs_delta_jars() -> Iterator[None]:
+    """Turn py4j's "'JavaPackage' object is not callable" (no Delta jars) into a clear error."""
+    try:
+        yield
+    except TypeError as exc:
+        if "JavaPackage" in str(exc):
+            raise EngineUnavailableError(NO_DELTA_JARS) from exc
+        raise
+
+
 class SparkDeltaEngine:
     """Native ``format("delta")``: used wherever the Delta jars are on the classpath."""
 
@@ -536,16 +638,18 @@ class SparkDeltaEngine:
             from delta.tables import DeltaTable
         except ImportError as exc:  # pragma: no cover - delta-spark is a dependency
             raise EngineUnavailableError("delta-spark is not installed") from exc
-        if table.catalog_name:
-            return DeltaTable.forName(self.spark, table.catalog_name)
-        return DeltaTable.forPath(self.spark, table.uri)
+        with _needs_delta_jars():
+            if table.catalog_name:
+                return DeltaTable.forName(self.spark, table.catalog_name)
+            return DeltaTable.forPath(self.spark, table.uri)
 
     def exists(self, table: TableRef) -> bool:
         if table.catalog_name:
             return bool(self.spark.catalog.tableExists(table.catalog_name))
         from delta.tables import DeltaTable
 
-        return bool(DeltaTable.isDeltaTable(self.spark, table.uri))
+        with _needs_delta_jars():
+            return bool(DeltaTable.isDeltaTable(self.spark, table.uri))
 
     def version(self, table: TableRef) -> int | None:
         if not self.exists(table):
@@ -607,18 +711,25 @@ class SparkDeltaEngine:
         return WriteResult(table.name, self.name, after, committed=after != before)
 
     @contextlib.contextmanager
-    def _session_txn(self, token: WriteToken | None) -> Iterator[None]:
-        """Delta reads txn ids for MERGE from session confs; set them for one statement only."""
-        keys = ("spark.databricks.delta.write.txnAppId", "spark.databricks.delta.write.txnVersion")
-        if token is None:
-            yield
-            return
-        self.spark.conf.set(keys[0], token.app_id)
-        self.spark.conf.set(keys[1], str(token.version))
+    def _session_txn(
+        self, token: WriteToken | None, metadata: Mapping[str, str] | None = None
+    ) -> Iterator[None]:
+        """Delta reads txn ids and commit user metadata for MERGE from session confs (a MERGE
+        has no writer options); set them for one statement only."""
+        confs: dict[str, str] = {}
+        if token is not None:
+            confs["spark.databricks.delta.write.txnAppId"] = token.app_id
+            confs["spark.databricks.delta.write.txnVersion"] = str(token.version)
+        if metadata:
+            confs["spark.databricks.delta.commitInfo.userMetadata"] = json.dumps(
+                dict(metadata), sort_keys=True
+            )
+        for key, value in confs.items():
+            self.spark.conf.set(key, value)
         try:
             yield
         finally:
-            for key in keys:
+            for key in confs:
                 self.spark.conf.unset(key)
 
     def merge(
@@ -633,7 +744,7 @@ class SparkDeltaEngine:
             return self.write(df, table, "append", None, token, False, metadata)
         before = self.version(table)
         check_merge_source(df, table.name, keys)
-        with self._session_txn(token):
+        with self._session_txn(token, metadata):
             (
                 self._delta_table(table)
                 .alias("t")

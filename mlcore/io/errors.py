@@ -13,6 +13,11 @@ class ReplaceWhereViolation(DeltaIOError):
     """Rows outside a replace-where predicate were about to be written."""
 
 
+class ConcurrentWriteError(DeltaIOError):
+    """Another writer committed a conflicting change after this write read the table; this
+    write committed nothing (re-run it against the new version)."""
+
+
 class UnsupportedTableError(DeltaIOError):
     """The table uses a feature this engine cannot read or write correctly."""
 

@@ -26,6 +26,33 @@ def _values(value: PredicateValue) -> list[Any]:
     return [value]
 
 
+_LITERALS = (str, int, float, date, datetime)  # bool is an int
+
+
+def check_predicate(predicate: Predicate) -> Predicate:
+    """Validate a predicate before anything touches Spark or Delta: plain identifiers as keys,
+    plain literals (or non-empty lists of them) as values. Values are never spliced into SQL
+    unquoted (see ``to_sql``), so ``"1' OR '1'='1"`` stays one string literal."""
+    import math
+
+    if not isinstance(predicate, Mapping) or not predicate:
+        raise ValueError("a predicate must be a non-empty mapping of column -> value(s)")
+    for column, value in predicate.items():
+        if not isinstance(column, str):
+            raise ValueError(f"predicate column {column!r} must be a string")
+        check_identifier(column)
+        for item in _values(value):
+            if item is None:
+                continue
+            if not isinstance(item, _LITERALS):
+                raise ValueError(
+                    f"predicate on {column!r}: unsupported literal {item!r} ({type(item).__name__})"
+                )
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"predicate on {column!r}: non-finite literal {item!r}")
+    return predicate
+
+
 def partition_value_string(value: Any) -> str | None:
     """Delta's string form of a partition value (protocol: 'Partition Value Serialization')."""
     if value is None:
@@ -48,7 +75,9 @@ def to_partition_filters(predicate: Predicate) -> list[tuple[str, str, Any]]:
         check_identifier(column)
         values = _values(value)
         if any(v is None for v in values):
-            raise ValueError(f"replace_where on {column!r}: null partition values are not supported")
+            raise ValueError(
+                f"replace_where on {column!r}: null partition values are not supported"
+            )
         strings = [partition_value_string(v) for v in values]
         if len(strings) == 1:
             filters.append((column, "=", strings[0]))
@@ -68,7 +97,11 @@ def _sql_literal(value: Any, dialect: str) -> str:
     if isinstance(value, date):
         return f"DATE '{value.isoformat()}'" if dialect == "spark" else f"'{value.isoformat()}'"
     if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\" if dialect == "spark" else "\\").replace("'", "''") + "'"
+        return (
+            "'"
+            + value.replace("\\", "\\\\" if dialect == "spark" else "\\").replace("'", "''")
+            + "'"
+        )
     raise ValueError(f"unsupported predicate literal {value!r} ({type(value).__name__})")
 
 
@@ -82,7 +115,9 @@ def to_sql(predicate: Predicate, dialect: str) -> str:
         if len(values) == 1 and values[0] is None:
             clauses.append(f"{ident} IS NULL")
         elif any(v is None for v in values):
-            raise ValueError(f"replace_where on {column!r}: mix of null and values is not supported")
+            raise ValueError(
+                f"replace_where on {column!r}: mix of null and values is not supported"
+            )
         elif len(values) == 1:
             clauses.append(f"{ident} = {_sql_literal(values[0], dialect)}")
         else:

@@ -10,7 +10,7 @@ from pathlib import Path
 from mlcore.config.models import MlcoreConfig
 
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^dbfs:")
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")  # \Z: "$" accepts "name\n"
 
 
 @dataclass(frozen=True)
@@ -53,24 +53,34 @@ def check_identifier(name: str, what: str = "column") -> str:
 
 
 def resolve_table(config: MlcoreConfig, name: str) -> TableRef:
-    """Resolve a logical table name through ``tables`` and ``storage.lake_root``."""
+    """Resolve a logical table name through ``tables`` and ``storage.lake_root``.
+
+    The location must stay under the lake root: no ``..``, no absolute path or URI elsewhere
+    (another folder, bucket or account), and, for local paths, not through a symlink that
+    leads out of it. The loader applies the same checks when the config is read.
+    """
+    from mlcore.config.loader import check_table_location
+
     if name not in config.tables:
         raise KeyError(
             f"unknown logical table {name!r}; configured tables: {', '.join(sorted(config.tables))}"
         )
     table = config.tables[name]
+    root = config.storage.lake_root.rstrip("/")
+    check_table_location(name, table.path, table.catalog_name, table.partition_by, root)
     for column in table.partition_by:
         check_identifier(column)
     raw = table.path or name
-    if _URI.match(raw) or raw.startswith("/"):
-        uri = raw
-    else:
-        root = config.storage.lake_root.rstrip("/")
-        if ".." in Path(raw).parts:
-            raise ValueError(f"tables.{name}.path {raw!r} must not leave the lake root")
-        uri = f"{root}/{raw}"
+    uri = raw if _URI.match(raw) or raw.startswith("/") else f"{root}/{raw}"
     if not _URI.match(uri):
-        uri = str(Path(uri).resolve())
+        resolved = Path(uri).resolve()  # follows symlinks
+        lake = Path(root).resolve()
+        if resolved != lake and lake not in resolved.parents:
+            raise ValueError(
+                f"tables.{name}.path {raw!r} resolves to {resolved}, outside the lake root {lake} "
+                "(a symlink?); it must not leave the lake root"
+            )
+        uri = str(resolved)
     return TableRef(
         name=name, uri=uri, catalog_name=table.catalog_name, partition_by=tuple(table.partition_by)
     )

@@ -269,17 +269,16 @@ def register_and_promote(ctx: JobContext, models_version: int | None, metric_val
             name="store_forecaster",
             python_model=_model_code_file(store_forecaster),
             model_config=model_config,
-            registered_model_name=fc.model_name,
             pip_requirements=["mlcore", "deltalake", "prophet", "pandas", "pyarrow"],
         )
-        version = client.get_model_version(fc.model_name, str(info.registered_model_version))
         tags = {
             METRIC_TAG.format(fc.promotion_metric): f"{metric_value:.6f}",
             "mlcore.forecast_models_version": str(models_version),
             "mlcore.run_date": ctx.run_date.isoformat(),
         }
-        for key, value in tags.items():
-            client.set_model_version_tag(fc.model_name, version.version, key, value)
+        # Registered with its tags in one call: a version never exists without its metric.
+        registered = mlflow.register_model(info.model_uri, fc.model_name, tags=tags)
+        version = client.get_model_version(fc.model_name, str(registered.version))
     if version is None:  # dry run before any registration: decide against the champion only
         return decide_and_promote(
             client,
@@ -404,6 +403,12 @@ def run(ctx: JobContext) -> JobSummary:
     tokens = {name: ctx.token(name) for name in (MODELS, METRICS, BACKTEST)}
     if not ctx.dry_run and _published(ctx, tokens):
         summary.add("status", "already published for this run date: nothing to do")
+        if ctx.config.mlflow.enabled:
+            # The aliases may not have moved (driver lost after registering): re-apply the gate
+            # from the version's stored metric; a no-op when they already did.
+            from mlcore.pipelines._models import replay_registered
+
+            replay_registered(ctx, summary, fc.model_name, fc.promotion_metric, fc.promotion_tolerance, lower_is_better=True)
         return summary
 
     started = time.perf_counter()

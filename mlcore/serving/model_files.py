@@ -43,11 +43,24 @@ def dumps(model: Any) -> bytes:
 
 
 def loads(data: bytes) -> Any:
+    """Load skops bytes under the allow-list; anything else (a pickle, a truncated or foreign
+    file) is an ``UnsafeModelError``, never a fallback to another loader."""
+    import zipfile
+
     import skops.io
 
-    untrusted = [t for t in skops.io.get_untrusted_types(data=data) if t not in TRUSTED_TYPES]
+    if not data.startswith(b"PK"):  # skops files are zip archives; pickles start with b"\x80"
+        raise UnsafeModelError("model file is not a skops archive (a pickle?); refusing to load")
+    try:
+        untrusted = [t for t in skops.io.get_untrusted_types(data=data) if t not in TRUSTED_TYPES]
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
+        raise UnsafeModelError(
+            f"model file is not a valid skops archive ({type(exc).__name__}); refusing to load"
+        ) from None
     if untrusted:
-        raise UnsafeModelError(f"model file references untrusted types {untrusted}; refusing to load")
+        raise UnsafeModelError(
+            f"model file references untrusted types {untrusted}; refusing to load"
+        )
     return skops.io.loads(data, trusted=list(TRUSTED_TYPES))
 
 
@@ -65,7 +78,14 @@ def read_mlflow_model_dir(path: str | Path) -> tuple[bytes, dict[str, Any]]:
     mlmodel_path = root / "MLmodel"
     if not mlmodel_path.is_file():
         raise UnsafeModelError(f"{root} is not an MLflow model directory (no MLmodel file)")
-    mlmodel = yaml.safe_load(mlmodel_path.read_text())
+    try:
+        mlmodel = yaml.safe_load(mlmodel_path.read_text())
+    except yaml.YAMLError as exc:  # python/object tags, malformed YAML: never constructed
+        raise UnsafeModelError(
+            f"{mlmodel_path}: refusing an MLmodel file that is not plain YAML: {exc}"
+        ) from None
+    if not isinstance(mlmodel, dict) or not isinstance(mlmodel.get("flavors") or {}, dict):
+        raise UnsafeModelError(f"{mlmodel_path}: not an MLflow model description")
     flavor = (mlmodel.get("flavors") or {}).get("sklearn") or {}
     serialization = flavor.get("serialization_format")
     if serialization != "skops":

@@ -12,6 +12,7 @@ Output: keys, ds, yhat, yhat_lower, yhat_upper, model_type.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import mlflow
@@ -27,7 +28,8 @@ class StoreForecasterModel(mlflow.pyfunc.PythonModel):
         self.forecasting = build_section(ForecastingConfig, config["forecasting"])
         self.table_uri = config["table_uri"]
         self.table_version = int(config["table_version"])
-        self.run_date = str(config["run_date"])
+        # a date, not free text: it is rendered into the delta-rs scan predicate below
+        self.run_date = dt.date.fromisoformat(str(config["run_date"])).isoformat()
         self._models: dict[tuple, dict] | None = None
 
     def _load_models(self) -> dict[tuple, dict]:
@@ -59,7 +61,11 @@ class StoreForecasterModel(mlflow.pyfunc.PythonModel):
             row = models.get(key_tuple)
             if row is None:
                 continue
-            outputs.append(forecast_group(row, future, dict(zip(keys, key_tuple, strict=True)), self.forecasting))
+            outputs.append(
+                forecast_group(
+                    row, future, dict(zip(keys, key_tuple, strict=True)), self.forecasting
+                )
+            )
         if not outputs:
             return pd.DataFrame(columns=forecast_columns(keys))
         return pd.concat(outputs, ignore_index=True)

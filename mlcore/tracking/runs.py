@@ -33,8 +33,6 @@ TAG_ENGINE = "mlcore.delta_engine"
 TAG_ATTEMPTS = "mlcore.attempts"
 TAG_STATUS = "mlcore.status"
 _MAX_PARAM_LENGTH = 6000
-# Config keys whose values may hold credentials or hosts; never logged as params.
-_SECRET_HINTS = ("password", "secret", "token", "credential", "key_id", "access_key")
 
 
 @dataclass(frozen=True)
@@ -95,14 +93,22 @@ def deterministic_run_id(job: str, env: str, run_date: date, revision: int) -> s
 
 
 def safe_params(flat: Mapping[str, Any]) -> dict[str, str]:
-    """Flattened config as MLflow params, without anything that looks like a credential."""
+    """Flattened config as MLflow params: credential keys left out, secret values redacted."""
+    from mlcore.logging_setup import is_secret_key, redact
+
     params = {}
     for key, value in flat.items():
-        if any(hint in key.lower() for hint in _SECRET_HINTS):
+        if is_secret_key(key):
             continue
-        text = "" if value is None else str(value)
+        text = "" if value is None else redact(value)
         params[key] = text[:_MAX_PARAM_LENGTH]
     return params
+
+
+def _clean(value: Any) -> str:
+    from mlcore.logging_setup import redact
+
+    return redact(value)
 
 
 class JobRun:
@@ -116,7 +122,7 @@ class JobRun:
         if self.enabled:
             import mlflow
 
-            mlflow.set_tags({k: str(v) for k, v in tags.items() if v is not None})
+            mlflow.set_tags({k: _clean(v) for k, v in tags.items() if v is not None})
 
     def log_metrics(self, metrics: Mapping[str, float]) -> None:
         if self.enabled and metrics:
@@ -129,6 +135,7 @@ class JobRun:
             return
         import mlflow
 
+        params = {k: _clean(v) for k, v in params.items()}
         existing = mlflow.get_run(self.run_id).data.params
         fresh = {k: v for k, v in params.items() if k not in existing}
         changed = sorted(k for k, v in params.items() if k in existing and existing[k] != v)
@@ -141,21 +148,37 @@ class JobRun:
             mlflow.log_params(dict(items[start : start + 100]))
 
     def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
-        if self.enabled:
-            import mlflow
+        """Log a file; text files (csv, yml, html, json...) are redacted on the way."""
+        if not self.enabled:
+            return
+        import mlflow
 
-            mlflow.log_artifact(path, artifact_path)
+        from mlcore.logging_setup import secret_values
+
+        source = Path(path)
+        secrets = [s.encode() for s in secret_values()]
+        if source.is_file() and secrets and any(s in source.read_bytes() for s in secrets):
+            mlflow.log_text(
+                _clean(source.read_text(errors="replace")),
+                f"{artifact_path or ''}/{source.name}".lstrip("/"),
+            )
+            return
+        mlflow.log_artifact(path, artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.enabled:
             import mlflow
 
-            mlflow.log_text(text, artifact_file)
+            mlflow.log_text(_clean(text), artifact_file)
 
 
 @contextlib.contextmanager
 def job_run(config: MlcoreConfig, job: str, run_date: date) -> Iterator[JobRun]:
     """Open (or resume) the MLflow run for this job run; close it FINISHED or FAILED."""
+    from mlcore.config.loader import config_as_flat_dict
+    from mlcore.logging_setup import register_config_secrets
+
+    register_config_secrets(config_as_flat_dict(config))
     revision = config.run.revision
     if not config.mlflow.enabled:
         yield JobRun(deterministic_run_id(job, config.env, run_date, revision), enabled=False)
