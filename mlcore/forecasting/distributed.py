@@ -28,6 +28,9 @@ def group_partitions(spark_parallelism: int, config: ForecastingConfig, groups: 
 
 
 FAULT_GROUPS_ENV = "MLCORE_FAULT_GROUPS"
+# Seconds each group's task waits before training (kill tests need a window that does not depend
+# on how fast the machine fits Prophet). Unset (0) in production.
+FAULT_GROUP_DELAY_ENV = "MLCORE_FAULT_GROUP_DELAY_SECONDS"
 
 
 def _key_values(pdf: pd.DataFrame, keys: list[str]) -> dict:
@@ -70,8 +73,13 @@ def train_groups(
     schema = model_schema(key_fields(keys, types))
     columns = schema.fieldNames()
     faults = injected_faults()
+    delay = float(os.environ.get(FAULT_GROUP_DELAY_ENV) or 0)
 
     def train_one(pdf: pd.DataFrame) -> pd.DataFrame:
+        if delay:
+            import time
+
+            time.sleep(delay)
         key_values = _key_values(pdf, keys)
         fault = _injected_fault(key_values, faults) if faults else None
         row = train_group(pdf.iloc[:0] if fault else pdf, key_values, config, run_date)

@@ -46,7 +46,9 @@ def test_killed_training_job_reruns_to_exactly_one_result(
     port = free_port()
     ui = ["--set", "spark.conf.spark.ui.enabled=true", "--set", f"spark.conf.spark.ui.port={port}"]
     slow = [*ARGS, "--set", f"forecasting.group_partitions={STORES}", *ui]
-    proc = start_job("train_forecasts", slow, job_env(), subprocess_log("killed_mid_training"))
+    # Each group task first waits 15 s, so the window exists however fast the machine fits.
+    env = job_env(MLCORE_FAULT_GROUP_DELAY_SECONDS="15")
+    proc = start_job("train_forecasts", slow, env, subprocess_log("killed_mid_training"))
     try:
         # the per-group stage (results.persist().count()): one task per group partition
         finished, running = wait_for_partial_stage(port, proc, tasks=STORES, name="count at")
