@@ -20,7 +20,7 @@ from mlcore.config.models import TableRules
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
-    from pyspark.sql.types import DataType, StructType
+    from pyspark.sql.types import StructType
 
 Status = Literal["passed", "failed", "skipped"]
 Kind = Literal["schema", "row", "batch", "table"]
@@ -37,17 +37,6 @@ ROW_BUDGET = "row_budget"
 NON_EMPTY = "non_empty"
 TABLE = "table"  # the per-table summary row; its ``rows`` feed the next run's row-count check
 DISABLED = "validation_disabled"
-
-_TYPE_NAMES = {
-    "int": "int",
-    "bigint": "bigint",
-    "double": "double",
-    "float": "float",
-    "string": "string",
-    "date": "date",
-    "timestamp": "timestamp",
-    "boolean": "boolean",
-}
 
 
 @dataclass(frozen=True)
@@ -87,14 +76,14 @@ class TableValidation:
 
     @property
     def quarantined_rows(self) -> int:
-        return sum(
-            r.failed_rows or 0 for r in self.results if r.kind == "row" and r.status == "failed"
-        )
+        """Rows flagged by row rules, each counted once (a row may break several rules)."""
+        return sum(r.failed_rows or 0 for r in self.results if r.rule == ROW_BUDGET)
 
 
 @dataclass(frozen=True)
 class RowRule:
-    """A row rule compiled to a Spark condition (true = the row breaks it; null = passes)."""
+    """A row rule compiled to a Spark condition: true = the row breaks it (a null value passes,
+    so ``failed`` is never null)."""
 
     rule: str
     column: str
@@ -108,58 +97,28 @@ def schema_contract_of(struct: StructType) -> dict[str, str]:
     return {f.name: f.dataType.simpleString() for f in struct.fields}
 
 
-def _simple(tp: DataType) -> str:
-    return tp.simpleString()
-
-
 def schema_results(
     table: str, actual: StructType, contract: Mapping[str, str], allow_extra: bool
 ) -> list[RuleResult]:
     """Missing, mistyped and (optionally) unexpected columns: one result per problem."""
-    have = {f.name: _simple(f.dataType) for f in actual.fields}
+    have = schema_contract_of(actual)
     results = []
-    for name, expected in contract.items():
-        want = _TYPE_NAMES.get(expected, expected)
+
+    def problem(column: str, observed: str, expected: str, detail: str) -> None:
+        results.append(
+            RuleResult(table, SCHEMA, "schema", "failed", column, None, observed, expected, detail)
+        )
+
+    for name, want in contract.items():
         if name not in have:
-            results.append(
-                RuleResult(
-                    table,
-                    SCHEMA,
-                    "schema",
-                    "failed",
-                    name,
-                    observed="missing",
-                    expected=want,
-                    detail=f"column missing (expected {want})",
-                )
-            )
+            problem(name, "missing", want, f"column missing (expected {want})")
         elif have[name] != want:
-            results.append(
-                RuleResult(
-                    table,
-                    SCHEMA,
-                    "schema",
-                    "failed",
-                    name,
-                    observed=have[name],
-                    expected=want,
-                    detail=f"type {have[name]}, expected {want}",
-                )
-            )
+            problem(name, have[name], want, f"type {have[name]}, expected {want}")
     if not allow_extra:
         for name in have:
             if name not in contract:
-                results.append(
-                    RuleResult(
-                        table,
-                        SCHEMA,
-                        "schema",
-                        "failed",
-                        name,
-                        observed=have[name],
-                        expected="absent",
-                        detail="unexpected column (allow_extra_columns: false)",
-                    )
+                problem(
+                    name, have[name], "absent", "unexpected column (allow_extra_columns: false)"
                 )
     if not results:
         results.append(
@@ -200,17 +159,18 @@ def row_rules(
         )
         return True
 
+    def add(rule: str, column: str, expected: str, failed: Column, reason: Column) -> None:
+        compiled.append(RowRule(rule, column, expected, F.coalesce(failed, F.lit(False)), reason))
+
     for column in rules.not_null:
         if absent(NOT_NULL, column, "not null"):
             continue
-        compiled.append(
-            RowRule(
-                NOT_NULL,
-                column,
-                "not null",
-                F.col(f"`{column}`").isNull(),
-                F.lit(f"{column}: missing value"),
-            )
+        add(
+            NOT_NULL,
+            column,
+            "not null",
+            F.col(f"`{column}`").isNull(),
+            F.lit(f"{column}: missing value"),
         )
     for column, bounds in rules.ranges.items():
         lo = "-inf" if bounds.minimum is None else _number(bounds.minimum)
@@ -221,55 +181,45 @@ def row_rules(
         value = F.col(f"`{column}`")
         low = F.lit(False) if bounds.minimum is None else value < F.lit(bounds.minimum)
         high = F.lit(False) if bounds.maximum is None else value > F.lit(bounds.maximum)
-        compiled.append(
-            RowRule(
-                RANGE,
-                column,
-                expected,
-                low | high,
-                F.concat(
-                    F.lit(f"{column}: value "), value.cast("string"), F.lit(f" outside {expected}")
-                ),
-            )
+        add(
+            RANGE,
+            column,
+            expected,
+            low | high,
+            F.concat(
+                F.lit(f"{column}: value "), value.cast("string"), F.lit(f" outside {expected}")
+            ),
         )
     for column, allowed in rules.allowed_values.items():
         listed = "{" + ", ".join(str(v) for v in allowed) + "}"
         if absent(ALLOWED_VALUES, column, listed):
             continue
         value = F.col(f"`{column}`")
-        compiled.append(
-            RowRule(
-                ALLOWED_VALUES,
-                column,
-                listed,
-                ~value.isin(list(allowed)),
-                F.concat(
-                    F.lit(f"{column}: value '"),
-                    F.substring(value.cast("string"), 1, 200),
-                    F.lit(f"' not in {listed}"),
-                ),
-            )
+        add(
+            ALLOWED_VALUES,
+            column,
+            listed,
+            ~value.isin(list(allowed)),
+            F.concat(
+                F.lit(f"{column}: value '"),
+                F.substring(value.cast("string"), 1, 200),
+                F.lit(f"' not in {listed}"),
+            ),
         )
     return compiled, skipped
 
 
 def flag_rows(df: DataFrame, compiled: Sequence[RowRule]) -> DataFrame:
-    """``df`` plus ``rule`` (first broken rule, null when none) and ``reason`` (all of them)."""
+    """``df`` plus ``rule`` (first broken rule, null when none) and ``reason`` (all of them).
+
+    ``compiled`` must not be empty (callers flag rows only when some rule failed)."""
     from pyspark.sql import functions as F
 
-    if not compiled:
-        return df.withColumn("rule", F.lit(None).cast("string")).withColumn(
-            "reason", F.lit(None).cast("string")
-        )
-    rule = None
-    for check in compiled:
-        condition = F.coalesce(check.failed, F.lit(False))
-        rule = (
-            F.when(condition, F.lit(check.rule))
-            if rule is None
-            else rule.when(condition, F.lit(check.rule))
-        )
-    reasons = [F.when(F.coalesce(c.failed, F.lit(False)), c.reason) for c in compiled]
+    first, *rest = compiled
+    rule = F.when(first.failed, F.lit(first.rule))
+    for check in rest:
+        rule = rule.when(check.failed, F.lit(check.rule))
+    reasons = [F.when(c.failed, c.reason) for c in compiled]
     reason = F.nullif(F.concat_ws("; ", *reasons), F.lit(""))
     return df.withColumn("rule", rule).withColumn("reason", reason)
 
@@ -303,109 +253,55 @@ def validate_frame(
     compiled, skipped = row_rules(table, rules, usable)
     results.extend(skipped)
 
+    def add(rule: str, kind: Kind, status: Status, column: str | None = None, **details) -> None:
+        results.append(RuleResult(table, rule, kind, status, column, **details))
+
     aggregates = [F.count(F.lit(1)).alias("_rows")]
     aggregates += [
-        F.sum(F.when(F.coalesce(c.failed, F.lit(False)), 1).otherwise(0)).alias(f"_f{i}")
-        for i, c in enumerate(compiled)
+        F.sum(F.when(c.failed, 1).otherwise(0)).alias(f"_f{i}") for i, c in enumerate(compiled)
     ]
     fresh_col = rules.freshness_column
-    fresh_ok = fresh_col is not None and rules.max_staleness_days is not None
-    if fresh_ok and fresh_col in usable:
-        value = F.to_date(F.col(f"`{fresh_col}`"))
-        aggregates.append(F.max(value).alias("_latest"))
+    check_freshness = fresh_col is not None and rules.max_staleness_days is not None
+    if check_freshness and fresh_col in usable:
+        aggregates.append(F.max(F.to_date(F.col(f"`{fresh_col}`"))).alias("_latest"))
     row = df.agg(*aggregates).first()
     rows = int(row["_rows"])
     validation = TableValidation(table, rows, results)
 
     if rows == 0:
-        results.append(
-            RuleResult(
-                table,
-                NON_EMPTY,
-                "batch",
-                "failed",
-                observed="0 rows",
-                expected=">= 1 row",
-                detail="the input has no rows",
-            )
-        )
-    failing_rows = 0
+        add(NON_EMPTY, "batch", "failed", observed="0 rows", expected=">= 1 row",
+            detail="the input has no rows")  # fmt: skip
+    any_row_failed = False
     for i, check in enumerate(compiled):
         failed = int(row[f"_f{i}"] or 0)
-        failing_rows = max(failing_rows, failed)
-        results.append(
-            RuleResult(
-                table,
-                check.rule,
-                "row",
-                "failed" if failed else "passed",
-                check.column,
-                failed_rows=failed,
-                expected=check.expected,
-            )
-        )
+        any_row_failed = any_row_failed or failed > 0
+        add(check.rule, "row", "failed" if failed else "passed", check.column,
+            failed_rows=failed, expected=check.expected)  # fmt: skip
 
-    if fresh_col is not None and rules.max_staleness_days is not None:
+    if check_freshness:
         if fresh_col not in usable:
-            results.append(
-                RuleResult(
-                    table,
-                    FRESHNESS,
-                    "batch",
-                    "failed",
-                    fresh_col,
-                    detail="freshness column not in the input",
-                )
-            )
+            add(FRESHNESS, "batch", "failed", fresh_col, detail="freshness column not in the input")
         else:
             latest = row["_latest"]
             stale = staleness_days(latest, run_date)
             expected = f"<= {rules.max_staleness_days} days before {run_date - timedelta(days=1)}"
             if stale is None:
-                results.append(
-                    RuleResult(
-                        table,
-                        FRESHNESS,
-                        "batch",
-                        "failed" if rows else "skipped",
-                        fresh_col,
-                        observed=f"no {fresh_col} values",
-                        expected=expected,
-                        detail=f"{fresh_col} is null in every row",
-                    )
-                )
+                add(FRESHNESS, "batch", "failed" if rows else "skipped", fresh_col,
+                    observed=f"no {fresh_col} values", expected=expected,
+                    detail=f"{fresh_col} is null in every row")  # fmt: skip
             else:
                 ok = stale <= rules.max_staleness_days
-                results.append(
-                    RuleResult(
-                        table,
-                        FRESHNESS,
-                        "batch",
-                        "passed" if ok else "failed",
-                        fresh_col,
-                        observed=f"latest {latest} ({stale} days stale)",
-                        expected=expected,
-                        detail=None
-                        if ok
-                        else f"latest {fresh_col} {latest} is {stale} days stale "
-                        f"(max_staleness_days {rules.max_staleness_days}, run date {run_date})",
-                    )
-                )
+                add(FRESHNESS, "batch", "passed" if ok else "failed", fresh_col,
+                    observed=f"latest {latest} ({stale} days stale)", expected=expected,
+                    detail=None if ok else f"latest {fresh_col} {latest} is {stale} days stale "
+                    f"(max_staleness_days {rules.max_staleness_days}, run date {run_date})")  # fmt: skip
 
     keys = list(rules.unique_keys)
     if keys:
         missing_keys = [k for k in keys if k not in usable]
         if missing_keys:
-            results.append(
-                RuleResult(
-                    table,
-                    UNIQUE_KEYS,
-                    "batch",
-                    "failed",
-                    ",".join(keys),
-                    detail=f"key columns {missing_keys} not in the input",
-                )
-            )
+            add(UNIQUE_KEYS, "batch", "failed", ",".join(keys),
+                detail=f"key columns {missing_keys} not in the input")  # fmt: skip
         else:
             dup = (
                 df.groupBy(*[F.col(f"`{k}`") for k in keys])
@@ -414,105 +310,49 @@ def validate_frame(
                 .agg(F.count(F.lit(1)).alias("keys"), F.sum(F.col("count") - 1).alias("extra"))
                 .first()
             )
-            extra = int(dup["extra"] or 0)
-            results.append(
-                RuleResult(
-                    table,
-                    UNIQUE_KEYS,
-                    "batch",
-                    "failed" if extra else "passed",
-                    ",".join(keys),
-                    failed_rows=extra,
-                    observed=f"{int(dup['keys'] or 0):,} duplicated keys, {extra:,} extra rows",
-                    expected="unique",
-                    detail=f"{extra:,} duplicate rows over {int(dup['keys']):,} keys ({', '.join(keys)})"
-                    if extra
-                    else None,
-                )
-            )
+            extra, dup_keys = int(dup["extra"] or 0), int(dup["keys"] or 0)
+            add(UNIQUE_KEYS, "batch", "failed" if extra else "passed", ",".join(keys),
+                failed_rows=extra, observed=f"{dup_keys:,} duplicated keys, {extra:,} extra rows",
+                expected="unique",
+                detail=f"{extra:,} duplicate rows over {dup_keys:,} keys ({', '.join(keys)})"
+                if extra else None)  # fmt: skip
 
     if rules.max_row_count_change is not None:
-        if previous_rows is None or previous_rows == 0:
-            results.append(
-                RuleResult(
-                    table,
-                    ROW_COUNT_CHANGE,
-                    "batch",
-                    "skipped",
-                    observed=f"{rows:,} rows",
-                    detail="no earlier run that passed validation",
-                )
-            )
+        if not previous_rows:
+            add(ROW_COUNT_CHANGE, "batch", "skipped", observed=f"{rows:,} rows",
+                detail="no earlier run that passed validation")  # fmt: skip
         else:
             change = (rows - previous_rows) / previous_rows
             ok = abs(change) <= rules.max_row_count_change
-            results.append(
-                RuleResult(
-                    table,
-                    ROW_COUNT_CHANGE,
-                    "batch",
-                    "passed" if ok else "failed",
-                    observed=f"{rows:,} rows vs {previous_rows:,} ({change:+.1%})",
-                    expected=f"within ±{rules.max_row_count_change:.0%}",
-                    detail=None
-                    if ok
-                    else f"{rows:,} rows vs {previous_rows:,} in the last run that passed "
-                    f"({change:+.1%}, max_row_count_change {rules.max_row_count_change:.0%})",
-                )
-            )
+            add(ROW_COUNT_CHANGE, "batch", "passed" if ok else "failed",
+                observed=f"{rows:,} rows vs {previous_rows:,} ({change:+.1%})",
+                expected=f"within ±{rules.max_row_count_change:.0%}",
+                detail=None if ok else f"{rows:,} rows vs {previous_rows:,} in the last run that "
+                f"passed ({change:+.1%}, max_row_count_change {rules.max_row_count_change:.0%})")  # fmt: skip
 
     validation.good = df
-    if failing_rows and rows:
+    if any_row_failed:
         flagged = flag_rows(df, compiled)
         validation.good = flagged.where(F.col("rule").isNull()).drop("rule", "reason")
         validation.flagged = flagged.where(F.col("rule").isNotNull())
         quarantined = validation.flagged.count()
         share = quarantined / rows
-        samples = [
+        samples = "; ".join(
             r["reason"]
             for r in validation.flagged.select("reason").limit(max(sample_reasons, 0)).collect()
-        ]
+        )
         ok = share <= rules.row_budget
-        results.append(
-            RuleResult(
-                table,
-                ROW_BUDGET,
-                "batch",
-                "passed" if ok else "failed",
-                failed_rows=quarantined,
-                observed=f"{quarantined:,} of {rows:,} rows ({share:.2%})",
-                expected=f"<= {rules.row_budget:.2%}",
-                detail=(
-                    "; ".join(samples)
-                    if ok
-                    else f"{quarantined:,} of {rows:,} rows ({share:.2%}) break row rules, over row_budget "
-                    f"{rules.row_budget:.2%}; e.g. {'; '.join(samples)}"
-                ),
-            )
-        )
+        add(ROW_BUDGET, "batch", "passed" if ok else "failed", failed_rows=quarantined,
+            observed=f"{quarantined:,} of {rows:,} rows ({share:.2%})",
+            expected=f"<= {rules.row_budget:.2%}",
+            detail=samples if ok else f"{quarantined:,} of {rows:,} rows ({share:.2%}) break row "
+            f"rules, over row_budget {rules.row_budget:.2%}; e.g. {samples}")  # fmt: skip
     elif compiled:
-        results.append(
-            RuleResult(
-                table,
-                ROW_BUDGET,
-                "batch",
-                "passed",
-                failed_rows=0,
-                observed=f"0 of {rows:,} rows",
-                expected=f"<= {rules.row_budget:.2%}",
-            )
-        )
+        add(ROW_BUDGET, "batch", "passed", failed_rows=0, observed=f"0 of {rows:,} rows",
+            expected=f"<= {rules.row_budget:.2%}")  # fmt: skip
 
     problems = validation.failed
-    results.append(
-        RuleResult(
-            table,
-            TABLE,
-            "table",
-            "failed" if problems else "passed",
-            failed_rows=validation.quarantined_rows,
-            observed=f"{rows:,} rows",
-            detail=f"{len(problems)} problem(s)" if problems else None,
-        )
-    )
+    add(TABLE, "table", "failed" if problems else "passed",
+        failed_rows=validation.quarantined_rows, observed=f"{rows:,} rows",
+        detail=f"{len(problems)} problem(s)" if problems else None)  # fmt: skip
     return validation

@@ -91,6 +91,8 @@ def test_row_rules_flag_rows_with_reasons_and_keep_the_rest(spark):
     assert "state_holiday: value 'z' not in {0, a, b, c}" in flagged["allowed_values"]
     budget = _by_rule(v)["row_budget"][0]
     assert budget.status == "passed" and budget.failed_rows == 3  # 15% <= 20%
+    # the row breaking two rules is one quarantined row in the table summary
+    assert v.quarantined_rows == 3 and _by_rule(v)["table"][0].failed_rows == 3
 
 
 def test_row_budget_exceeded_is_a_batch_failure(spark):
