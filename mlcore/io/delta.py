@@ -75,9 +75,16 @@ class DeltaTables:
         return applied is not None and applied >= token.version
 
     def read(
-        self, name: str, version: int | None = None, where: Predicate | None = None
+        self,
+        name: str,
+        version: int | None = None,
+        where: Predicate | None = None,
+        record_input: bool = True,
     ) -> DataFrame:
-        """Read a table (optionally at ``version``), filtered by an equality predicate."""
+        """Read a table (optionally at ``version``), filtered by an equality predicate.
+
+        The version read is recorded as an input of the run unless ``record_input`` is false
+        (bookkeeping reads: the run manifest, earlier validation results)."""
         if where is not None:
             check_predicate(where)
         try:
@@ -89,7 +96,8 @@ class DeltaTables:
                     "add the Delta jars or use 'auto'/'deltars'"
                 ) from exc
             raise
-        self.read_versions[name] = resolved
+        if record_input:
+            self.read_versions[name] = resolved
         return df
 
     def write(

@@ -17,12 +17,13 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from mlcore._version import __version__
 from mlcore.config.loader import config_as_flat_dict
+from mlcore.pipelines._validation import QUARANTINE, RESULTS
+from mlcore.validation.checks import DISABLED, TABLE
 
 if TYPE_CHECKING:
     from mlcore.pipelines.context import JobContext, JobSummary
@@ -71,8 +72,8 @@ def _row_counts(summary: JobSummary | None) -> dict[str, float]:
 
 
 def _validation_state(ctx: JobContext) -> str:
-    statuses = {rec.result.status for rec in ctx.validation if rec.result.rule == "table"}
-    if any(rec.result.rule == "validation_disabled" for rec in ctx.validation):
+    statuses = {rec.result.status for rec in ctx.validation if rec.result.rule == TABLE}
+    if any(rec.result.rule == DISABLED for rec in ctx.validation):
         return "skipped"
     if "failed" in statuses:
         return "failed"
@@ -103,7 +104,8 @@ def manifest_row(
         "env": ctx.config.env,
         "revision": ctx.config.run.revision,
         "status": status,
-        "pipeline_run_id": os.environ.get(PIPELINE_RUN_ENV) or (ctx.run_id if ctx.job == "run_pipeline" else None),
+        "pipeline_run_id": os.environ.get(PIPELINE_RUN_ENV)
+        or (ctx.run_id if ctx.job == "run_pipeline" else None),
         "started_at": started_at,
         "finished_at": finished_at,
         "duration_seconds": (finished_at - started_at).total_seconds(),
@@ -111,7 +113,7 @@ def manifest_row(
         "git_sha": git_sha,
         "config_hash": config_hash(ctx.config),
         "delta_engine": ctx.tables.engine_name,
-        "inputs": json.dumps(_inputs(ctx.tables.read_versions), sort_keys=True),
+        "inputs": json.dumps(ctx.tables.read_versions, sort_keys=True),
         "outputs": json.dumps(outputs, sort_keys=True),
         "models": json.dumps(models, sort_keys=True),
         "upstream_run_ids": upstream,
@@ -122,19 +124,18 @@ def manifest_row(
     }
 
 
-def _inputs(read_versions: Mapping[str, int | None]) -> dict[str, int | None]:
-    skip = {MANIFEST, "validation_results"}
-    return {k: v for k, v in sorted(read_versions.items()) if k not in skip}
-
-
 def previous_status(ctx: JobContext) -> str | None:
     """The status recorded for this run id, if any."""
     if not ctx.tables.exists(MANIFEST):
         return None
     from pyspark.sql import functions as F
 
-    row = ctx.tables.read(MANIFEST).where(F.col("run_id") == ctx.run_id).select("status").first()
-    ctx.tables.read_versions.pop(MANIFEST, None)
+    row = (
+        ctx.tables.read(MANIFEST, record_input=False)
+        .where(F.col("run_id") == ctx.run_id)
+        .select("status")
+        .first()
+    )
     return None if row is None else str(row["status"])
 
 
@@ -142,7 +143,7 @@ def record_run(ctx: JobContext, row: dict[str, Any]) -> None:
     """Merge this run's row on ``run_id`` (a no-op replay keeps the row of the run that worked)."""
     if ctx.dry_run:
         return
-    bookkeeping = {MANIFEST, "validation_results", "validation_quarantine"}
+    bookkeeping = {MANIFEST, RESULTS, QUARANTINE}
     committed = any(w.committed for w in ctx.tables.writes if w.table not in bookkeeping)
     if row["status"] == "succeeded" and not committed and previous_status(ctx) == "succeeded":
         return

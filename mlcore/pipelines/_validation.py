@@ -68,7 +68,7 @@ def previous_row_count(ctx: JobContext, table: str) -> int | None:
     from pyspark.sql import functions as F
 
     history = (
-        ctx.tables.read(RESULTS)
+        ctx.tables.read(RESULTS, record_input=False)
         .where(
             (F.col("job") == ctx.job)
             & (F.col("table") == table)
@@ -80,7 +80,6 @@ def previous_row_count(ctx: JobContext, table: str) -> int | None:
         .select("rows")
         .first()
     )
-    ctx.tables.read_versions.pop(RESULTS, None)  # bookkeeping, not an input of the job
     return None if history is None else int(history["rows"])
 
 
@@ -138,7 +137,11 @@ def check_inputs(
 
 def validation_message(problems: list[str]) -> str:
     """One line naming every problem; ends with what happened to the outputs."""
-    return f"input validation failed ({len(problems)} problem(s)): " + " | ".join(problems) + "; nothing written"
+    return (
+        f"input validation failed ({len(problems)} problem(s)): "
+        + " | ".join(problems)
+        + "; nothing written"
+    )
 
 
 def record_results(ctx: JobContext, job_succeeded: bool) -> None:

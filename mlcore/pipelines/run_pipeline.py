@@ -59,13 +59,12 @@ def finished_steps(ctx: JobContext) -> set[str]:
     from pyspark.sql import functions as F
 
     rows = (
-        ctx.tables.read(MANIFEST, where={"run_date": ctx.run_date})
+        ctx.tables.read(MANIFEST, where={"run_date": ctx.run_date}, record_input=False)
         .where((F.col("status") == "succeeded") & (F.col("revision") == ctx.config.run.revision))
         .select("job")
         .distinct()
         .collect()
     )
-    ctx.tables.read_versions.pop(MANIFEST, None)
     return {r["job"] for r in rows}
 
 

@@ -15,7 +15,7 @@ from mlcore.pipelines._validation import (
     validation_message,
 )
 from mlcore.pipelines.context import JobContext, JobSummary
-from mlcore.validation.checks import TABLE, RuleResult
+from mlcore.validation.checks import DISABLED, TABLE, RuleResult
 
 
 def run(ctx: JobContext) -> JobSummary:
@@ -40,7 +40,7 @@ def run(ctx: JobContext) -> JobSummary:
             summary.add(f"{r.table}", f"{r.status} ({r.observed or r.detail})")
             summary.metrics[f"{r.table}.rows"] = float(rec.rows)
             summary.metrics[f"{r.table}.quarantined_rows"] = float(r.failed_rows or 0)
-        elif r.status == "skipped" and r.rule == "validation_disabled":
+        elif r.rule == DISABLED:
             summary.add(f"{r.table}", "skipped (validation.enabled is false)")
     problems = [f"{t}: table does not exist" for t in missing] + ctx.validation_problems
     summary.metrics["problems"] = float(len(problems))
