@@ -138,6 +138,11 @@ def apply_gate(
         MlflowClient(), name, version, metric, value, tolerance,
         lower_is_better=lower_is_better, dry_run=ctx.dry_run, champion_value=champion_value,
     )  # fmt: skip
+    report_decision(ctx, summary, decision, note)
+
+
+def report_decision(ctx: JobContext, summary: JobSummary, decision: Any, note: str = "") -> None:
+    """A promotion decision in the summary, the ``promoted`` metric and the manifest's lineage."""
     summary.add(
         "registry",
         f"{decision.model_name} v{decision.version}: "
@@ -148,8 +153,8 @@ def apply_gate(
     )
     summary.metrics["promoted"] = 1.0 if decision.promoted else 0.0
     if decision.applied:
-        summary.use_model(name, decision.version, "produced", ctx.run_id)
-    summary.gates[f"promotion:{name}"] = (
+        summary.use_model(decision.model_name, decision.version, "produced", ctx.run_id)
+    summary.gates[f"promotion:{decision.model_name}"] = (
         "promoted" if decision.promoted else "not promoted"
     ) + f": {decision.reason}"
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlcore.forecasting.distributed import fingerprint_groups, group_partitions, train_groups
+from mlcore.pipelines._models import replay_registered, report_decision
 from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 
@@ -406,9 +407,14 @@ def run(ctx: JobContext) -> JobSummary:
         if ctx.config.mlflow.enabled:
             # The aliases may not have moved (driver lost after registering): re-apply the gate
             # from the version's stored metric; a no-op when they already did.
-            from mlcore.pipelines._models import replay_registered
-
-            replay_registered(ctx, summary, fc.model_name, fc.promotion_metric, fc.promotion_tolerance, lower_is_better=True)
+            replay_registered(
+                ctx,
+                summary,
+                fc.model_name,
+                fc.promotion_metric,
+                fc.promotion_tolerance,
+                lower_is_better=True,
+            )
         return summary
 
     started = time.perf_counter()
@@ -528,17 +534,5 @@ def run(ctx: JobContext) -> JobSummary:
     metric_key = f"pooled_{fc.promotion_metric}_champion"
     if metric_key in aggregates and ctx.config.mlflow.enabled:
         decision = register_and_promote(ctx, models_version, aggregates[metric_key])
-        summary.add(
-            "registry",
-            f"{decision.model_name} v{decision.version}: "
-            + ("champion" if decision.promoted else "challenger only")
-            + ("" if decision.applied else " (dry run: aliases not moved)")
-            + f" — {decision.reason}",
-        )
-        summary.metrics["promoted"] = 1.0 if decision.promoted else 0.0
-        if decision.applied:
-            summary.use_model(decision.model_name, decision.version, "produced", ctx.run_id)
-        summary.gates[f"promotion:{decision.model_name}"] = (
-            "promoted" if decision.promoted else "not promoted"
-        ) + f": {decision.reason}"
+        report_decision(ctx, summary, decision)
     return summary
