@@ -334,14 +334,8 @@ class DeltaRsEngine:
         try:
             df.write.format(SOURCE_NAME).mode("append").options(**options).save()
         except Exception as exc:
-            landed = self._find_commit(table, before, write_id)
+            landed = self._landed_despite(table, before, write_id, exc, f"write {write_id}")
             if landed is not None:
-                # The commit is in the table and only the response was lost (driver/JVM
-                # hiccup after the commit): the write succeeded, and its files must stay.
-                log.warning(
-                    "%s: write %s raised after its commit landed (version %s): %s",
-                    table.name, write_id, landed.version, _short(exc),
-                )  # fmt: skip
                 return landed
             self._remove_partial_files(table, write_id)
             text = str(exc)
@@ -362,6 +356,19 @@ class DeltaRsEngine:
         # No commit carries this write's id: the commit found the token already applied (a
         # concurrent replay of the same job run) and kept the table as it was.
         return WriteResult(table.name, self.name, self.version(table), committed=False)
+
+    def _landed_despite(
+        self, table: TableRef, before: int | None, write_id: str, exc: Exception, what: str
+    ) -> WriteResult | None:
+        """This write's commit if it is in the table although the call raised: only the response
+        was lost (driver/JVM hiccup after the commit), so the write succeeded and its files stay."""
+        landed = self._find_commit(table, before, write_id)
+        if landed is not None:
+            log.warning(
+                "%s: %s raised after its commit landed (version %s): %s",
+                table.name, what, landed.version, _short(exc),
+            )  # fmt: skip
+        return landed
 
     def _find_commit(
         self, table: TableRef, before: int | None, write_id: str
@@ -481,12 +488,8 @@ class DeltaRsEngine:
         (a concurrent-commit conflict is a ``ConcurrentWriteError``)."""
         from deltalake.exceptions import CommitFailedError
 
-        landed = self._find_commit(table, before, write_id)
+        landed = self._landed_despite(table, before, write_id, exc, what)
         if landed is not None:
-            log.warning(
-                "%s: %s raised after its commit landed (version %s): %s",
-                table.name, what, landed.version, _short(exc),
-            )  # fmt: skip
             return landed
         if isinstance(exc, CommitFailedError):
             raise ConcurrentWriteError(

@@ -32,6 +32,7 @@ from mlcore.io.engines import NO_DELTA_JARS, SparkDeltaEngine
 from mlcore.io.errors import EngineUnavailableError
 from mlcore.io.tables import TableRef, WriteToken
 from tests.conftest import CONF_DIR, REPO_ROOT
+from tests.unit.test_delta_engines import _RecordingWriter
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
@@ -67,37 +68,13 @@ class _Conf(dict):
         self.pop(key, None)
 
 
-class _Writer:
-    def __init__(self, log: list, fail_with: Exception | None) -> None:
-        self.log = log
-        self.fail_with = fail_with
-
-    def format(self, name):
-        self.log.append(("format", name))
-        return self
-
-    def mode(self, mode):
-        self.log.append(("mode", mode))
-        return self
-
-    def options(self, **options):
-        self.log.append(("options", options))
-        return self
-
-    def partitionBy(self, *cols):  # noqa: N802 - Spark's API
-        self.log.append(("partitionBy", cols))
-        return self
-
-    def _finish(self, verb, target):
-        self.log.append((verb, target))
-        if self.fail_with:
-            raise self.fail_with
-
-    def save(self, path):
-        self._finish("save", path)
+class _Writer(_RecordingWriter):
+    """The engine tests' recording writer, plus ``saveAsTable`` (catalog tables)."""
 
     def saveAsTable(self, name):  # noqa: N802 - Spark's API
-        self._finish("saveAsTable", name)
+        self.log.append(("saveAsTable", name))
+        if self.fail_with:
+            raise self.fail_with
 
 
 class _Frame:
