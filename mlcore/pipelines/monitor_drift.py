@@ -351,6 +351,18 @@ def report_html(ctx: JobContext, frame: Any, skipped: dict[str, str]) -> str:
     return "".join(parts)
 
 
+def drift_flags(ctx: JobContext, monitors: list[str]) -> DataFrame | None:
+    """The rows ``monitors`` flagged as drifted for this run date (None before any drift run);
+    what the nightly chain's retrain policy reads."""
+    from pyspark.sql import functions as F
+
+    if not ctx.tables.exists(OUTPUT):
+        return None
+    return ctx.tables.read(OUTPUT, where={"run_date": ctx.run_date}).where(
+        F.col("drifted") & F.col("monitor").isin(monitors)
+    )
+
+
 def run(ctx: JobContext) -> JobSummary:
     import pandas as pd
 

@@ -27,13 +27,10 @@ import datetime as dt
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from mlcore.pipelines._manifest import MANIFEST, PIPELINE_RUN_ENV
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
-
-if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+from mlcore.pipelines.monitor_drift import drift_flags
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +63,6 @@ def finished_steps(ctx: JobContext) -> set[str]:
         .collect()
     )
     return {r["job"] for r in rows}
-
-
-def _drift_flags(ctx: JobContext) -> DataFrame | None:
-    if not ctx.tables.exists("drift_metrics"):
-        return None
-    from pyspark.sql import functions as F
-
-    return ctx.tables.read("drift_metrics", where={"run_date": ctx.run_date}).where(
-        F.col("drifted")
-    )
 
 
 def champion_age_days(ctx: JobContext, model_name: str) -> tuple[int | None, str]:
@@ -118,16 +105,11 @@ def plan_step(ctx: JobContext, step: str) -> StepPlan:
             return StepPlan(
                 step, True, f"{what} is {age} d old > max_model_age_days {pc.max_model_age_days}"
             )
-        flags = _drift_flags(ctx) if pc.retrain_on_drift else None
+        flags = drift_flags(ctx, list(monitors)) if pc.retrain_on_drift else None
         if flags is not None:
-            from pyspark.sql import functions as F
-
             drifted = [
                 f"{r['monitor']}.{r['feature']}"
-                for r in flags.where(F.col("monitor").isin(list(monitors)))
-                .select("monitor", "feature")
-                .distinct()
-                .collect()
+                for r in flags.select("monitor", "feature").distinct().collect()
             ]
             if drifted:
                 shown = ", ".join(sorted(drifted)[:5])

@@ -323,15 +323,13 @@ def drifted_groups(ctx: JobContext) -> DataFrame | None:
     """Groups that ``monitor_drift`` flagged (sales_per_store) for this run date, as key strings."""
     from pyspark.sql import functions as F
 
-    if not ctx.tables.exists("drift_metrics"):
+    from mlcore.pipelines.monitor_drift import drift_flags
+
+    flags = drift_flags(ctx, ["sales_per_store"])
+    if flags is None:
         return None
     return (
-        ctx.tables.read("drift_metrics", where={"run_date": ctx.run_date})
-        .where(
-            (F.col("monitor") == "sales_per_store")
-            & F.col("drifted")
-            & F.col("group_key").isNotNull()
-        )
+        flags.where(F.col("group_key").isNotNull())
         .select(F.col("group_key").alias("_group_key"))
         .distinct()
     )

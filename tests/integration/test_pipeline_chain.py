@@ -95,7 +95,7 @@ def test_retrain_policy_for_gated_models(make_config, monkeypatch):
     plan = plan_step(Ctx, "train_anomaly_model")
     assert plan.run and "45 d old > max_model_age_days 30" in plan.reason
     monkeypatch.setattr(rp, "champion_age_days", lambda ctx, name: (3, f"{name} v3"))
-    monkeypatch.setattr(rp, "_drift_flags", lambda ctx: None)
+    monkeypatch.setattr(rp, "drift_flags", lambda ctx, monitors: None)
     plan = plan_step(Ctx, "train_classifier")
     assert not plan.run and "no drift flagged" in plan.reason
     plan = plan_step(Ctx, "train_forecasts")
