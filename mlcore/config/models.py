@@ -134,6 +134,9 @@ class ProphetConfig:
     uncertainty_samples: int = 200
     regressors: list[str] = field(default_factory=lambda: ["promo", "school_holiday"])
     holidays_column: str | None = "state_holiday"
+    # MAP fit: "inprocess" (mlcore.forecasting.prophet_map, the same posterior without a CmdStan
+    # process per fit) or "cmdstan" (Prophet's own backend)
+    optimizer: Literal["inprocess", "cmdstan"] = "inprocess"
 
 
 @dataclass(frozen=True)

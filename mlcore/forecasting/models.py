@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from mlcore.config.models import ProphetConfig
+from mlcore.forecasting import prophet_map
 
 FORMAT_VERSION: Final[int] = 1
 PREDICTION_COLUMNS: Final[tuple[str, ...]] = ("ds", "yhat", "yhat_lower", "yhat_upper")
@@ -234,7 +235,9 @@ class ProphetForecaster:
         )
         for name in cfg.regressors:
             m.add_regressor(name)
-        if FAST_STAN_JSON:
+        if cfg.optimizer == "inprocess":
+            m.stan_backend = prophet_map.new_backend()
+        elif FAST_STAN_JSON:
             _use_fast_stan_json(m)
         return m
 
