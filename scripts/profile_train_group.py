@@ -7,8 +7,13 @@ predict, Prophet JSON, seasonal naive, the rest = data preparation, metrics, glu
 ``--seed-baseline`` it also times the seed notebook's workload on the same stores (Prophet
 defaults fitted on all open days, then ``predict`` of history + 48 days with 1000 uncertainty
 samples), the ~0.185 s/store reference of design/perf-baseline.md section 1.
+``--optimizer cmdstan`` fits with Prophet's own CmdStan backend instead of the in-process one.
+``--warm-start-from DATE`` measures warm starts: models trained as of DATE (untimed) seed the
+final fits as of ``--run-date``; it prints final-fit seconds cold vs warm and how far the warm
+models' forecasts of the next 48 days are from the cold models'.
 
     .venv/bin/python scripts/profile_train_group.py --stores 40 --seed-baseline
+    .venv/bin/python scripts/profile_train_group.py --stores 100 --warm-start-from 2015-05-17
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -102,6 +108,39 @@ def _seed_workload(history: pd.DataFrame) -> None:
     m.predict(m.make_future_dataframe(periods=48))
 
 
+def warm_start_effect(
+    groups: dict[int, pd.DataFrame], config: ForecastingConfig, previous_date: dt.date, run_date: dt.date
+) -> None:
+    """Final-fit seconds and forecast change of warm starts (models of ``previous_date``)."""
+    import numpy as np
+
+    from mlcore.forecasting.models import load_model
+
+    warm_config = replace(config, warm_start=True)
+    cold_s, warm_s, diffs, warmed = [], [], [], 0
+    for store, history in groups.items():
+        previous = train_group(history, {"store": store}, config, previous_date)
+        cold = train_group(history, {"store": store}, config, run_date)
+        warm = train_group(history, {"store": store}, warm_config, run_date, previous["model_json"])
+        cold_s.append(cold["fit_seconds"])
+        warm_s.append(warm["fit_seconds"])
+        warmed += bool(warm.get("warm_started"))
+        if cold["champion"] == warm["champion"] == "prophet":
+            future = history[pd.to_datetime(history["date"]) >= pd.Timestamp(run_date)].head(48)
+            future = future.rename(columns={"date": "ds"})
+            a = load_model(cold["model_json"]).predict(future)["yhat"].to_numpy()
+            b = load_model(warm["model_json"]).predict(future)["yhat"].to_numpy()
+            is_open = a > 0
+            diffs.append(np.abs(a[is_open] - b[is_open]) / a[is_open])
+    rel = np.concatenate(diffs) if diffs else np.zeros(1)
+    print(f"{len(groups)} stores; previous models as of {previous_date}, run date {run_date}; "
+          f"{warmed} final fits warm-started ({config.prophet.optimizer} optimizer)")
+    print(f"final fit (s/store)  cold median {statistics.median(cold_s):.4f} mean {statistics.fmean(cold_s):.4f}"
+          f" | warm median {statistics.median(warm_s):.4f} mean {statistics.fmean(warm_s):.4f}")
+    print(f"next-48-day forecasts, warm vs cold: median relative difference {np.median(rel):.4%}, "
+          f"p99 {np.quantile(rel, 0.99):.4%}, max {rel.max():.4%} over {rel.size} open days")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
@@ -112,6 +151,8 @@ def main() -> None:
     parser.add_argument(
         "--no-fast-stan-json", action="store_true", help="let cmdstanpy write its JSON inputs"
     )
+    parser.add_argument("--optimizer", choices=["inprocess", "cmdstan"], default="inprocess")
+    parser.add_argument("--warm-start-from", help="measure warm starts from models of this date")
     args = parser.parse_args()
     if args.no_fast_stan_json:
         models_mod.FAST_STAN_JSON = False
@@ -123,7 +164,11 @@ def main() -> None:
     df["date"] = pd.to_datetime(df["date"]).dt.date
     groups = {int(s): g.reset_index(drop=True) for s, g in df.groupby("store")}
     config = ForecastingConfig(backtest_windows=args.backtest_windows)
+    config = replace(config, prophet=replace(config.prophet, optimizer=args.optimizer))
     run_date = dt.date.fromisoformat(args.run_date)
+    if args.warm_start_from:
+        warm_start_effect(groups, config, dt.date.fromisoformat(args.warm_start_from), run_date)
+        return
     _instrument()
 
     first = next(iter(groups))
@@ -150,7 +195,7 @@ def main() -> None:
     n = len(groups)
     print(
         f"{n} stores, run date {run_date}, backtest windows {config.backtest_windows}, "
-        f"fast stan json {models_mod.FAST_STAN_JSON}"
+        f"optimizer {args.optimizer}, fast stan json {models_mod.FAST_STAN_JSON}"
     )
     print(f"statuses {dict(statuses)}  champions {dict(champions)}")
     print(f"{'per store (ms)':34s} {'median':>7s} {'mean':>7s}")
