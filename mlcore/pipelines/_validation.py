@@ -68,7 +68,7 @@ def previous_row_count(ctx: JobContext, table: str) -> int | None:
     from pyspark.sql import functions as F
 
     history = (
-        ctx.tables.read(RESULTS, record_input=False)
+        ctx.tables.read(RESULTS, where={"job": ctx.job}, record_input=False)  # prunes files
         .where(
             (F.col("job") == ctx.job)
             & (F.col("table") == table)
