@@ -27,7 +27,9 @@ the efficiency compares the job against one core of the same machine measured in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import functools
 import logging
 import os
 import shutil
@@ -124,6 +126,64 @@ def count_scores(table_uri: str, run_date: str) -> tuple[int, int]:
         columns=["client_id"], filters=[("run_date", "=", dt.date.fromisoformat(run_date))]
     )
     return scores.num_rows, int(pc.count_distinct(scores.column("client_id")).as_py())
+
+
+class JobPhases:
+    """Wall seconds of the job's main phases, timed by wrapping a few functions in this process
+    (the job itself is unchanged). Phases may nest: the scores write includes its commit."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def _wrap(self, owner, attr: str, label) -> None:
+        original = getattr(owner, attr)
+
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                name = label(*args, **kwargs) if callable(label) else label
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+        self._restore.append((owner, attr, original))
+        setattr(owner, attr, timed)
+
+    @contextlib.contextmanager
+    def recording(self, output_table: str):
+        import mlcore.pipelines.score_classifier as job
+        from mlcore.io import deltars_writer
+        from mlcore.io.delta import DeltaTables
+
+        def write_label(*args, **kwargs) -> str:  # DeltaTables.write(self, df, name, ...)
+            name = args[2] if len(args) > 2 else kwargs.get("name")
+            return "scores write (score + write + commit)" if name == output_table else "bookkeeping writes"
+
+        self._restore: list = []
+        self._wrap(job, "resolve_for_scoring", "model lookup + download + load (driver)")
+        self._wrap(job, "check_inputs", "input validation")
+        self._wrap(DeltaTables, "write", write_label)
+        self._wrap(DeltaTables, "merge", "bookkeeping writes")
+        self._wrap(deltars_writer.DeltaRsArrowWriter, "commit", "  of which Delta commit")
+        try:
+            yield self
+        finally:
+            for owner, attr, original in reversed(self._restore):
+                setattr(owner, attr, original)
+
+    def report(self, wall: float) -> list[str]:
+        order = [
+            "model lookup + download + load (driver)",
+            "input validation",
+            "scores write (score + write + commit)",
+            "  of which Delta commit",
+            "bookkeeping writes",
+        ]
+        top = sum(v for k, v in self.seconds.items() if not k.startswith(" "))
+        lines = [f"  {name:<38} {self.seconds[name]:8.1f} s" for name in order if name in self.seconds]
+        lines.append(f"  {'other (MLflow run, reads, summary)':<38} {wall - top:8.1f} s")
+        return lines
 
 
 def search_comparison(spark, config, tables, n_iter: int, folds: int) -> bool:
@@ -281,9 +341,11 @@ def run(args: argparse.Namespace, home: Path) -> int:
         "--set", table_set,
         "--set", "classification.key_columns=[client_id]",  # --set takes flat YAML lists
     ]
-    started = time.perf_counter()
-    rc = run_job("score_classifier", score_args)
-    job_wall = time.perf_counter() - started
+    phases = JobPhases()
+    with phases.recording(config.classification.output_table):
+        started = time.perf_counter()
+        rc = run_job("score_classifier", score_args)
+        job_wall = time.perf_counter() - started
     if rc != 0:
         print("score_classifier failed")
         return 1
@@ -296,6 +358,7 @@ def run(args: argparse.Namespace, home: Path) -> int:
     print(f"baseline predict_proba, 1 process     {predict_s:>12.1f} s  {base_rate:>12,.0f} rows/s (1 core)")
     print(f"  incl. Arrow->pandas + feature_frame {total_s:>12.1f} s  {rows / total_s:>12,.0f} rows/s")
     print(f"score_classifier job (run_job wall)   {job_wall:>12.1f} s  {job_rate:>12,.0f} rows/s")
+    print("\n".join(phases.report(job_wall)))
     print(f"cores (Spark defaultParallelism)      {cores:>14}   (os.cpu_count() = {os.cpu_count()})")
     print(f"efficiency = job / (baseline x cores) {efficiency:>14.2f}   target {TARGET_EFFICIENCY} -> "
           + ("met" if efficiency >= TARGET_EFFICIENCY else "NOT met"))

@@ -9,8 +9,10 @@ from mlcore.io.errors import (
     UnsupportedTableError,
 )
 from mlcore.io.tables import TableRef, WriteToken
+from mlcore.io.transform import ArrowTransform
 
 __all__ = [
+    "ArrowTransform",
     "ConcurrentWriteError",
     "DeltaIOError",
     "DeltaTables",

@@ -22,11 +22,12 @@ from mlcore.io.engines import (
 from mlcore.io.errors import EngineUnavailableError
 from mlcore.io.predicates import Predicate, check_predicate
 from mlcore.io.tables import TableRef, WriteToken, resolve_table
+from mlcore.io.transform import ArrowTransform
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["DeltaTables", "WriteResult"]
+__all__ = ["ArrowTransform", "DeltaTables", "WriteResult"]
 
 
 class DeltaTables:
@@ -108,17 +109,33 @@ class DeltaTables:
         replace_where: Predicate | None = None,
         token: WriteToken | None = None,
         merge_schema: bool = False,
+        transform: ArrowTransform | None = None,
+        totals: Sequence[str] = (),
     ) -> WriteResult:
         """Write ``df`` as one atomic commit.
 
         Modes: ``append``; ``overwrite`` (the whole table); ``replace_where`` (exactly the rows
         matching ``replace_where``; rows outside it are an error). With a ``token`` a replayed
         write is a no-op. Schema mismatches are errors unless ``merge_schema`` adds new columns.
+
+        With ``transform`` the table receives ``transform.apply(df)`` (a per-partition Arrow
+        transform, e.g. model scoring); the delta-rs engine then writes from inside the transform's
+        tasks instead of sending its output through a second Spark stage (``mlcore.io.transform``).
+        ``totals`` names numeric output columns whose sums the result reports (with ``rows``)
+        when the engine counts them during the write (delta-rs); otherwise they are None.
         """
         if replace_where is not None:
             check_predicate(replace_where)
         result = self._engine.write(
-            df, self.ref(name), mode, replace_where, token, merge_schema, self.commit_metadata
+            df,
+            self.ref(name),
+            mode,
+            replace_where,
+            token,
+            merge_schema,
+            self.commit_metadata,
+            transform=transform,
+            totals=tuple(totals),
         )
         self.writes.append(result)
         faults.after_commit(name, result.committed)

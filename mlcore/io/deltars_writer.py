@@ -1,7 +1,9 @@
 """Distributed Delta writer for Spark without the Delta jars (Spark 4 Python Data Source).
 
 Executors write Parquet files and return add actions; the driver side commits them once through
-delta-rs's transaction API. The result is one atomic Delta commit per write, no data collected on
+delta-rs's transaction API. The same task code also serves fused writes (``FusedWriteTask``):
+a Spark task that transforms its input partition (``mlcore.io.transform``) and writes the result
+itself, returning only the add actions, which the driver then commits with the same ``commit``. The result is one atomic Delta commit per write, no data collected on
 the driver, and no stray files on failure: a failing task deletes what it wrote, ``abort`` deletes
 the files of the tasks that succeeded, and ``commit`` deletes everything when the idempotency
 token says the write was already applied.
@@ -34,6 +36,10 @@ SOURCE_NAME = "mlcore_deltars"
 REPLACE_WHERE_MARKER = "MLCORE_REPLACE_WHERE_VIOLATION"
 CONFLICT_MARKER = "MLCORE_CONCURRENT_WRITE_CONFLICT"
 WRITE_ID_KEY = "mlcore.write_id"
+ROWS_KEY = "mlcore.rows"
+TOTALS_KEY = "mlcore.totals"
+# What a fused write task returns to the driver: one JSON commit message per task.
+MESSAGE_DDL = "message string"
 # Characters Spark/Hive escape in partition directory names (ExternalCatalogUtils.escapePathName).
 _HIVE_ESCAPE = set("\"#%'*/:=?\\\x7f{[]^") | {chr(c) for c in range(1, 32)}
 _STRING_STATS_MAX = 32
@@ -49,6 +55,15 @@ class DeltaRsCommitMessage(WriterCommitMessage):
 
     adds: list[dict[str, Any]] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    totals: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"adds": self.adds, "files": self.files, "totals": self.totals})
+
+    @classmethod
+    def from_json(cls, text: str) -> DeltaRsCommitMessage:
+        data = json.loads(text)
+        return cls(adds=data["adds"], files=data["files"], totals=data.get("totals") or {})
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,8 @@ class WriterOptions:
     # Commits that landed after it are checked for conflicts before this write commits.
     read_version: int | None = None
     commit_retries: int = 1
+    # Numeric columns whose sums the write records in its commit info (``mlcore.totals``).
+    totals: tuple[str, ...] = ()
 
     @classmethod
     def from_options(cls, options: dict[str, str]) -> WriterOptions:
@@ -90,6 +107,7 @@ class WriterOptions:
             write_id=lowered.get("write_id") or uuid.uuid4().hex,
             read_version=int(read_version) if read_version not in (None, "") else None,
             commit_retries=int(lowered.get("commit_retries", 1)),
+            totals=tuple(json.loads(lowered.get("totals", "[]"))),
         )
 
     def to_options(self) -> dict[str, str]:
@@ -105,6 +123,7 @@ class WriterOptions:
             "write_id": self.write_id,
             "read_version": "" if self.read_version is None else str(self.read_version),
             "commit_retries": str(self.commit_retries),
+            "totals": json.dumps(list(self.totals)),
         }
         if self.app_id is not None and self.txn_version is not None:
             options["txn_app_id"] = self.app_id
@@ -268,10 +287,12 @@ class DeltaRsArrowWriter(DataSourceArrowWriter):
         open_files: dict[tuple, _OpenFile] = {}
         done: list[dict[str, Any]] = []
         written: list[str] = []
+        totals: dict[str, Any] = {}
         filters = _compile_filters(opts.partition_filters)
         try:
             for batch in iterator:
                 table = _conform(pa.Table.from_batches([batch]), target)
+                _add_totals(totals, table, opts.totals)
                 for key, part in _split_by_partition(table, opts.partition_by):
                     _check_filters(key, opts.partition_by, filters)
                     handle = open_files.get(key)
@@ -295,7 +316,7 @@ class DeltaRsArrowWriter(DataSourceArrowWriter):
                     pass
             _delete_files(fs, written)
             raise
-        return DeltaRsCommitMessage(adds=done, files=written)
+        return DeltaRsCommitMessage(adds=done, files=written, totals=totals)
 
     def _open(
         self, fs: pafs.FileSystem, root: str, key: tuple, task: int, attempt: int, schema: pa.Schema
@@ -337,6 +358,10 @@ class DeltaRsArrowWriter(DataSourceArrowWriter):
         real = [m for m in messages if isinstance(m, DeltaRsCommitMessage)]
         adds = [a for m in real for a in m.adds]
         files = [f for m in real for f in m.files]
+        totals: dict[str, Any] = {}
+        for m in real:
+            for column, value in m.totals.items():
+                totals[column] = totals.get(column, 0) + value
         attempts = max(0, opts.commit_retries) + 1
         for attempt in range(attempts):
             table = _open_latest(opts.table_uri)
@@ -353,7 +378,7 @@ class DeltaRsArrowWriter(DataSourceArrowWriter):
                 self._sweep(keep=set())
                 raise RuntimeError(f"{CONFLICT_MARKER}: {conflict}")
             try:
-                self._commit_once(table, adds)
+                self._commit_once(table, adds, totals)
                 break
             except CommitFailedError as exc:
                 if attempt + 1 >= attempts:
@@ -366,7 +391,9 @@ class DeltaRsArrowWriter(DataSourceArrowWriter):
         # Files of failed attempts that Spark retried are not in the log: remove them now.
         self._sweep(keep=set(files))
 
-    def _commit_once(self, table: Any, adds: list[dict[str, Any]]) -> None:
+    def _commit_once(
+        self, table: Any, adds: list[dict[str, Any]], totals: dict[str, Any] | None = None
+    ) -> None:
         from deltalake import Schema
         from deltalake.transaction import (
             AddAction,
@@ -380,11 +407,14 @@ class DeltaRsArrowWriter(DataSourceArrowWriter):
         metadata = dict(
             opts.commit_metadata,
             **{
-                "mlcore.rows": str(rows),
+                ROWS_KEY: str(rows),
                 "mlcore.files": str(len(adds)),
                 WRITE_ID_KEY: opts.write_id,
             },
         )
+        if opts.totals:
+            sums = totals or {}
+            metadata[TOTALS_KEY] = json.dumps({c: sums.get(c, 0) for c in opts.totals})
         transactions = (
             [Transaction(opts.app_id, opts.txn_version)]
             if opts.app_id is not None and opts.txn_version is not None
@@ -565,15 +595,91 @@ def _conform(table: pa.Table, target: pa.Schema) -> pa.Table:
 def _split_by_partition(
     table: pa.Table, partition_by: list[str]
 ) -> Iterator[tuple[tuple, pa.Table]]:
+    """(partition key, rows) per distinct partition value combination, rows in input order.
+
+    Vectorised: a batch with one partition value (a job writing its run date) is passed through
+    whole; otherwise Arrow groups the row indices (no Python loop over rows).
+    """
     if not partition_by:
         yield (), table
         return
-    columns = [table.column(c).to_pylist() for c in partition_by]
-    groups: dict[tuple, list[int]] = {}
-    for index, values in enumerate(zip(*columns, strict=True)):
-        groups.setdefault(tuple(partition_string(v) for v in values), []).append(index)
-    for key, indices in groups.items():
-        yield key, table.take(pa.array(indices, type=pa.int64()))
+    if table.num_rows == 0:
+        return
+    uniques = [pc.unique(table.column(c)) for c in partition_by]
+    if all(len(u) == 1 for u in uniques):
+        yield tuple(partition_string(u[0].as_py()) for u in uniques), table
+        return
+    index = "__mlcore_row__"
+    while index in table.column_names:
+        index += "_"
+    keyed = pa.table(
+        {
+            **{f"k{i}": table.column(c) for i, c in enumerate(partition_by)},
+            index: pa.array(range(table.num_rows), type=pa.int64()),
+        }
+    )
+    key_names = [f"k{i}" for i in range(len(partition_by))]
+    groups = keyed.group_by(key_names, use_threads=False).aggregate([(index, "list")])
+    merged: dict[tuple, list[pa.Array]] = {}
+    for row, indices in zip(
+        groups.select(key_names).to_pylist(), groups.column(f"{index}_list"), strict=True
+    ):
+        key = tuple(partition_string(row[k]) for k in key_names)
+        merged.setdefault(key, []).append(indices.values)
+    for key, parts in merged.items():
+        yield key, table.take(pa.concat_arrays(parts) if len(parts) > 1 else parts[0])
+
+
+def _add_totals(totals: dict[str, Any], table: pa.Table, columns: tuple[str, ...]) -> None:
+    for column in columns:
+        value = pc.sum(table.column(column)).as_py()
+        if value is not None:
+            totals[column] = totals.get(column, 0) + value
+
+
+class FusedWriteTask:
+    """Executor side of a fused transform-and-write: one call per Spark task (``mapInArrow``).
+
+    Runs the transform over the task's input batches, writes the output like the Data Source
+    writer's tasks do (same files, stats, replace-where check, cleanup of this task's files on
+    failure) and yields one row: the task's commit message as JSON, for the driver to commit.
+    """
+
+    def __init__(self, options: WriterOptions, fn: Any, output_schema_json: str) -> None:
+        self.options = options
+        self.fn = fn
+        self.output_schema_json = output_schema_json
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        declared = target_arrow_schema(self.output_schema_json)
+        output = _checked_output(self.fn(batches), declared)
+        message = DeltaRsArrowWriter(self.options).write(output)
+        yield pa.RecordBatch.from_arrays(
+            [pa.array([message.to_json()], type=pa.string())], names=["message"]
+        )
+
+
+def _checked_output(
+    batches: Iterator[pa.RecordBatch], declared: pa.Schema
+) -> Iterator[pa.RecordBatch]:
+    """The transform's batches, held to its declared schema (as Spark's mapInArrow would)."""
+    for batch in batches:
+        if batch.schema.names != declared.names:
+            raise ValueError(
+                f"transform output columns {batch.schema.names} differ from its declared "
+                f"schema {declared.names}"
+            )
+        if batch.schema.types != declared.types:
+            wrong = [
+                f"{f.name}: {f.type} (declared {d.type})"
+                for f, d in zip(batch.schema, declared, strict=True)
+                if f.type != d.type
+                and not (pa.types.is_timestamp(f.type) and pa.types.is_timestamp(d.type))
+            ]
+            if wrong:
+                raise ValueError(f"transform output types differ from its schema: {wrong}")
+            batch = batch.cast(declared)  # timestamps in another unit or zone: same instants
+        yield batch
 
 
 def _compile_filters(filters: list[list[Any]] | None) -> list[tuple[str, set[str]]]:

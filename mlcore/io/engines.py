@@ -16,7 +16,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,6 +36,7 @@ from mlcore.io.predicates import (
 )
 from mlcore.io.schema import as_nullable, check_duplicate_columns, check_write_schema
 from mlcore.io.tables import TableRef, WriteToken, check_identifier
+from mlcore.io.transform import ArrowTransform
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -51,13 +52,18 @@ _READER_FEATURES_OK = {"timestampNtz", "v2Checkpoint", "deletionVectors", "vacuu
 
 @dataclass(frozen=True)
 class WriteResult:
-    """Outcome of one write: the table version after it and whether it committed anything."""
+    """Outcome of one write: the table version after it and whether it committed anything.
+
+    ``rows`` (rows written) and ``totals`` (sums of the columns the write was asked to total)
+    are known when the engine counted them while writing (delta-rs engine; None otherwise).
+    """
 
     table: str
     engine: str
     version: int | None
     committed: bool
     rows: int | None = None
+    totals: Mapping[str, float] | None = field(default=None, hash=False)
 
     @property
     def skipped(self) -> bool:
@@ -257,15 +263,18 @@ class DeltaRsEngine:
         token: WriteToken | None,
         merge_schema: bool,
         metadata: Mapping[str, str],
+        transform: ArrowTransform | None = None,
+        totals: Sequence[str] = (),
     ) -> WriteResult:
+        """Write ``df`` (or, with ``transform``, what the transform makes of it) in one commit.
+
+        With a transform the write is fused: each task transforms its partition and writes the
+        output files itself (``deltars_writer.FusedWriteTask``); the driver commits the add
+        actions the tasks return, with the same checks, txn and cleanup as the Data Source path.
+        """
         from pyspark.sql.types import StructType
 
-        from mlcore.io.deltars_writer import (
-            CONFLICT_MARKER,
-            REPLACE_WHERE_MARKER,
-            SOURCE_NAME,
-            WriterOptions,
-        )
+        from mlcore.io.deltars_writer import SOURCE_NAME, WriterOptions
 
         dt = self.open(table)
         before = None if dt is None else dt.version()
@@ -274,7 +283,9 @@ class DeltaRsEngine:
             if applied is not None and applied >= token.version:
                 log.info("%s: already written by %s v%s; skipping", table.name, token.app_id, applied)
                 return WriteResult(table.name, self.name, before, committed=False)
-        check_duplicate_columns(table.name, df.schema)
+        schema = transform.schema if transform is not None else df.schema
+        check_duplicate_columns(table.name, schema)
+        _check_totals(table.name, schema, totals)
         if dt is not None:
             partition_cols = list(dt.metadata().partition_columns)
             if table.partition_by and list(table.partition_by) != partition_cols:
@@ -282,7 +293,7 @@ class DeltaRsEngine:
                     f"table {table.name!r} is partitioned by {partition_cols} but config says "
                     f"{list(table.partition_by)}"
                 )
-            new_fields = check_write_schema(table.name, self.spark_schema(dt), df.schema, merge_schema)
+            new_fields = check_write_schema(table.name, self.spark_schema(dt), schema, merge_schema)
             if new_fields:
                 from deltalake.schema import Field
 
@@ -291,13 +302,14 @@ class DeltaRsEngine:
                 dt.alter.add_columns([Field.from_json(json.dumps(f.jsonValue())) for f in nullable])
                 dt = self.open(table)
             target = as_nullable(self.spark_schema(dt))
-            df = df.select(*[f"`{n}`" for n in target.fieldNames()])
+            if transform is None:
+                df = df.select(*[f"`{n}`" for n in target.fieldNames()])
         else:
             partition_cols = list(table.partition_by)
-            missing = [c for c in partition_cols if c not in df.columns]
+            missing = [c for c in partition_cols if c not in schema.fieldNames()]
             if missing:
                 raise DeltaIOError(f"table {table.name!r}: partition columns {missing} not in data")
-            target = as_nullable(df.schema)
+            target = as_nullable(schema)
 
         partition_filters = None
         delta_mode = "append"
@@ -307,6 +319,8 @@ class DeltaRsEngine:
             if not replace_where:
                 raise ValueError("mode 'replace_where' needs a replace_where predicate")
             if not partition_columns_only(replace_where, partition_cols):
+                if transform is not None:  # delta-rs replaces data-column predicates on the driver
+                    df = transform.apply(df).select(*[f"`{n}`" for n in target.fieldNames()])
                 return self._replace_where_on_driver(df, table, dt, target, replace_where, token, metadata)
             partition_filters = [list(f) for f in to_partition_filters(replace_where)]
             delta_mode = "overwrite" if dt is not None else "append"
@@ -329,33 +343,47 @@ class DeltaRsEngine:
             # the snapshot the schema checks ran against (after any schema evolution commit)
             read_version=None if dt is None else dt.version(),
             commit_retries=self.commit_retries,
-        ).to_options()
+            totals=tuple(totals),
+        )
         activate_session(self.spark)
         try:
-            df.write.format(SOURCE_NAME).mode("append").options(**options).save()
-        except Exception as exc:
+            if transform is None:
+                df.write.format(SOURCE_NAME).mode("append").options(**options.to_options()).save()
+            else:
+                self._fused_write(df, transform, options)
+        except Exception as exc:  # noqa: BLE001 - classified (landed / violation / conflict / failed) below
             landed = self._landed_despite(table, before, write_id, exc, f"write {write_id}")
             if landed is not None:
                 return landed
             self._remove_partial_files(table, write_id)
-            text = str(exc)
-            if REPLACE_WHERE_MARKER in text:
-                detail = text.split(REPLACE_WHERE_MARKER + ": ", 1)[1].splitlines()[0]
-                raise ReplaceWhereViolation(f"table {table.name!r}: {detail}; nothing written") from None
-            if CONFLICT_MARKER in text:
-                detail = text.split(CONFLICT_MARKER + ": ", 1)[1].splitlines()[0]
-                raise ConcurrentWriteError(
-                    f"concurrent write conflict on table {table.name!r}: {detail}"
-                ) from None
-            raise DeltaIOError(
-                f"write to table {table.name!r} failed, table left at version {before}: {_short(exc)}"
-            ) from exc
+            error = _write_error(table, before, exc)
+            raise error from (exc if type(error) is DeltaIOError else None)
         landed = self._find_commit(table, before, write_id)
         if landed is not None:
             return landed
         # No commit carries this write's id: the commit found the token already applied (a
         # concurrent replay of the same job run) and kept the table as it was.
         return WriteResult(table.name, self.name, self.version(table), committed=False)
+
+    def _fused_write(self, df: DataFrame, transform: ArrowTransform, options) -> None:
+        """Transform and write on the executors, then commit the returned add actions here.
+
+        One Spark job: each task runs ``FusedWriteTask`` over its input partition and returns
+        its commit message (a few hundred bytes), so the output rows never come back to the JVM.
+        The commit is the Data Source writer's own ``commit`` (txn check, conflict check, retry,
+        sweep of files from failed attempts), run in the driver instead of a driver-side worker.
+        """
+        from mlcore.io.deltars_writer import (
+            MESSAGE_DDL,
+            DeltaRsArrowWriter,
+            DeltaRsCommitMessage,
+            FusedWriteTask,
+        )
+
+        task = FusedWriteTask(options, transform.fn, transform.schema.json())
+        rows = df.mapInArrow(task, MESSAGE_DDL).collect()
+        messages = [DeltaRsCommitMessage.from_json(row[0]) for row in rows]
+        DeltaRsArrowWriter(options).commit(messages)
 
     def _landed_despite(
         self, table: TableRef, before: int | None, write_id: str, exc: Exception, what: str
@@ -382,9 +410,10 @@ class DeltaRsEngine:
         newer = dt.version() - (-1 if before is None else before)
         for info in dt.history(newer):
             if info.get(WRITE_ID_KEY) == write_id:
-                rows = int(info["mlcore.rows"]) if "mlcore.rows" in info else None
                 version = int(info["version"])
-                return WriteResult(table.name, self.name, version, committed=True, rows=rows)
+                return WriteResult(
+                    table.name, self.name, version, committed=True, **_counted(info)
+                )
         return None
 
     def _remove_partial_files(self, table: TableRef, write_id: str, timeout: float = 60.0) -> None:
@@ -410,11 +439,8 @@ class DeltaRsEngine:
         dt = self.open(table)
         after = None if dt is None else dt.version()
         committed = after is not None and after != before
-        rows = None
-        if committed:
-            info = dt.history(1)[0]
-            rows = int(info["mlcore.rows"]) if "mlcore.rows" in info else None
-        return WriteResult(table.name, self.name, after, committed=committed, rows=rows)
+        counted = _counted(dt.history(1)[0]) if committed else {}
+        return WriteResult(table.name, self.name, after, committed=committed, **counted)
 
     def _commit_properties(
         self, token: WriteToken | None, metadata: Mapping[str, str], rows: int, write_id: str = ""
@@ -541,6 +567,52 @@ class DeltaRsEngine:
         except Exception as exc:  # noqa: BLE001 - classified (landed / conflict / failed) below
             return self._driver_commit_failed(table, before, write_id, exc, "merge into")
         return self._find_commit(table, before, write_id) or self._result(table, before)
+
+
+def _counted(info: Mapping[str, Any]) -> dict[str, Any]:
+    """``rows`` and ``totals`` of a WriteResult from an mlcore commit's info."""
+    from mlcore.io.deltars_writer import ROWS_KEY, TOTALS_KEY
+
+    rows = int(info[ROWS_KEY]) if ROWS_KEY in info else None
+    totals = json.loads(info[TOTALS_KEY]) if TOTALS_KEY in info else None
+    return {"rows": rows, "totals": totals}
+
+
+def _check_totals(table_name: str, schema: StructType, totals: Sequence[str]) -> None:
+    from pyspark.sql.types import NumericType
+
+    types = {f.name: f.dataType for f in schema.fields}
+    bad = [c for c in totals if not isinstance(types.get(c), NumericType)]
+    if bad:
+        raise ValueError(f"writing table {table_name!r}: totals need numeric output columns, not {bad}")
+
+
+def _write_error(table: TableRef, before: int | None, exc: BaseException) -> DeltaIOError:
+    """The error for a failed distributed write (nothing committed, files already removed)."""
+    from mlcore.io.deltars_writer import CONFLICT_MARKER, REPLACE_WHERE_MARKER
+
+    text = str(exc)
+    if REPLACE_WHERE_MARKER in text:
+        detail = text.split(REPLACE_WHERE_MARKER + ": ", 1)[1].splitlines()[0]
+        return ReplaceWhereViolation(f"table {table.name!r}: {detail}; nothing written")
+    if CONFLICT_MARKER in text:
+        detail = text.split(CONFLICT_MARKER + ": ", 1)[1].splitlines()[0]
+        return ConcurrentWriteError(f"concurrent write conflict on table {table.name!r}: {detail}")
+    return DeltaIOError(
+        f"write to table {table.name!r} failed, table left at version {before}: {_task_error(exc)}"
+    )
+
+
+def _task_error(exc: BaseException) -> str:
+    """The Python error a failed Spark task raised (its last ``XxxError: ...`` line), else the
+    exception's first line: "An exception was thrown from the Python worker" says nothing."""
+    import re
+
+    found = re.findall(r"^(\w+(?:Error|Exception|Exit|Interrupt)): (.+)$", str(exc), re.MULTILINE)
+    if found:
+        kind, message = found[-1]
+        return f"{kind}: {message.strip()}"[:500]
+    return _short(exc)
 
 
 def check_merge_source(df: DataFrame, table_name: str, keys: Sequence[str]) -> None:
@@ -681,7 +753,14 @@ class SparkDeltaEngine:
         token: WriteToken | None,
         merge_schema: bool,
         metadata: Mapping[str, str],
+        transform: ArrowTransform | None = None,
+        totals: Sequence[str] = (),
     ) -> WriteResult:
+        """Native Delta: a transform runs as ``mapInArrow`` in the write's own plan; ``totals``
+        are not counted here (the result's ``totals`` stay None: read the table back)."""
+        if transform is not None:
+            df = transform.apply(df)
+        _check_totals(table.name, df.schema, totals)
         exists = self.exists(table)
         before = self.version(table) if exists else None
         check_duplicate_columns(table.name, df.schema)

@@ -4,9 +4,12 @@ The model is the version the ``champion`` alias points at (or ``classification.s
 Its skops file is loaded with mlcore's own type allow-list (pickle models are refused), and the
 input table is checked against the feature spec stored with the model before anything runs: a
 missing alias, a missing or mistyped column fails with every problem listed and writes nothing.
-Scoring runs in ``mapInPandas`` with the model loaded once per Python worker; the output (row
-key, probability, label at the stored threshold, model name/version, run id, run date, scored
-time) replaces this run date's partition in one commit, so reruns are idempotent.
+Scoring is an Arrow transform (``mapInArrow``) with the model loaded once per Python worker; the
+output (row key, probability, label at the stored threshold, model name/version, run id, run
+date, scored time) replaces this run date's partition in one commit, so reruns are idempotent.
+The transform goes to the write itself: on the delta-rs engine the scoring tasks write the score
+files and the driver commits them (one pass over the data), and the rows and positives reported
+come from that write's own counts rather than from reading the table back.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import datetime as dt
 import logging
 
 from mlcore.classification.features import FeatureSpec, check_spark_columns
-from mlcore.classification.scoring import score_frame
+from mlcore.classification.scoring import scoring
 from mlcore.pipelines._models import resolve_for_scoring
 from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
@@ -27,6 +30,7 @@ BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
 def run(ctx: JobContext) -> JobSummary:
     from pyspark.sql import functions as F
+    from pyspark.sql.types import DateType, DoubleType, IntegerType, StringType, TimestampType
 
     cc = ctx.config.classification
     summary = JobSummary()
@@ -53,34 +57,41 @@ def run(ctx: JobContext) -> JobSummary:
     summary.add("model", f"{cc.model_name} v{version} (threshold {threshold:.4f})")
     summary.use_model(cc.model_name, version, "used", registered.run_id)
 
-    scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    scores = scoring(source, data, spec, threshold, cc.key_columns)
+    transform = scores.transform.with_constants(
+        {
+            "model_name": (cc.model_name, StringType()),
+            "model_version": (int(version), IntegerType()),
+            "threshold": (threshold, DoubleType()),
+            "run_id": (ctx.run_id, StringType()),
+            "run_date": (ctx.run_date, DateType()),
+            "scored_at": (scored_at, TimestampType()),
+        }
+    )
     previous = ctx.spark.conf.get(BATCH_CONF, None)
     ctx.spark.conf.set(BATCH_CONF, str(cc.score_batch_rows))
     try:
-        scores = score_frame(source, data, spec, threshold, cc.key_columns).select(
-            "*",
-            F.lit(cc.model_name).alias("model_name"),
-            F.lit(int(version)).alias("model_version"),
-            F.lit(threshold).alias("threshold"),
-            F.lit(ctx.run_id).alias("run_id"),
-            F.lit(ctx.run_date).alias("run_date"),
-            F.lit(scored_at).cast("timestamp").alias("scored_at"),
-        )
         if ctx.dry_run:
-            counts = scores.agg(F.count("*"), F.sum("label")).first()
+            counts = transform.apply(scores.input).agg(F.count("*"), F.sum("label")).first()
         else:
             result = ctx.tables.write(
-                scores,
+                scores.input,
                 cc.output_table,
                 mode="replace_where",
                 replace_where={"run_date": ctx.run_date},
                 token=token,
+                transform=transform,
+                totals=["label"],
             )
             summary.writes.append(result)
-            written = ctx.tables.read(
-                cc.output_table, version=result.version, where={"run_date": ctx.run_date}
-            )
-            counts = written.agg(F.count("*"), F.sum("label")).first()
+            if result.committed and result.rows is not None and result.totals is not None:
+                counts = (result.rows, result.totals.get("label"))  # counted by the write itself
+            else:  # native Delta, or a concurrent run's commit: count what the table holds
+                written = ctx.tables.read(
+                    cc.output_table, version=result.version, where={"run_date": ctx.run_date}
+                )
+                counts = written.agg(F.count("*"), F.sum("label")).first()
     finally:
         if previous is None:
             ctx.spark.conf.unset(BATCH_CONF)

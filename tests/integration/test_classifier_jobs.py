@@ -4,6 +4,7 @@ search equal to the local one."""
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -97,10 +98,19 @@ def test_score_writes_idempotent_scores_at_the_stored_threshold(trained, spark, 
     assert set(scores["model_version"]) == {1} and set(scores["model_name"]) == {"bank_classifier"}
     assert scores["scored_at"].nunique() == 1 and scores["run_id"].nunique() == 1
     assert 0.0 < scores["label"].mean() < 0.6
+    # The reported counts come from the write itself (commit info), not from a read-back.
+    info = first.history(1)[0]
+    assert json.loads(info["mlcore.totals"]) == {"label": int(scores["label"].sum())}
+    experiments = [e.experiment_id for e in trained.search_experiments()]
+    [run] = trained.search_runs(experiments, "tags.`mlcore.job` = 'score_classifier'")
+    assert run.data.metrics["rows_scored"] == len(scores) == int(info["mlcore.rows"])
+    assert run.data.metrics["rows_positive"] == scores["label"].sum()
 
     assert run_job("score_classifier", [*ARGS, *DAY1]) == 0
     again = DeltaTable(path)
     assert again.version() == first.version(), "a rerun for the same run date commits nothing"
+    assert run_job("score_classifier", [*ARGS, *DAY2, "--dry-run"]) == 0
+    assert DeltaTable(path).version() == first.version(), "a dry run writes nothing"
     assert run_job("score_classifier", [*ARGS, *DAY2]) == 0
     both = DeltaTable(path).to_pandas()
     assert both.groupby("run_date").size().tolist() == [bank_rows, bank_rows]

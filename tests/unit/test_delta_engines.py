@@ -203,6 +203,40 @@ def test_native_engine_maps_replace_where_mismatch(monkeypatch, spark):
         engine.write(frame, TABLE, "replace_where", {"run_date": 1}, None, False, {})
 
 
+class _UntransformedFrame:
+    """A frame whose ``mapInArrow`` yields the recording frame (what the native write gets)."""
+
+    def __init__(self, transformed) -> None:
+        self.transformed = transformed
+        self.calls: list = []
+
+    def mapInArrow(self, fn, schema):  # noqa: N802 - Spark's API
+        self.calls.append((fn, schema))
+        return self.transformed
+
+
+def test_native_engine_runs_a_transform_inside_the_delta_write(monkeypatch, spark):
+    """Native Delta keeps its own write path: the transform is a mapInArrow in the written
+    plan (no fused write), and the write reports no totals (callers read the table back)."""
+    from pyspark.sql.types import IntegerType, StructField, StructType
+
+    from mlcore.io import ArrowTransform
+
+    log: list = []
+    engine = SparkDeltaEngine(spark)
+    monkeypatch.setattr(engine, "exists", lambda table: False)
+    monkeypatch.setattr(engine, "version", lambda table: 0)
+    schema = StructType([StructField("run_date", IntegerType()), StructField("y", IntegerType())])
+    transform = ArrowTransform(lambda batches: batches, schema)
+    frame = _UntransformedFrame(_RecordingFrame(spark, log))
+    result = engine.write(
+        frame, TABLE, "replace_where", {"run_date": 1}, TOKEN, False, {}, transform=transform, totals=["y"]
+    )
+    assert frame.calls == [(transform.fn, schema)]
+    assert ("format", "delta") in log and dict(log)["options"]["replaceWhere"] == "`run_date` = 1"
+    assert result.totals is None and result.rows is None
+
+
 def test_native_merge_sets_txn_confs_only_for_the_statement(spark):
     engine = SparkDeltaEngine(spark)
     session = _ProbeSession(None)
