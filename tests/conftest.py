@@ -8,10 +8,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pyspark.sql.types import DateType, DoubleType, IntegerType, StringType, StructField, StructType
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 DATASETS_DIR = Path(os.environ.get("MLCORE_DATASETS_DIR", REPO_ROOT.parent / "shared" / "datasets"))
+# The small day-partitioned table the Delta IO, native-engine and reliability tests write.
+DAY_TABLE_SCHEMA = StructType(
+    [
+        StructField("id", IntegerType()),
+        StructField("store", StringType()),
+        StructField("day", DateType()),
+        StructField("amount", DoubleType()),
+    ]
+)
 
 
 @pytest.fixture(scope="session")

@@ -9,21 +9,14 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from pyspark.sql.types import DateType, DoubleType, IntegerType, StringType, StructField, StructType
 
 from mlcore.io import ConcurrentWriteError, DeltaTables, WriteToken
+from tests.conftest import DAY_TABLE_SCHEMA
 from tests.reliability.conftest import data_files, ever_logged, scan, versions_of
 
 pytestmark = pytest.mark.reliability
 
-SCHEMA = StructType(
-    [
-        StructField("id", IntegerType()),
-        StructField("store", StringType()),
-        StructField("day", DateType()),
-        StructField("amount", DoubleType()),
-    ]
-)
+SCHEMA = DAY_TABLE_SCHEMA
 DAY1, DAY2 = dt.date(2024, 1, 1), dt.date(2024, 1, 2)
 
 

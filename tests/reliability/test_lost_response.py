@@ -8,11 +8,11 @@ import datetime as dt
 
 import pytest
 from deltalake import DeltaTable
-from pyspark.sql.types import DateType, DoubleType, IntegerType, StringType, StructField, StructType
 
 from mlcore.io import WriteToken
 from mlcore.io.faults import AFTER_COMMIT_ENV, InjectedFault
 from mlcore.runner import run_job
+from tests.conftest import DAY_TABLE_SCHEMA
 from tests.reliability.conftest import (
     ARGS,
     data_files,
@@ -26,14 +26,7 @@ from tests.reliability.conftest import (
 
 pytestmark = pytest.mark.reliability
 
-SCHEMA = StructType(
-    [
-        StructField("id", IntegerType()),
-        StructField("store", StringType()),
-        StructField("day", DateType()),
-        StructField("amount", DoubleType()),
-    ]
-)
+SCHEMA = DAY_TABLE_SCHEMA
 DAY = dt.date(2024, 1, 1)
 
 

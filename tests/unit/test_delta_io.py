@@ -12,11 +12,8 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
-    DateType,
     DoubleType,
-    IntegerType,
     LongType,
-    StringType,
     StructField,
     StructType,
     TimestampType,
@@ -28,15 +25,9 @@ from mlcore.io import (
     SchemaMismatchError,
     WriteToken,
 )
+from tests.conftest import DAY_TABLE_SCHEMA
 
-SCHEMA = StructType(
-    [
-        StructField("id", IntegerType()),
-        StructField("store", StringType()),
-        StructField("day", DateType()),
-        StructField("amount", DoubleType()),
-    ]
-)
+SCHEMA = DAY_TABLE_SCHEMA
 DAY1, DAY2, DAY3 = dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 3)
 
 

@@ -25,13 +25,13 @@ import subprocess
 import sys
 
 import pytest
-from pyspark.sql.types import DateType, DoubleType, IntegerType, StringType, StructField, StructType
+from pyspark.sql.types import StringType, StructField, StructType
 
 from mlcore.io import DeltaIOError, DeltaTables, ReplaceWhereViolation, SchemaMismatchError
 from mlcore.io.engines import NO_DELTA_JARS, SparkDeltaEngine
 from mlcore.io.errors import EngineUnavailableError
 from mlcore.io.tables import TableRef, WriteToken
-from tests.conftest import CONF_DIR, REPO_ROOT
+from tests.conftest import CONF_DIR, DAY_TABLE_SCHEMA, REPO_ROOT
 from tests.unit.test_delta_engines import _RecordingWriter
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
@@ -40,14 +40,7 @@ TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
 TXN_VERSION = "spark.databricks.delta.write.txnVersion"
 USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 
-SCHEMA = StructType(
-    [
-        StructField("id", IntegerType()),
-        StructField("store", StringType()),
-        StructField("day", DateType()),
-        StructField("amount", DoubleType()),
-    ]
-)
+SCHEMA = DAY_TABLE_SCHEMA
 DAY1, DAY2, DAY3 = dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 3)
 PATH_TABLE = TableRef(name="sales", uri="/lake/sales", partition_by=("day",))
 CATALOG_TABLE = TableRef(name="sales", uri="/lake/sales", catalog_name="main.mlcore.sales")
