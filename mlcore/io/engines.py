@@ -27,6 +27,7 @@ from mlcore.io.errors import (
     ReplaceWhereViolation,
     UnsupportedTableError,
 )
+from mlcore.io.frames import is_driver_local
 from mlcore.io.predicates import (
     Predicate,
     partition_columns_only,
@@ -347,7 +348,9 @@ class DeltaRsEngine:
         )
         activate_session(self.spark)
         try:
-            if transform is None:
+            if transform is None and is_driver_local(df):
+                self._driver_write(df, target, options)
+            elif transform is None:
                 df.write.format(SOURCE_NAME).mode("append").options(**options.to_options()).save()
             else:
                 self._fused_write(df, transform, options)
@@ -384,6 +387,17 @@ class DeltaRsEngine:
         rows = df.mapInArrow(task, MESSAGE_DDL).collect()
         messages = [DeltaRsCommitMessage.from_json(row[0]) for row in rows]
         DeltaRsArrowWriter(options).commit(messages)
+
+    def _driver_write(self, df: DataFrame, target: StructType, options) -> None:
+        """Rows already on the driver (a local relation: status rows, a manifest): the writer's
+        own task and commit code, run here, instead of a Spark job that starts Python workers
+        and a driver-side commit process for a few rows. Same files, checks, txn and cleanup."""
+        from mlcore.io.deltars_writer import DeltaRsArrowWriter
+
+        data = self._collect_arrow(df, target)
+        writer = DeltaRsArrowWriter(options)
+        message = writer.write(iter(data.to_batches()))
+        writer.commit([message])
 
     def _landed_despite(
         self, table: TableRef, before: int | None, write_id: str, exc: Exception, what: str
@@ -545,8 +559,9 @@ class DeltaRsEngine:
                 return WriteResult(table.name, self.name, before, committed=False)
         target = as_nullable(self.spark_schema(dt))
         check_write_schema(table.name, target, df.schema, merge_schema=False)
-        check_merge_source(df, table.name, keys)
+        check_merge_keys(df.columns, table.name, keys)
         data = self._collect_arrow(df.select(*[f"`{n}`" for n in target.fieldNames()]), target)
+        check_merge_rows(data, table.name, keys)  # the source is on the driver now: no Spark jobs
         predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
         write_id = uuid.uuid4().hex[:12]
         try:
@@ -615,16 +630,45 @@ def _task_error(exc: BaseException) -> str:
     return _short(exc)
 
 
-def check_merge_source(df: DataFrame, table_name: str, keys: Sequence[str]) -> None:
-    """MERGE needs non-null, unique keys in the source, or it fails (or worse) mid-commit."""
-    from pyspark.sql import functions as F
-
+def check_merge_keys(columns: Sequence[str], table_name: str, keys: Sequence[str]) -> None:
+    """The merge keys are valid identifiers present in the source."""
     if not keys:
         raise ValueError("merge needs at least one key column")
     for key in keys:
         check_identifier(key)
-        if key not in df.columns:
+        if key not in columns:
             raise DeltaIOError(f"merge into {table_name!r}: key column {key!r} not in data")
+
+
+def check_merge_rows(data: Any, table_name: str, keys: Sequence[str]) -> None:
+    """``check_merge_source`` on a collected Arrow source (the delta-rs merge collects it)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table: pa.Table = data
+    for key in keys:
+        column = table.column(key)
+        if column.null_count:
+            first = pc.index(pc.is_null(column), True).as_py()
+            row = {k: table.column(k)[first].as_py() for k in keys}
+            raise DeltaIOError(f"merge into {table_name!r}: source has null keys, e.g. {row}")
+    if table.num_rows < 2:
+        return
+    counts = table.select(list(keys)).group_by(list(keys), use_threads=False).aggregate(
+        [([], "count_all")]
+    )
+    dupes = counts.filter(pc.greater(counts.column("count_all"), 1))
+    if dupes.num_rows:
+        row = {k: dupes.column(k)[0].as_py() for k in keys}
+        row["count"] = dupes.column("count_all")[0].as_py()
+        raise DeltaIOError(f"merge into {table_name!r}: source has duplicate keys, e.g. {row}")
+
+
+def check_merge_source(df: DataFrame, table_name: str, keys: Sequence[str]) -> None:
+    """MERGE needs non-null, unique keys in the source, or it fails (or worse) mid-commit."""
+    from pyspark.sql import functions as F
+
+    check_merge_keys(df.columns, table_name, keys)
     null_keys = df.filter(F.greatest(*[F.col(k).isNull() for k in keys], F.lit(False))).limit(1).collect()
     if null_keys:
         raise DeltaIOError(f"merge into {table_name!r}: source has null keys, e.g. {null_keys[0].asDict()}")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlcore._version import __version__
 from mlcore.config.loader import config_as_flat_dict
+from mlcore.io.frames import local_frame
 from mlcore.pipelines._validation import QUARANTINE, RESULTS
 from mlcore.validation.checks import DISABLED, TABLE
 
@@ -147,5 +148,5 @@ def record_run(ctx: JobContext, row: dict[str, Any]) -> None:
     committed = any(w.committed for w in ctx.tables.writes if w.table not in bookkeeping)
     if row["status"] == "succeeded" and not committed and previous_status(ctx) == "succeeded":
         return
-    frame = ctx.spark.createDataFrame([row], MANIFEST_DDL)
+    frame = local_frame(ctx.spark, [row], MANIFEST_DDL)  # written from the driver, no tasks
     ctx.tables.merge(frame, MANIFEST, keys=["run_id"])

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from mlcore.config.models import TableRules
 from mlcore.ingest.schemas import BANK, CALENDAR, RIDES, SALES, STORES
+from mlcore.io.frames import local_frame
 from mlcore.pipelines.context import JobContext, JobFailed
 from mlcore.validation.checks import DISABLED, TABLE, RuleResult, schema_contract_of, validate_frame
 
@@ -198,7 +199,7 @@ def record_results(ctx: JobContext, job_succeeded: bool) -> None:
         )
         for rec in ctx.validation
     ]
-    results = ctx.spark.createDataFrame(rows, schema)
+    results = local_frame(ctx.spark, rows, schema)  # written from the driver, no tasks
     where = {"run_date": ctx.run_date, "job": ctx.job}
     ctx.tables.write(results, RESULTS, mode="replace_where", replace_where=where)
     if not job_succeeded:
@@ -223,7 +224,7 @@ def record_results(ctx: JobContext, job_succeeded: bool) -> None:
             out = out.unionByName(frame)
     elif ctx.tables.exists(QUARANTINE):
         # Nothing quarantined now: replace with no rows, so a fixed rerun clears the earlier ones.
-        out = ctx.spark.createDataFrame([], QUARANTINE_DDL)
+        out = local_frame(ctx.spark, [], QUARANTINE_DDL)
     else:
         return
     ctx.tables.write(out, QUARANTINE, mode="replace_where", replace_where=where)
