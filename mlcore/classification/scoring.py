@@ -10,6 +10,11 @@ from their Arrow batches to score batches. ``Scoring.frame()`` is the scores as 
 that stores them passes the transform to ``DeltaTables.write(..., transform=...)`` instead, so the
 delta-rs engine writes the scores from the scoring tasks themselves (no second pass of the output
 through the JVM).
+
+On delta-rs the rows can also come from a direct Arrow scan (:func:`scan_scoring`): the Python
+workers read the Parquet files and compute ``row_key`` with a numpy port of Spark's ``xxhash64``
+(integral, boolean, date and timestamp key columns only), so the JVM does not touch the rows at
+all. Both paths run the same scoring step (:class:`ScoreBatches`) and give identical output.
 """
 
 from __future__ import annotations
@@ -26,18 +31,35 @@ from mlcore.serving import model_files
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
-    from pyspark.sql import DataFrame
+    from pyspark import Broadcast
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
+
+    from mlcore.io.scan import ArrowScan
+
+
+def row_key_columns(
+    columns: Sequence[str], key_columns: Sequence[str], label: str | None
+) -> list[str]:
+    """The columns the row key hashes, in hash order: the key columns, or else every input
+    column except run metadata and the label (sorted by name)."""
+    if key_columns:
+        return list(key_columns)
+    return sorted(c for c in columns if c not in RUN_COLUMNS and c != label)
 
 
 def row_key_column(df: DataFrame, key_columns: Sequence[str], label: str | None) -> Any:
     """``xxhash64`` over the key columns, or over every input column except run metadata and the label."""
     from pyspark.sql import functions as F
 
-    if key_columns:
-        columns = list(key_columns)
-    else:
-        columns = sorted(c for c in df.columns if c not in RUN_COLUMNS and c != label)
+    columns = row_key_columns(df.columns, key_columns, label)
     return F.xxhash64(*[F.col(f"`{c}`") for c in columns])
+
+
+def scoring_columns(spec: FeatureSpec, key_columns: Sequence[str]) -> list[str]:
+    """Input columns of the score batches after ``row_key``: key columns that are not features,
+    then the features."""
+    return [*[c for c in key_columns if c not in spec.columns], *spec.columns]
 
 
 @dataclass(frozen=True)
@@ -52,6 +74,69 @@ class Scoring:
         return self.transform.apply(self.input)
 
 
+class ScoreBatches:
+    """Picklable batch function: ``row_key, <key columns>, probability, label`` per input batch.
+
+    The one scoring step both paths share (Spark-prepared rows in :func:`scoring`, direct-scan
+    rows in :func:`scan_scoring`): loads the broadcast model once per worker, passes the named
+    columns through and labels ``probability >= threshold``.
+    """
+
+    def __init__(
+        self,
+        model: Broadcast,
+        digest: str,
+        spec: FeatureSpec,
+        threshold: float,
+        names: Sequence[str],
+    ) -> None:
+        self.model = model
+        self.digest = digest
+        self.spec = spec
+        self.threshold = threshold
+        self.names = list(names)
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import numpy as np
+        import pyarrow as pa
+
+        model = model_files.worker_model(self.model.value, self.digest)
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            frame = arrow_feature_frame(batch, self.spec)
+            proba = model.predict_proba(frame)[:, 1].astype(np.float64)
+            label = (proba >= self.threshold).astype(np.int32)
+            yield pa.RecordBatch.from_arrays(
+                [*[batch.column(n) for n in self.names], pa.array(proba), pa.array(label)],
+                names=[*self.names, "probability", "label"],
+            )
+
+
+def score_transform(
+    spark: SparkSession,
+    model_bytes: bytes,
+    spec: FeatureSpec,
+    threshold: float,
+    key_columns: Sequence[str],
+    input_schema: StructType,
+) -> ArrowTransform:
+    """The scoring transform of batches with ``input_schema`` (``row_key``, key columns, features):
+    output ``row_key, <key columns>, probability, label`` with the input's field types."""
+    from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
+
+    passthrough = {"row_key", *key_columns}
+    kept = [f for f in input_schema.fields if f.name in passthrough]
+    schema = StructType(
+        [*kept, StructField("probability", DoubleType()), StructField("label", IntegerType())]
+    )
+    shared = spark.sparkContext.broadcast(model_bytes)
+    fn = ScoreBatches(
+        shared, model_files.digest(model_bytes), spec, threshold, [f.name for f in kept]
+    )
+    return ArrowTransform(fn, schema)
+
+
 def scoring(
     df: DataFrame,
     model_bytes: bytes,
@@ -62,39 +147,88 @@ def scoring(
     """Score ``df``: output rows ``row_key, <key columns>, probability, label`` (label =
     probability >= threshold), computed by a transform that loads the model once per worker."""
     from pyspark.sql import functions as F
-    from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
 
-    digest = model_files.digest(model_bytes)
-    shared = df.sparkSession.sparkContext.broadcast(model_bytes)
     keys = list(key_columns)
-    passthrough = {"row_key", *keys}
     prepared = df.select(
         row_key_column(df, keys, spec.label).alias("row_key"),
-        *[F.col(f"`{c}`") for c in keys if c not in spec.columns],
-        *[F.col(f"`{c}`") for c in spec.columns],
+        *[F.col(f"`{c}`") for c in scoring_columns(spec, keys)],
     )
-    kept = [f for f in prepared.schema.fields if f.name in passthrough]
-    schema = StructType(
-        [*kept, StructField("probability", DoubleType()), StructField("label", IntegerType())]
+    transform = score_transform(
+        df.sparkSession, model_bytes, spec, threshold, keys, prepared.schema
     )
-    names = [f.name for f in kept]
+    return Scoring(prepared, transform)
 
-    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import numpy as np
+
+def unhashable_in_python(schema: StructType, hash_columns: Sequence[str]) -> list[str]:
+    """Columns among ``hash_columns`` (with their types) whose Spark ``xxhash64`` the numpy port
+    cannot reproduce; empty when the row key can be computed without Spark."""
+    from mlcore.io.hashing import supports_spark_type
+
+    return [
+        f"{c} ({schema[c].dataType.simpleString()})"
+        for c in hash_columns
+        if not supports_spark_type(schema[c].dataType)
+    ]
+
+
+class AddRowKey:
+    """Picklable batch function: ``row_key`` (Spark's ``xxhash64`` of ``hash_columns``, in
+    numpy) followed by ``columns``, from batches that hold both."""
+
+    def __init__(self, hash_columns: Sequence[str], columns: Sequence[str]) -> None:
+        self.hash_columns = list(hash_columns)
+        self.columns = list(columns)
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow as pa
 
-        model = model_files.worker_model(shared.value, digest)
+        from mlcore.io.hashing import spark_xxhash64
+
         for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            proba = model.predict_proba(arrow_feature_frame(batch, spec))[:, 1].astype(np.float64)
-            label = (proba >= threshold).astype(np.int32)
+            key = spark_xxhash64([batch.column(c) for c in self.hash_columns])
             yield pa.RecordBatch.from_arrays(
-                [*[batch.column(n) for n in names], pa.array(proba), pa.array(label)],
-                names=[*names, "probability", "label"],
+                [key, *[batch.column(c) for c in self.columns]], names=["row_key", *self.columns]
             )
 
-    return Scoring(prepared, ArrowTransform(score, schema))
+
+def scan_columns(
+    spec: FeatureSpec, key_columns: Sequence[str], hash_columns: Sequence[str]
+) -> list[str]:
+    """The table columns a direct scan must read to score: hashed, key and feature columns."""
+    return list(dict.fromkeys([*hash_columns, *scoring_columns(spec, key_columns)]))
+
+
+def scan_scoring(
+    scan: ArrowScan,
+    source_schema: StructType,
+    model_bytes: bytes,
+    spec: FeatureSpec,
+    threshold: float,
+    key_columns: Sequence[str],
+    hash_columns: Sequence[str],
+) -> ArrowTransform:
+    """:func:`scoring`'s transform on a direct scan's rows, as a transform of ``scan.slices``:
+    scan -> ``row_key`` in numpy -> the shared scoring step, all in one task.
+
+    ``hash_columns`` must all be hashable in numpy (:func:`unhashable_in_python` is empty);
+    ``source_schema`` is the schema of the Spark read of the same table, so the output fields
+    equal :func:`scoring`'s exactly.
+    """
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    from mlcore.io.scan import chain
+
+    keys = list(key_columns)
+    columns = scoring_columns(spec, keys)
+    # Spark's xxhash64 is never null: the Spark path's row_key field is not nullable either.
+    input_schema = StructType(
+        [StructField("row_key", LongType(), False), *[source_schema[c] for c in columns]]
+    )
+    score = score_transform(
+        scan.slices.sparkSession, model_bytes, spec, threshold, keys, input_schema
+    )
+    keyed = ArrowTransform(chain(AddRowKey(hash_columns, columns), score.fn), score.schema)
+    return scan.then(keyed)
 
 
 def score_frame(

@@ -215,6 +215,7 @@ class ClassificationConfig:
     score_alias: str = "champion"
     score_version: int | None = None
     score_batch_rows: int = 100_000
+    direct_scan: bool = True
 
 
 RideFeatureName = Literal[

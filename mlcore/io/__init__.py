@@ -8,10 +8,12 @@ from mlcore.io.errors import (
     SchemaMismatchError,
     UnsupportedTableError,
 )
+from mlcore.io.scan import ArrowScan
 from mlcore.io.tables import TableRef, WriteToken
 from mlcore.io.transform import ArrowTransform
 
 __all__ = [
+    "ArrowScan",
     "ArrowTransform",
     "ConcurrentWriteError",
     "DeltaIOError",

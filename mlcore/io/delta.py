@@ -7,6 +7,7 @@ the run, and every read's table version is remembered so tracking can log input 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,10 @@ from mlcore.io.transform import ArrowTransform
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+
+    from mlcore.io.scan import ArrowScan
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ArrowTransform", "DeltaTables", "WriteResult"]
 
@@ -100,6 +105,37 @@ class DeltaTables:
         if record_input:
             self.read_versions[name] = resolved
         return df
+
+    def scan(
+        self,
+        name: str,
+        columns: Sequence[str],
+        partitions: int | None = None,
+        version: int | None = None,
+        batch_rows: int | None = None,
+        record_input: bool = True,
+    ) -> ArrowScan | None:
+        """A direct Arrow scan of ``columns`` of a table (version), or None: use :meth:`read`.
+
+        On delta-rs the Python workers read the Parquet files themselves (``mlcore.io.scan``), so
+        a job whose rows only feed a Python transform keeps the JVM out of the data path. None on
+        native Delta, and for tables or columns the scan cannot represent faithfully (the reason
+        is logged). ``partitions``: Spark partitions of the slices (default: defaultParallelism);
+        ``batch_rows``: rows per Arrow batch (default: the session's maxRecordsPerBatch).
+        """
+        from mlcore.io.scan import ScanUnsupported
+
+        if self.engine_name != "deltars" or not isinstance(self._engine, DeltaRsEngine):
+            log.info("%s: no direct scan on the %s engine", name, self.engine_name)
+            return None
+        try:
+            scan = self._engine.scan(self.ref(name), columns, version, partitions, batch_rows)
+        except ScanUnsupported as exc:
+            log.info("%s: no direct scan (%s)", name, exc)
+            return None
+        if record_input:
+            self.read_versions[name] = scan.version
+        return scan
 
     def write(
         self,

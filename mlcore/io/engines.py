@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
+    from mlcore.io.scan import ArrowScan
+
 log = logging.getLogger(__name__)
 
 WriteMode = Literal["append", "overwrite", "replace_where"]
@@ -254,6 +256,27 @@ class DeltaRsEngine:
         if where:
             df = df.filter(to_spark_column(where))
         return df, dt.version()
+
+    def scan(
+        self,
+        table: TableRef,
+        columns: Sequence[str],
+        version: int | None = None,
+        partitions: int | None = None,
+        batch_rows: int | None = None,
+    ) -> ArrowScan:
+        """A direct Arrow scan of ``columns`` (``mlcore.io.scan``): Parquet read in the Python
+        workers instead of a Spark scan. ScanUnsupported where it would not be faithful."""
+        from mlcore.io.scan import ScanUnsupported, plan_scan
+
+        dt = self.open(table, version)
+        if dt is None:
+            raise DeltaIOError(f"table {table.name!r} does not exist at {table.uri}")
+        try:
+            self.check_readable(dt, table.name)
+        except UnsupportedTableError as exc:
+            raise ScanUnsupported(str(exc)) from exc
+        return plan_scan(self.spark, dt, table.name, columns, partitions, batch_rows)
 
     def write(
         self,

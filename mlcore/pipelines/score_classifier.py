@@ -10,18 +10,39 @@ date, scored time) replaces this run date's partition in one commit, so reruns a
 The transform goes to the write itself: on the delta-rs engine the scoring tasks write the score
 files and the driver commits them (one pass over the data), and the rows and positives reported
 come from that write's own counts rather than from reading the table back.
+
+On delta-rs the rows normally bypass the JVM entirely (``classification.direct_scan``): the input
+table version that was validated is scanned by the Python workers themselves (``mlcore.io.scan``:
+Parquet slices balanced over the Spark partitions), ``row_key`` is Spark's ``xxhash64`` computed in
+numpy, and each task reads, scores and writes its slices. That needs row-key columns numpy can
+hash like Spark (integral, boolean, date, timestamp: e.g. ``key_columns: [client_id]``) and a
+validation that dropped no rows; otherwise (string or no key columns, quarantined rows, native
+Delta, dry runs) the rows come from the Spark read as before. Both paths write identical output;
+the log says which one ran and why.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import TYPE_CHECKING
 
 from mlcore.classification.features import FeatureSpec, check_spark_columns
-from mlcore.classification.scoring import scoring
+from mlcore.classification.scoring import (
+    row_key_columns,
+    scan_columns,
+    scan_scoring,
+    scoring,
+    unhashable_in_python,
+)
 from mlcore.pipelines._models import resolve_for_scoring
 from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+    from mlcore.io.transform import ArrowTransform
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +64,8 @@ def run(ctx: JobContext) -> JobSummary:
     version, data, info = registered.version, registered.data, registered.info
     spec = FeatureSpec.from_dict(info["features"])
     threshold = float(info["threshold"])
-    source = check_inputs(ctx, {cc.score_table: ctx.tables.read(cc.score_table)})[cc.score_table]
+    read = ctx.tables.read(cc.score_table)
+    source = check_inputs(ctx, {cc.score_table: read})[cc.score_table]
     fields = {f.name: f.dataType.simpleString() for f in source.schema}
     problems = check_spark_columns(fields, spec)
     missing_keys = [c for c in cc.key_columns if c not in fields]
@@ -58,8 +80,13 @@ def run(ctx: JobContext) -> JobSummary:
     summary.use_model(cc.model_name, version, "used", registered.run_id)
 
     scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    scores = scoring(source, data, spec, threshold, cc.key_columns)
-    transform = scores.transform.with_constants(
+    direct = direct_scoring(ctx, read, source, data, spec, threshold)
+    if direct is not None:
+        rows_in, scored = direct
+    else:
+        scores = scoring(source, data, spec, threshold, cc.key_columns)
+        rows_in, scored = scores.input, scores.transform
+    transform = scored.with_constants(
         {
             "model_name": (cc.model_name, StringType()),
             "model_version": (int(version), IntegerType()),
@@ -73,10 +100,10 @@ def run(ctx: JobContext) -> JobSummary:
     ctx.spark.conf.set(BATCH_CONF, str(cc.score_batch_rows))
     try:
         if ctx.dry_run:
-            counts = transform.apply(scores.input).agg(F.count("*"), F.sum("label")).first()
+            counts = transform.apply(rows_in).agg(F.count("*"), F.sum("label")).first()
         else:
             result = ctx.tables.write(
-                scores.input,
+                rows_in,
                 cc.output_table,
                 mode="replace_where",
                 replace_where={"run_date": ctx.run_date},
@@ -102,3 +129,55 @@ def run(ctx: JobContext) -> JobSummary:
     summary.add("predicted positive", positives, metric="rows_positive")
     summary.metrics["model_version"] = float(version)
     return summary
+
+
+def direct_scoring(
+    ctx: JobContext,
+    read: DataFrame,
+    source: DataFrame,
+    model_bytes: bytes,
+    spec: FeatureSpec,
+    threshold: float,
+) -> tuple[DataFrame, ArrowTransform] | None:
+    """(slices, scoring transform of the slices) for a direct scan of the validated table
+    version, or None (logged with the reason) when the Spark read must be used."""
+    cc = ctx.config.classification
+    table = cc.score_table
+    if not cc.direct_scan:
+        log.info("scoring %s via the Spark read: classification.direct_scan is false", table)
+        return None
+    if ctx.dry_run:
+        log.info("scoring %s via the Spark read: dry run", table)
+        return None
+    if ctx.tables.engine_name != "deltars":
+        log.info("scoring %s via the Spark read: %s engine", table, ctx.tables.engine_name)
+        return None
+    if source is not read:
+        log.info("scoring %s via the Spark read: validation set rows aside", table)
+        return None
+    hashed = row_key_columns(source.columns, cc.key_columns, spec.label)
+    unhashable = unhashable_in_python(source.schema, hashed)
+    if unhashable:
+        log.info(
+            "scoring %s via the Spark read: row_key hashes %s, which only Spark's xxhash64 "
+            "hashes (key_columns %s)",
+            table, ", ".join(unhashable), list(cc.key_columns) or "not set: every input column",
+        )  # fmt: skip
+        return None
+    scan = ctx.tables.scan(
+        table,
+        scan_columns(spec, cc.key_columns, hashed),
+        version=ctx.tables.read_versions.get(table),  # exactly the version validated
+        batch_rows=cc.score_batch_rows,
+    )
+    if scan is None:
+        log.info("scoring %s via the Spark read: no direct scan of the table (see above)", table)
+        return None
+    transform = scan_scoring(
+        scan, source.schema, model_bytes, spec, threshold, cc.key_columns, hashed
+    )
+    log.info(
+        "scoring %s v%s via a direct Arrow scan: %d rows in %d slices over %d partitions",
+        table, scan.version, scan.rows, sum(len(g) for g in scan.plan), scan.partitions,
+    )  # fmt: skip
+    return scan.slices, transform

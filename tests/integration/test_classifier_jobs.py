@@ -5,6 +5,7 @@ search equal to the local one."""
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 from pathlib import Path
 
@@ -194,3 +195,73 @@ def test_spark_search_equals_local_search(spark):
     for a, b in zip(local.folds, distributed.folds, strict=True):
         assert (a.candidate, a.fold) == (b.candidate, b.fold)
         np.testing.assert_array_equal(a.val_proba, b.val_proba)
+
+
+def test_direct_scan_scores_exactly_like_the_spark_read(trained, spark, make_config, mlcore_home, monkeypatch, caplog):
+    """With integral keys score_classifier reads the table itself (delta-rs) and hashes row_key in
+    numpy; its output equals the Spark path's, and string keys, no keys or a switched-off flag
+    keep the Spark read."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    import mlcore.pipelines.score_classifier as job
+    from mlcore.io import DeltaTables
+
+    calls: list[str] = []
+    real = job.scan_scoring
+
+    def spy(scan, *args, **kwargs):
+        calls.append(scan.table)
+        return real(scan, *args, **kwargs)
+
+    monkeypatch.setattr(job, "scan_scoring", spy)
+    keyed = ["tables.bank_keyed.path=bank_keyed", "classification.score_table=bank_keyed"]
+    tables = DeltaTables(spark, make_config(*keyed))
+    bank = tables.read("bank")
+    rows = bank.count()
+    ids = F.row_number().over(Window.orderBy(*bank.columns))
+    with_ids = bank.withColumn("client_id", (ids * 7919 - 3_000_000).cast("long")).repartition(3)
+    tables.write(with_ids, "bank_keyed", mode="overwrite")
+
+    paths: list[str] = []
+
+    def score(output: str, *extra: str) -> list:
+        sets = [*keyed, f"tables.{output}.path={output}", f"classification.output_table={output}", *extra]
+        args = [a for s in sets for a in ("--set", s)]
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger=job.__name__):
+            assert run_job("score_classifier", [*ARGS, *DAY1, *args]) == 0
+        paths.append(" | ".join(r.getMessage() for r in caplog.records if r.name == job.__name__))
+        return DeltaTable(str(mlcore_home / "lake" / output)).to_pandas()
+
+    key_set = "classification.key_columns=[client_id,age]"  # age is a key and a feature
+    direct = score("scores_direct", key_set)
+    assert calls == ["bank_keyed"]
+    spark_path = score("scores_spark", key_set, "classification.direct_scan=false")
+    assert calls == ["bank_keyed"]
+    assert list(direct.columns) == list(spark_path.columns) == [
+        "row_key", "client_id", "age", "probability", "label", "model_name", "model_version", "threshold",
+        "run_id", "run_date", "scored_at",
+    ]  # fmt: skip
+    assert DeltaTable(str(mlcore_home / "lake" / "scores_direct")).schema() == DeltaTable(
+        str(mlcore_home / "lake" / "scores_spark")
+    ).schema()
+    same = [c for c in direct.columns if c not in ("run_id", "scored_at")]
+    a = direct[same].sort_values("client_id").reset_index(drop=True)
+    b = spark_path[same].sort_values("client_id").reset_index(drop=True)
+    assert len(a) == rows and a["row_key"].is_unique
+    assert a.equals(b), "the direct scan must write exactly what the Spark read writes"
+
+    # String key columns, or none (every input column hashed, strings included): Spark's hash.
+    score("scores_string_key", "classification.key_columns=[job]")
+    score("scores_no_key")
+    assert calls == ["bank_keyed"]
+    # Validation set rows aside (3 ids below the range): the Spark read's filtered rows are scored.
+    ranged = score("scores_ranged", key_set, "validation.tables.bank_keyed.ranges.client_id.minimum=-2970000")
+    assert calls == ["bank_keyed"] and len(ranged) == rows - 3
+    # The log says which path ran, and why not the direct scan.
+    assert f"bank_keyed v0 via a direct Arrow scan: {rows} rows" in paths[0]
+    assert "classification.direct_scan is false" in paths[1]
+    assert "row_key hashes job (string)" in paths[2]
+    assert "row_key hashes age (int)" not in paths[3] and "(string)" in paths[3]
+    assert "validation set rows aside" in paths[4]
