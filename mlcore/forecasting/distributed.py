@@ -1,4 +1,10 @@
-"""Run the per-group functions over Spark DataFrames with ``applyInPandas``.
+"""Run the per-group functions over Spark DataFrames with grouped pandas/Arrow UDFs.
+
+Training uses ``applyInArrow`` when every input column has a plain type (``ARROW_GROUP_TYPES``):
+the group arrives as Arrow, becomes the same pandas frame ``applyInPandas`` would build, and the
+result row goes straight to Arrow (``ArrowRow``) instead of through a one-row pandas frame.
+Measured on 1,115 Rossmann store groups with a trivial per-group function: 2.0 s against 3.2 s
+(about 2 ms of CPU less per group). Other inputs, and warm starts (a cogroup), use ``applyInPandas``.
 
 Pure DataFrame -> DataFrame functions (no table IO, no MLflow). Training input is tiny in bytes
 and heavy in compute, so groups are explicitly repartitioned into a fixed number of tasks (a few
@@ -12,6 +18,7 @@ import os
 from typing import TYPE_CHECKING
 
 import pandas as pd
+import pyarrow as pa
 
 from mlcore.config.models import ForecastingConfig
 from mlcore.forecasting.group import forecast_group, prepare_history, train_group
@@ -19,6 +26,7 @@ from mlcore.forecasting.schemas import forecast_schema, key_fields, model_schema
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
+    from pyspark.sql.types import StructType
 
 
 def group_partitions(spark_parallelism: int, config: ForecastingConfig, groups: int) -> int:
@@ -56,6 +64,49 @@ def _injected_fault(key_values: dict, faults: frozenset[str]) -> dict | None:
     }
 
 
+# Column types whose Arrow -> pandas conversion ``pa.Table.to_pandas(date_as_object=True)`` does
+# exactly as applyInPandas does (no session-time-zone or nested-type handling involved).
+ARROW_GROUP_TYPES = frozenset(
+    {"tinyint", "smallint", "int", "bigint", "float", "double", "string", "date", "boolean"}
+)
+
+
+def arrow_groups_supported(schema: StructType) -> bool:
+    """True when every input column converts to pandas identically without Spark's converter."""
+    return all(f.dataType.simpleString() in ARROW_GROUP_TYPES for f in schema.fields)
+
+
+def arrow_group_frame(table: pa.Table) -> pd.DataFrame:
+    """One group's rows as the pandas frame ``applyInPandas`` would pass (for the column types in
+    ``ARROW_GROUP_TYPES``: integers with nulls as float64, dates as ``datetime.date`` objects)."""
+    return table.to_pandas(date_as_object=True)
+
+
+class ArrowRow:
+    """One result row (a dict by column name) as an Arrow table of ``schema``, with Spark's
+    pandas-output conventions: NaN is null (``from_pandas``), numpy scalars are plain values.
+
+    Cheaper per group than ``applyInPandas``'s pandas -> Arrow conversion of a one-row frame,
+    which per group costs more than all the rest of the Spark-side handling of a store.
+    """
+
+    def __init__(self, schema: StructType) -> None:
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        self.names = schema.fieldNames()
+        self.arrow_type = pa.struct(list(to_arrow_schema(schema, timezone="UTC")))
+
+    def table(self, row: dict) -> pa.Table:
+        values = {name: _plain(row.get(name)) for name in self.names}
+        array = pa.array([values], type=self.arrow_type, from_pandas=True)
+        return pa.Table.from_batches([pa.RecordBatch.from_struct_array(array)])
+
+
+def _plain(value: object) -> object:
+    item = getattr(value, "item", None)  # numpy scalars (group keys read from the frame)
+    return item() if callable(item) and not isinstance(value, (list, dict, str)) else value
+
+
 def train_groups(
     history: DataFrame,
     config: ForecastingConfig,
@@ -75,7 +126,7 @@ def train_groups(
     faults = injected_faults()
     delay = float(os.environ.get(FAULT_GROUP_DELAY_ENV) or 0)
 
-    def train_one(pdf: pd.DataFrame) -> pd.DataFrame:
+    def train_row(pdf: pd.DataFrame) -> dict:
         if delay:
             import time
 
@@ -85,7 +136,15 @@ def train_groups(
         row = train_group(pdf.iloc[:0] if fault else pdf, key_values, config, run_date)
         if fault:
             row.update(fault, champion=None, model_json=None, baseline_json=None)
-        return pd.DataFrame([row], columns=columns)
+        return row
+
+    def train_one(pdf: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame([train_row(pdf)], columns=columns)
+
+    arrow_row = ArrowRow(schema)
+
+    def train_one_arrow(table: pa.Table) -> pa.Table:
+        return arrow_row.table(train_row(arrow_group_frame(table)))
 
     def train_one_warm(pdf: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
         if pdf.empty:  # a group that only exists among the previous models
@@ -96,6 +155,8 @@ def train_groups(
 
     spread = history.repartition(partitions, *keys)
     if previous_models is None or not config.warm_start:
+        if arrow_groups_supported(history.schema):
+            return spread.groupBy(*keys).applyInArrow(train_one_arrow, schema)
         return spread.groupBy(*keys).applyInPandas(train_one, schema)
     previous = previous_models.select(*keys, "model_json").repartition(partitions, *keys)
     return spread.groupBy(*keys).cogroup(previous.groupBy(*keys)).applyInPandas(train_one_warm, schema)

@@ -1,0 +1,115 @@
+"""The grouped training run on Spark: ``applyInArrow`` (the default for plain column types) gives
+exactly the rows ``applyInPandas`` gives, one per group, poison groups included."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlcore.config.models import ForecastingConfig
+from mlcore.forecasting import distributed
+from mlcore.forecasting.schemas import model_schema
+
+RUN_DATE = dt.date(2015, 6, 14)
+TIMINGS = ("fit_seconds", "backtest_seconds")
+
+
+def sales_history() -> pd.DataFrame:
+    """Three healthy stores (weekly pattern, promo effect, Sundays closed), a store with two rows
+    (skipped) and a store whose sales are all null (skipped or failed, never raised)."""
+    rng = np.random.default_rng(7)
+    days = pd.date_range(RUN_DATE - dt.timedelta(days=500), RUN_DATE - dt.timedelta(days=1))
+    frames = []
+    for store in (1, 2, 3):
+        dow = days.dayofweek.to_numpy()
+        promo = (rng.random(len(days)) < 0.3).astype(int)
+        open_ = (dow != 6).astype(int)
+        sales = (5000 + 400 * store + 300 * (dow == 0) + 900 * promo) * rng.normal(1, 0.05, len(days))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "store": store,
+                    "date": days.date,
+                    "sales": pd.Series((sales * open_).round(), dtype="Int64"),
+                    "open": open_,
+                    "promo": promo,
+                    "school_holiday": (rng.random(len(days)) < 0.1).astype(int),
+                    "state_holiday": np.where(rng.random(len(days)) < 0.02, "a", "0"),
+                }
+            )
+        )
+    frames.append(frames[0].head(2).assign(store=4))
+    frames.append(frames[1].head(200).assign(store=5, sales=pd.NA))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def history(spark):
+    schema = (
+        "date date, open int, promo int, sales int, school_holiday int, state_holiday string, "
+        "store int"
+    )
+    frame = sales_history()[["date", "open", "promo", "sales", "school_holiday", "state_holiday", "store"]]
+    rows = [
+        tuple(None if v is pd.NA else (v.item() if hasattr(v, "item") else v) for v in r)
+        for r in frame.itertuples(index=False)
+    ]
+    return spark.createDataFrame(rows, schema)
+
+
+def collected(df) -> list[dict]:
+    rows = [r.asDict(recursive=True) for r in df.orderBy("store").collect()]
+    for row in rows:
+        for name in TIMINGS:
+            assert row.pop(name) >= 0
+    return rows
+
+
+def test_arrow_and_pandas_group_runs_give_the_same_rows(spark, history, monkeypatch):
+    config = ForecastingConfig()
+    assert distributed.arrow_groups_supported(history.schema)
+    arrow = collected(distributed.train_groups(history, config, RUN_DATE, partitions=3))
+    monkeypatch.setattr(distributed, "arrow_groups_supported", lambda schema: False)
+    plain = distributed.train_groups(history, config, RUN_DATE, partitions=3)
+    assert "FlatMapGroupsInPandas" in plain._jdf.queryExecution().optimizedPlan().toString()
+    pandas_rows = collected(plain)
+    assert [r["store"] for r in arrow] == [1, 2, 3, 4, 5]  # exactly one row per group
+    assert arrow == pandas_rows
+    statuses = {r["store"]: r["status"] for r in arrow}
+    assert statuses[1] == statuses[2] == statuses[3] == "ok"
+    assert statuses[4] == "skipped" and statuses[5] in ("skipped", "failed")
+    ok = arrow[0]
+    assert ok["model_json"] and ok["train_end"] == RUN_DATE - dt.timedelta(days=1)
+    assert ok["metrics"] and all(m["value"] is None or m["value"] == m["value"] for m in ok["metrics"])
+
+
+def test_arrow_row_follows_spark_pandas_output_conventions():
+    schema = model_schema()
+    row = {
+        "store": np.int32(7),
+        "status": "ok",
+        "train_rows": np.int64(10),
+        "warm_started": np.bool_(False),
+        "fit_seconds": 0.5,
+        "backtest_seconds": np.float64(0.25),
+        "train_start": dt.date(2015, 1, 1),
+        "metrics": [{"window": 0, "model": "prophet", "metric": "mape", "value": float("nan"), "n_obs": 3}],
+        "backtest_points": [],
+    }
+    table = distributed.ArrowRow(schema).table(row)
+    assert table.schema.names == schema.fieldNames()
+    out = table.to_pylist()[0]
+    assert out["store"] == 7 and out["train_rows"] == 10 and out["warm_started"] is False
+    assert out["metrics"][0]["value"] is None  # NaN -> null, as applyInPandas stores it
+    assert out["champion"] is None and out["backtest_points"] == []
+
+
+def test_nested_or_timestamp_inputs_keep_apply_in_pandas(spark):
+    from pyspark.sql.types import StructType
+
+    assert not distributed.arrow_groups_supported(StructType.fromDDL("store int, ts timestamp"))
+    assert not distributed.arrow_groups_supported(StructType.fromDDL("store int, xs array<int>"))
+    assert distributed.arrow_groups_supported(StructType.fromDDL("store int, d date, y double"))
