@@ -231,17 +231,6 @@ def scan_scoring(
     return scan.then(keyed)
 
 
-def score_frame(
-    df: DataFrame,
-    model_bytes: bytes,
-    spec: FeatureSpec,
-    threshold: float,
-    key_columns: Sequence[str] = (),
-) -> DataFrame:
-    """Rows ``row_key, <key columns>, probability, label`` (label = probability >= threshold)."""
-    return scoring(df, model_bytes, spec, threshold, key_columns).frame()
-
-
 def arrow_feature_frame(batch: pa.RecordBatch, spec: FeatureSpec) -> pd.DataFrame:
     """``features.feature_frame`` built straight from an Arrow batch: the same columns, dtypes and
     values (categoricals as object with None for nulls, numerics as float64 with NaN).

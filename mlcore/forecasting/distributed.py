@@ -17,6 +17,7 @@ import datetime as dt
 import os
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -103,8 +104,8 @@ class ArrowRow:
 
 
 def _plain(value: object) -> object:
-    item = getattr(value, "item", None)  # numpy scalars (group keys read from the frame)
-    return item() if callable(item) and not isinstance(value, (list, dict, str)) else value
+    """Numpy scalars (group keys read from the frame) as plain Python values."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def train_groups(

@@ -3,8 +3,9 @@
 Executors write Parquet files and return add actions; the driver side commits them once through
 delta-rs's transaction API. The same task code also serves fused writes (``FusedWriteTask``):
 a Spark task that transforms its input partition (``mlcore.io.transform``) and writes the result
-itself, returning only the add actions, which the driver then commits with the same ``commit``. The result is one atomic Delta commit per write, no data collected on
-the driver, and no stray files on failure: a failing task deletes what it wrote, ``abort`` deletes
+itself, returning only the add actions, which the driver then commits with the same ``commit``.
+The result is one atomic Delta commit per write, no data collected on the driver, and no stray
+files on failure: a failing task deletes what it wrote, ``abort`` deletes
 the files of the tasks that succeeded, and ``commit`` deletes everything when the idempotency
 token says the write was already applied.
 

@@ -149,9 +149,6 @@ def direct_scoring(
     if ctx.dry_run:
         log.info("scoring %s via the Spark read: dry run", table)
         return None
-    if ctx.tables.engine_name != "deltars":
-        log.info("scoring %s via the Spark read: %s engine", table, ctx.tables.engine_name)
-        return None
     if source is not read:
         log.info("scoring %s via the Spark read: validation set rows aside", table)
         return None
