@@ -31,8 +31,14 @@ if TYPE_CHECKING:
 
 
 def group_partitions(spark_parallelism: int, config: ForecastingConfig, groups: int) -> int:
-    """Tasks for a grouped stage: config, else 4 per core; never more than the groups."""
-    wanted = config.group_partitions or 4 * max(spark_parallelism, 1)
+    """Tasks for a grouped stage: config, else 8 per core; never more than the groups.
+
+    Groups land in tasks by key hash, so task sizes vary and the last core to finish sets the
+    stage's end. Measured at 1,115 Rossmann stores on 2 cores: 8 tasks left a core idle for
+    2.1 s at the end of the training stage, 16 tasks for 0.65 s, 32 for 0.3 s (but 32 files per
+    output table made the writes 1 s slower than 16).
+    """
+    wanted = config.group_partitions or 8 * max(spark_parallelism, 1)
     return max(1, min(wanted, max(groups, 1)))
 
 
