@@ -104,14 +104,17 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
     from mlcore.io import DeltaTables
     from mlcore.spark import get_spark
     from mlcore.tracking import job_run
-    from mlcore.tracking.runs import TAG_ENGINE, safe_params
+    from mlcore.tracking.runs import TAG_ENGINE, safe_params, warm_tracking_store
 
+    warmup = warm_tracking_store(config)  # overlaps the Spark session's start
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc).replace(tzinfo=None)
     ctx: JobContext | None = None
     try:
         spark = get_spark(config.spark, job)
         tables = DeltaTables(spark, config)
+        if warmup is not None:
+            warmup.join()
         with job_run(config, job, run_date) as run:
             tables.commit_metadata.update(
                 {
@@ -162,6 +165,9 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
         )
         print(f"{job}: FAILED: {type(exc).__name__}: {redact(first[:500])}", file=sys.stderr)
         return 1
+    finally:
+        if warmup is not None:
+            warmup.join()  # never exit while the store's schema is being created
     print(_format_summary(job, ctx, summary, wall))
     return 0
 

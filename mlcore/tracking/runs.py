@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -63,6 +64,34 @@ def configure_mlflow(config: MlcoreConfig) -> TrackingUris:
     mlflow.set_tracking_uri(uris.tracking_uri)
     mlflow.set_registry_uri(uris.registry_uri)
     return uris
+
+
+def warm_tracking_store(config: MlcoreConfig) -> threading.Thread | None:
+    """Start building the tracking and registry stores on a thread; join it before ``job_run``.
+
+    The first MLflow call of a process imports MLflow's store modules and, on a fresh sqlite
+    store, runs its schema migrations: ~2 s measured here (0.9 s imports, 1.0 s migrations),
+    which can overlap the Spark session's start (a JVM launch under spark-submit). MLflow caches
+    the store per URI, so ``job_run`` then finds it built. Errors are left for ``job_run`` to
+    raise in the main thread.
+    """
+    if not config.mlflow.enabled:
+        return None
+
+    def build() -> None:
+        try:
+            from mlflow.tracking import MlflowClient
+
+            uris = resolve_uris(config)
+            client = MlflowClient(tracking_uri=uris.tracking_uri, registry_uri=uris.registry_uri)
+            client.search_experiments(max_results=1)
+            client.search_registered_models(max_results=1)
+        except Exception:  # noqa: BLE001 - job_run reports store problems in the main thread
+            log.debug("tracking store warm-up failed; job_run will retry", exc_info=True)
+
+    thread = threading.Thread(target=build, name="mlcore-mlflow-warmup", daemon=True)
+    thread.start()
+    return thread
 
 
 def experiment_name(config: MlcoreConfig, job: str) -> str:
