@@ -146,6 +146,11 @@ if [[ -n "$EXECUTOR_PYTHON" ]]; then
   export PYSPARK_PYTHON="$EXECUTOR_PYTHON"
   ARGS+=(--conf "spark.pyspark.python=$EXECUTOR_PYTHON")
 fi
+if [[ "$MASTER" == local* ]]; then
+  # Driver and executors share this machine's cores: C1 JIT only, as conf/local does (C2's
+  # compiler threads otherwise compete with the Python workers). A --conf given here wins.
+  ARGS+=(--conf "spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1")
+fi
 if [[ "$WITH_DELTA" == 1 ]]; then
   if [[ -z "$DELTA_PACKAGE" ]]; then
     DELTA_PACKAGE="$("$PYTHON" - <<'PY'

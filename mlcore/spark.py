@@ -20,7 +20,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Settings that only take effect when the JVM starts; ignored (with a note) on a running cluster.
-_LAUNCH_ONLY = ("spark.driver.memory", "spark.driver.cores", "spark.executor.memory")
+_LAUNCH_ONLY = (
+    "spark.driver.memory",
+    "spark.driver.cores",
+    "spark.executor.memory",
+    "spark.driver.extraJavaOptions",
+    "spark.executor.extraJavaOptions",
+)
 
 
 def is_managed_runtime(environ: dict[str, str] | None = None) -> bool:
