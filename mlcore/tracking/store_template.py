@@ -41,24 +41,25 @@ def template_path(folder: Path | None = None) -> Path:
 
 def build_template(path: Path) -> Path:
     """Migrate an empty sqlite database to MLflow's current schema and publish it at ``path``
-    (atomically: a concurrent builder's identical result may win)."""
+    (atomically: a concurrent builder's identical result may win). Nothing is left behind when
+    the build fails."""
     import sqlalchemy
     from mlflow.store.db import utils
 
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    engine = sqlalchemy.create_engine(f"sqlite:///{scratch}")
     try:
-        utils._initialize_tables(engine)
-        if not utils._all_tables_exist(engine):
-            raise RuntimeError("MLflow's migrations did not create its tables")
-        with engine.connect() as connection:
-            rows = connection.execute(sqlalchemy.text("SELECT COUNT(*) FROM experiments")).scalar()
-        if rows:
-            raise RuntimeError("a template must hold no experiments")
+        engine = sqlalchemy.create_engine(f"sqlite:///{scratch}")
+        try:
+            utils._initialize_tables(engine)
+            complete = utils._all_tables_exist(engine)
+        finally:
+            engine.dispose()
+        if not (complete and usable_template(scratch)):
+            raise RuntimeError("MLflow's migrations did not produce an empty, stamped store")
+        os.replace(scratch, path)
     finally:
-        engine.dispose()
-    os.replace(scratch, path)
+        scratch.unlink(missing_ok=True)
     return path
 
 

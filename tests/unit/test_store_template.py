@@ -103,3 +103,21 @@ def test_without_a_template_mlflow_creates_the_store_itself(
     with job_run(config, "train_forecasts", dt.date(2015, 6, 14)) as run:
         assert run.run_id
     assert (mlcore_home / "mlflow" / "mlflow.db").is_file()
+
+
+def test_a_failed_build_leaves_no_file_in_the_cache(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.store.db import utils
+
+    def interrupted(engine):
+        import sqlalchemy
+
+        with engine.begin() as connection:  # the scratch database exists by now
+            connection.execute(sqlalchemy.text("CREATE TABLE half_done (x INTEGER)"))
+        raise RuntimeError("migration interrupted")
+
+    monkeypatch.setattr(utils, "_initialize_tables", interrupted)
+    assert seed_store(tmp_path / "mlflow.db") is False
+    assert not (tmp_path / "mlflow.db").exists()
+    assert list(cache.iterdir()) == [], "no template and no scratch file"
