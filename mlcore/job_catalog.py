@@ -38,7 +38,7 @@ JOBS: dict[str, JobSpec] = {
         JobSpec(
             "make_forecasts",
             "mlcore.pipelines.make_forecasts",
-            "Champion models forecast run_date .. run_date+H-1 -> Delta forecasts",
+            "Champion models forecast run_date .. run_date+H-1 -> Delta forecasts, forecast_status",
         ),
         JobSpec(
             "train_classifier",

@@ -37,10 +37,9 @@ _SECRET_KEY = re.compile(
     r"(^|[._-])key$",
     re.IGNORECASE,
 )
-# user:password@ in URIs, and credentials in query strings (SAS signatures, tokens).
-_URI_PASSWORD = re.compile(
-    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^@\s/]+)(?=@)"
-)
+# User info in URIs: ``user:password@``, a bare token ``TOKEN@``, ``user@``, percent-encoded
+# or not. The whole user info is a credential (a token alone is one), so all of it is redacted.
+_URI_USERINFO = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<secret>[^/?#@\s]+)(?=@)")
 _QUERY_SECRET = re.compile(
     r"(?P<head>[?&](?:sig|signature|token|access_token|key|password|secret|sas)=)(?P<secret>[^&\s\"']+)",
     re.IGNORECASE,
@@ -68,26 +67,78 @@ def register_secret(value: Any) -> None:
             _registered.add(value)
 
 
+def register_userinfo(userinfo: str) -> None:
+    """Redact a URI's user info wherever it shows up: whole, each part, and percent-decoded."""
+    from urllib.parse import unquote
+
+    for text in (userinfo, unquote(userinfo)):
+        register_secret(text)
+        for part in text.split(":", 1):
+            register_secret(part)
+
+
 def register_config_secrets(flat: Mapping[str, Any]) -> None:
-    """Register the values of secret-looking keys and URI passwords of a flattened config."""
+    """Register the values of secret-looking keys and URI user info of a flattened config."""
     for key, value in flat.items():
         if not isinstance(value, str):
             continue
         if is_secret_key(key):
             register_secret(value)
-        for match in _URI_PASSWORD.finditer(value):
-            register_secret(match.group("secret"))
+        for match in _URI_USERINFO.finditer(value):
+            register_userinfo(match.group("secret"))
 
 
-def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Every value that is redacted: secret-looking environment variables and registered ones."""
-    environ = os.environ if environ is None else environ
-    found = {
+def environ_snapshot(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A consistent copy of the environment, safe while other threads change it.
+
+    Iterating ``os.environ`` looks each name up again, so a variable that a thread (MLflow's
+    telemetry, for one) pops in between raises ``KeyError``, and one it adds can raise
+    ``RuntimeError``. ``os.environ``'s backing dict is copied in one C call instead (atomic under
+    the GIL); other mappings are copied with a retry.
+    """
+    if environ is None or environ is os.environ:
+        data = getattr(os.environ, "_data", None)
+        decode = getattr(os.environ, "decodevalue", None)
+        decode_key = getattr(os.environ, "decodekey", None)
+        if isinstance(data, dict) and callable(decode) and callable(decode_key):
+            return {decode_key(k): decode(v) for k, v in dict(data).items()}
+        environ = os.environ
+    for _ in range(100):
+        try:
+            return dict(environ)
+        except (KeyError, RuntimeError):
+            continue
+    return {}
+
+
+def _env_secrets(environ: Mapping[str, str]) -> set[str]:
+    return {
         value
         for name, value in environ.items()
         if _SECRET_ENV.search(name) and len(value) >= _MIN_SECRET_LENGTH
     }
+
+
+# Secrets in the environment when the job started (import, and ``setup_logging``): redacted
+# even if something unsets them later.
+_startup_env_secrets: set[str] = _env_secrets(environ_snapshot())
+
+
+def remember_environment_secrets() -> None:
+    """Keep redacting the environment's current secrets even after they are unset (called at
+    job start by :func:`setup_logging`)."""
+    found = _env_secrets(environ_snapshot())
     with _lock:
+        _startup_env_secrets.update(found)
+
+
+def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Every value that is redacted: secret-looking environment variables (now and at job
+    start) and registered ones. Never raises, whatever other threads do to the environment."""
+    found = _env_secrets(environ_snapshot(environ))
+    with _lock:
+        if environ is None:
+            found |= _startup_env_secrets
         found |= _registered
     return sorted(found, key=len, reverse=True)  # longest first: no half-redacted overlaps
 
@@ -98,7 +149,7 @@ def redact(text: Any, extra: Iterable[str] = ()) -> str:
     for value in [*extra, *secret_values()]:
         if value and value in out:
             out = out.replace(value, REDACTED)
-    out = _URI_PASSWORD.sub(lambda m: m.group("head") + REDACTED, out)
+    out = _URI_USERINFO.sub(lambda m: m.group("head") + REDACTED, out)
     return _QUERY_SECRET.sub(lambda m: m.group("head") + REDACTED, out)
 
 
@@ -125,6 +176,7 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def setup_logging(level: str = "INFO") -> None:
+    remember_environment_secrets()
     root = logging.getLogger()
     if not any(getattr(h, "_mlcore", False) for h in root.handlers):
         handler = _StderrHandler()

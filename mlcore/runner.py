@@ -99,6 +99,18 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"{job}: config error: {exc}", file=sys.stderr)
         return 2
+    from mlcore.tracking.runs import (
+        TrackingUnavailable,
+        apply_client_settings,
+        check_tracking_server,
+    )
+
+    apply_client_settings(config)  # before MLflow is imported: telemetry, bounded HTTP retries
+    try:
+        check_tracking_server(config)
+    except TrackingUnavailable as exc:
+        print(f"{job}: FAILED: {redact(exc)}", file=sys.stderr)
+        return 1
     pipeline = importlib.import_module(JOBS[job].module).run
 
     from mlcore.io import DeltaTables

@@ -12,6 +12,7 @@ import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
@@ -38,7 +39,10 @@ _ENCODED = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
 _SCHEME_URI = re.compile(
     r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<path>[^?#]*)"
 )
-_CREDENTIALS = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@:]*:[^/@]*@")  # user:password@
+# Any userinfo (``user:password@``, a token alone ``TOKEN@``, ``user@``, percent-encoded or not).
+_CREDENTIALS = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#@\s]*@")
+# Integers end up in Delta txn versions, Spark LongType columns and MLflow: signed 64-bit.
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 class ConfigError(ValueError):
@@ -343,7 +347,7 @@ def check_names_and_paths(config: MlcoreConfig, origin: Mapping[str, str]) -> No
         value = getattr(config.mlflow, dotted.split(".")[1])
         if value and _CREDENTIALS.match(value):
             raise ConfigError(
-                f"{dotted} {redact(value)!r} embeds credentials; pass them through the "
+                f"{dotted} {redact(value)!r} embeds credentials (user info before '@'); pass them through the "
                 f"environment (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD / "
                 f"MLFLOW_TRACKING_TOKEN) instead ({_origin_of(origin, dotted)})"
             )
@@ -351,6 +355,25 @@ def check_names_and_paths(config: MlcoreConfig, origin: Mapping[str, str]) -> No
             raise ConfigError(
                 f"{dotted}: contains a control character ({_origin_of(origin, dotted)})"
             )
+    try:
+        date.fromisoformat(config.ingest.min_date)
+    except ValueError:
+        raise ConfigError(
+            f"ingest.min_date: expected YYYY-MM-DD, got {config.ingest.min_date!r} "
+            f"({_origin_of(origin, 'ingest.min_date')})"
+        ) from None
+    if config.ingest.max_days_after_run_date < 0:
+        raise ConfigError(
+            f"ingest.max_days_after_run_date: expected >= 0, got "
+            f"{config.ingest.max_days_after_run_date} "
+            f"({_origin_of(origin, 'ingest.max_days_after_run_date')})"
+        )
+    timeout = config.mlflow.request_timeout_seconds
+    if not 5 <= timeout <= 3600:
+        raise ConfigError(
+            f"mlflow.request_timeout_seconds: expected 5..3600 seconds, got {timeout} "
+            f"({_origin_of(origin, 'mlflow.request_timeout_seconds')})"
+        )
     root = config.mlflow.experiment_root
     if _CONTROL.search(root) or "'" in root or '"' in root or "`" in root:
         raise ConfigError(
@@ -556,6 +579,8 @@ def _build(tp: Any, value: Any, dotted: str, origin: Mapping[str, str]) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise fail("int")
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise fail("an int that fits in 64 bits")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):

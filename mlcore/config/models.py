@@ -52,6 +52,10 @@ class StorageConfig:
     rows_per_row_group: int = 1_000_000
     max_rows_per_file: int = 5_000_000
     commit_retries: int = 1
+    # Write leases (mlcore.io.write_leases): a writer on another machine whose heartbeat is older
+    # than write_lease_timeout_seconds is dead, and the next write removes its orphan files.
+    write_lease_timeout_seconds: int = 900
+    write_lease_heartbeat_seconds: int = 30
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,11 @@ class MlflowConfig:
     artifact_location: str | None = None
     experiment_root: str = "mlcore"
     enabled: bool = True
+    # MLflow's usage telemetry (an HTTP call home from every job) is off unless asked for.
+    telemetry: bool = False
+    # Longest a job waits on an unreachable or failing tracking server (preflight and each call,
+    # retries included) before it fails with one line.
+    request_timeout_seconds: int = 60
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,10 @@ class IngestConfig:
     max_days_outside_period: int = 7
     max_ride_hours: float = 24.0
     limit_rows: int | None = None
+    # Plausible dates of every dated source (sales, calendar, rides): not before min_date
+    # (YYYY-MM-DD) and not more than max_days_after_run_date after the run date.
+    min_date: str = "1900-01-01"
+    max_days_after_run_date: int = 1830
 
 
 @dataclass(frozen=True)
@@ -155,6 +168,9 @@ class ForecastingConfig:
     seasonal_period_days: int = 7
     selection_margin: float = 0.0
     failure_budget: float = 0.05
+    # make_forecasts: a forecast above this multiple of the group's historical maximum is
+    # implausible (a damaged or tampered model) and falls back to the baseline.
+    max_forecast_multiple: float = 3.0
     warm_start: bool = False
     only_changed: bool = False
     only_needed: bool = False

@@ -20,14 +20,28 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pyspark.sql.types import StringType, StructField, StructType
 
 from mlcore.config.models import ForecastingConfig
-from mlcore.forecasting.group import forecast_group, prepare_history, train_group
-from mlcore.forecasting.schemas import forecast_schema, key_fields, model_schema
+from mlcore.forecasting.group import (
+    ForecastInputError,
+    GroupForecast,
+    forecast_group_checked,
+    prepare_history,
+    train_group,
+)
+from mlcore.forecasting.schemas import (
+    FORECAST_COLUMNS,
+    FORECAST_STATUS_COLUMNS,
+    STATUS_FAILED,
+    forecast_schema,
+    forecast_status_schema,
+    key_fields,
+    model_schema,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
-    from pyspark.sql.types import StructType
 
 
 def group_partitions(spark_parallelism: int, config: ForecastingConfig, groups: int) -> int:
@@ -143,6 +157,7 @@ def train_groups(
         row = train_group(pdf.iloc[:0] if fault else pdf, key_values, config, run_date)
         if fault:
             row.update(fault, champion=None, model_json=None, baseline_json=None)
+            row.update(model_sha256=None, baseline_sha256=None)
         return row
 
     def train_one(pdf: pd.DataFrame) -> pd.DataFrame:
@@ -191,23 +206,66 @@ def fingerprint_groups(history: DataFrame, config: ForecastingConfig, run_date: 
     return history.groupBy(*keys).applyInPandas(fingerprint, schema)
 
 
+FORECAST_ROW, STATUS_ROW = "forecast", "status"
+ROW_KIND = "_row_kind"
+
+
 def forecast_groups(
     models: DataFrame, calendar: DataFrame, config: ForecastingConfig, partitions: int
 ) -> DataFrame:
-    """Forecast every group's calendar rows with its champion (``forecast_schema`` columns)."""
+    """Every group's checked forecast (``forecast_group_checked``) in one cogrouped pass.
+
+    Per group the result holds its forecast rows (``_row_kind = 'forecast'``) and exactly one
+    status row (``'status'``: status, reason, model used, row count), so that a group whose
+    models could not be used is a row saying so, never a silent gap. Split the two with
+    :func:`split_forecast_results`.
+    """
     keys = list(config.group_keys)
     types = {f.name: f.dataType for f in models.schema.fields}
-    schema = forecast_schema(key_fields(keys, types))
+    key_flds = key_fields(keys, types)
+    forecast_fields = forecast_schema(key_flds).fields[len(keys) :]
+    status_fields = forecast_status_schema(key_flds).fields[len(keys) :]
+    schema = StructType(
+        [
+            *key_flds,
+            *[StructField(f.name, f.dataType, True) for f in forecast_fields],
+            *[StructField(f.name, f.dataType, f.name == "forecast_rows") for f in status_fields],
+            StructField(ROW_KIND, StringType(), False),
+        ]
+    )
     columns = schema.fieldNames()
 
     def forecast_one(model_rows: pd.DataFrame, future: pd.DataFrame) -> pd.DataFrame:
-        if model_rows.empty or future.empty:
+        if model_rows.empty:  # calendar rows of a group without a model: nothing to say here
             return pd.DataFrame(columns=columns)
-        row = model_rows.iloc[0]
-        out = forecast_group(row, future, _key_values(model_rows, keys), config)
-        return out[columns] if len(out) else pd.DataFrame(columns=columns)
+        key_values = _key_values(model_rows, keys)
+        try:
+            result = forecast_group_checked(model_rows.iloc[0], future, key_values, config)
+        except ForecastInputError as exc:
+            result = GroupForecast(pd.DataFrame(), STATUS_FAILED, f"invalid calendar: {exc}", None)
+        frame = result.frame.copy()
+        status = {
+            "status": result.status,
+            "status_reason": result.reason,
+            "forecast_rows": len(frame),
+        }
+        for column, value in status.items():
+            frame[column] = value
+        frame[ROW_KIND] = FORECAST_ROW
+        status_row = {**key_values, **status, "model_type": result.model_type, ROW_KIND: STATUS_ROW}
+        rows = pd.DataFrame([status_row])
+        out = pd.concat([frame, rows], ignore_index=True) if len(frame) else rows
+        return out.reindex(columns=columns)
 
     left = models.repartition(partitions, *keys).groupBy(*keys)
     right = calendar.repartition(partitions, *keys).groupBy(*keys)
     return left.cogroup(right).applyInPandas(forecast_one, schema)
 
+
+def split_forecast_results(results: DataFrame, keys: list[str]) -> tuple[DataFrame, DataFrame]:
+    """(forecast rows in the ``forecast_schema`` columns, one status row per group)."""
+    from pyspark.sql import functions as F
+
+    forecasts = results.filter(F.col(ROW_KIND) == FORECAST_ROW).select(*keys, *FORECAST_COLUMNS)
+    statuses = results.filter(F.col(ROW_KIND) == STATUS_ROW).select(*keys, *FORECAST_STATUS_COLUMNS)
+    return forecasts, statuses

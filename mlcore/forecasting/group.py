@@ -373,6 +373,9 @@ def _blank_row(keys: Mapping[str, Any]) -> dict[str, Any]:
         champion=None,
         model_json=None,
         baseline_json=None,
+        model_sha256=None,
+        baseline_sha256=None,
+        history_max=None,
         train_start=None,
         train_end=None,
         train_rows=0,
@@ -473,7 +476,21 @@ def train_group(
         logger.exception("train_group failed unexpectedly for %s", dict(keys))
         row.update(status=STATUS_FAILED, champion=None, model_json=None, **_error_fields(exc))
         row["status_reason"] = f"unexpected error: {type(exc).__name__}"
+    seal_models(row)
     return _ordered(row, keys)
+
+
+def model_digest(text: str) -> str:
+    """The content hash stored beside a model's JSON and checked before it is loaded."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def seal_models(row: dict[str, Any]) -> dict[str, Any]:
+    """Set ``model_sha256`` / ``baseline_sha256`` from the row's JSON (None where no JSON)."""
+    for text_column, hash_column in (("model_json", "model_sha256"), ("baseline_json", "baseline_sha256")):
+        text = row.get(text_column)
+        row[hash_column] = model_digest(text) if text else None
+    return row
 
 
 def _train(
@@ -504,6 +521,8 @@ def _train(
     row["data_fingerprint"] = prep.fingerprint
     seed = group_seed(config.seed, keys)
     y_train = prep.train["y"].to_numpy()
+    if len(y_train) and np.isfinite(y_train).any():
+        row["history_max"] = float(np.nanmax(y_train))
 
     # degenerate target: Prophet has nothing to learn
     if y_train.min() == y_train.max():
@@ -680,50 +699,116 @@ def _get(model_row: Any, name: str) -> Any:
     return value
 
 
-def forecast_group(
+@dataclass(frozen=True)
+class GroupForecast:
+    """One group's forecast and its fate: the FORECAST rows (empty when nothing was usable),
+    ``status`` (ok | fallback | failed), why, and which model produced the rows."""
+
+    frame: pd.DataFrame
+    status: str
+    reason: str | None
+    model_type: str | None
+
+
+def _checked_json(model_row: Any, text_column: str, hash_column: str) -> str:
+    """The stored JSON after its content hash matched; ValueError says why it cannot be used."""
+    text = _get(model_row, text_column)
+    if not text:
+        raise ValueError("no stored model")
+    stored = _get(model_row, hash_column)
+    if not stored:
+        raise ValueError("no content hash stored with the model (retrain the group)")
+    if model_digest(text) != stored:
+        raise ValueError("content hash mismatch: the stored model JSON was changed after training")
+    return text
+
+
+def _implausible(pred: pd.DataFrame, history_max: float | None, multiple: float) -> str | None:
+    """Why a forecast cannot be published as is (non-finite values, or far above anything the
+    group has ever sold), or None."""
+    yhat = pred["yhat"].to_numpy(dtype=np.float64)
+    bounds = pred[["yhat_lower", "yhat_upper"]].to_numpy(dtype=np.float64)
+    if not np.isfinite(yhat).all() or not np.isfinite(bounds).all():
+        return "non-finite forecast values"
+    if history_max is not None and history_max > 0 and multiple > 0:
+        limit = multiple * history_max
+        peak = float(np.abs(yhat).max()) if len(yhat) else 0.0
+        if peak > limit:
+            return (
+                f"forecast {peak:.4g} exceeds {multiple:g} x the historical maximum "
+                f"{history_max:.4g} (forecasting.max_forecast_multiple)"
+            )
+    return None
+
+
+def forecast_group_checked(
     model_row: Any,
     future: pd.DataFrame,
     keys: Mapping[str, Any],
     config: ForecastingConfig,
-) -> pd.DataFrame:
-    """Forecast one group's ``future`` rows with its champion; FORECAST schema frame.
+) -> GroupForecast:
+    """Forecast one group's ``future`` rows with its champion, checked, never raising on a model.
 
     ``model_row``: a :func:`train_group` row (dict, ``pd.Series`` or ``Row``): ``champion``,
-    ``model_json`` and ``baseline_json`` are used. ``future``: one row per date to forecast with
+    ``model_json``/``model_sha256``, ``baseline_json``/``baseline_sha256`` and ``history_max``
+    are used. Each candidate (the champion, then the seasonal-naive baseline) is used only if
+    its JSON matches the content hash stored at training, it loads and predicts, and its forecast
+    is plausible (finite, at most ``config.max_forecast_multiple`` x the group's historical
+    maximum). The first usable one gives the rows: ``ok`` for the champion, ``fallback`` (with
+    why) for the baseline, ``failed`` when neither is usable. ``future``: one row per date with
     the date column, the open flag (missing -> open), the regressors (missing -> 0) and the
-    holidays column; duplicate dates are forecast once. Closed days get 0 (yhat and interval).
-    If the champion cannot be loaded or fails to predict, the seasonal-naive baseline is used
-    (``model_type`` says which model produced the rows); without any usable model the result is
-    empty. Rows are sorted by date; ``ds`` holds ``datetime.date`` values. A future frame
-    without the date column is a schema error (:class:`ForecastInputError` is raised).
+    holidays column; duplicate dates are forecast once. Closed days get 0. Rows are sorted by
+    date; ``ds`` holds ``datetime.date`` values. A future frame without the date column is a
+    schema error (:class:`ForecastInputError` is raised).
     """
     key_values = {k: _plain(v) for k, v in keys.items()}
     columns = [*key_values, *FORECAST_COLUMNS]
+    empty = pd.DataFrame(columns=columns)
     if config.date_column not in future.columns:
         raise ForecastInputError(f"future frame lacks the date column {config.date_column!r}")
     canon = _canonical_future(future, config)
     if canon.empty:
-        return pd.DataFrame(columns=columns)
-    candidates = [(_get(model_row, "champion"), _get(model_row, "model_json"))]
-    if candidates[0][0] != SEASONAL_NAIVE:
-        candidates.append((SEASONAL_NAIVE, _get(model_row, "baseline_json")))
-    for expected, text in candidates:
-        if not text:
-            continue
+        return GroupForecast(empty, STATUS_FAILED, "no future calendar rows", None)
+    champion = _get(model_row, "champion")
+    candidates = [(champion or "champion", "model_json", "model_sha256")]
+    if champion != SEASONAL_NAIVE:
+        candidates.append((SEASONAL_NAIVE, "baseline_json", "baseline_sha256"))
+    history_max = _get(model_row, "history_max")
+    history_max = float(history_max) if history_max is not None else None
+    rejected: list[str] = []
+    for name, text_column, hash_column in candidates:
         try:
-            model = load_model(text)
+            model = load_model(_checked_json(model_row, text_column, hash_column))
             pred = model.predict(canon)
-        except Exception:  # noqa: BLE001 - try the baseline next
-            logger.warning("forecast with %s failed for %s", expected, key_values, exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - this candidate is unusable: try the next
+            rejected.append(f"{name}: {type(exc).__name__}: {str(exc)[:200]}")
+            continue
+        problem = _implausible(pred, history_max, config.max_forecast_multiple)
+        if problem:
+            rejected.append(f"{name}: {problem}")
             continue
         out = pd.DataFrame({k: [v] * len(pred) for k, v in key_values.items()})
         out["ds"] = [d.date() for d in pd.to_datetime(pred["ds"].to_numpy())]
         for c in ("yhat", "yhat_lower", "yhat_upper"):
             out[c] = pred[c].to_numpy(dtype=np.float64)
         out["model_type"] = model.model_type
-        return out[columns]
-    logger.warning("no usable model for %s: no forecast", key_values)
-    return pd.DataFrame(columns=columns)
+        if rejected:
+            reason = f"{'; '.join(rejected)}; {model.model_type} used"
+            return GroupForecast(out[columns], STATUS_FALLBACK, reason, model.model_type)
+        return GroupForecast(out[columns], STATUS_OK, None, model.model_type)
+    logger.warning("no usable model for %s: %s", key_values, "; ".join(rejected))
+    return GroupForecast(empty, STATUS_FAILED, "; ".join(rejected) or "no stored model", None)
+
+
+def forecast_group(
+    model_row: Any,
+    future: pd.DataFrame,
+    keys: Mapping[str, Any],
+    config: ForecastingConfig,
+) -> pd.DataFrame:
+    """The rows of :func:`forecast_group_checked` (FORECAST schema; empty without a usable
+    model)."""
+    return forecast_group_checked(model_row, future, keys, config).frame
 
 
 def default_future_calendar(

@@ -20,6 +20,9 @@ error_message         string                                   exception text, <
 champion              string                                   prophet | seasonal_naive | null
 model_json            string                                   champion's final model (``to_json``)
 baseline_json         string                                   seasonal-naive final model
+model_sha256          string                                   sha256 of model_json, checked at load
+baseline_sha256       string                                   sha256 of baseline_json, checked at load
+history_max           double                                   largest target value the model saw
 train_start           date                                     first final training date (null: no model)
 train_end             date                                     last final training date, < run date
 train_rows            int, not null                            rows the final model was fitted on (0: none)
@@ -86,6 +89,9 @@ MODEL_FIELDS: Final[tuple[StructField, ...]] = (
     StructField("champion", StringType(), True),
     StructField("model_json", StringType(), True),
     StructField("baseline_json", StringType(), True),
+    StructField("model_sha256", StringType(), True),
+    StructField("baseline_sha256", StringType(), True),
+    StructField("history_max", DoubleType(), True),
     StructField("train_start", DateType(), True),
     StructField("train_end", DateType(), True),
     StructField("train_rows", IntegerType(), False),
@@ -108,6 +114,15 @@ FORECAST_FIELDS: Final[tuple[StructField, ...]] = (
     StructField("model_type", StringType(), False),
 )
 FORECAST_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in FORECAST_FIELDS)
+
+# What happened to one group in make_forecasts (``forecast_status``; one row per group).
+FORECAST_STATUS_FIELDS: Final[tuple[StructField, ...]] = (
+    StructField("status", StringType(), False),  # ok | fallback | skipped | failed
+    StructField("status_reason", StringType(), True),
+    StructField("model_type", StringType(), True),  # the model whose rows were published
+    StructField("forecast_rows", IntegerType(), False),
+)
+FORECAST_STATUS_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in FORECAST_STATUS_FIELDS)
 
 # Rossmann: one integer store key.
 DEFAULT_KEY_FIELDS: Final[tuple[StructField, ...]] = (StructField("store", IntegerType(), False),)
@@ -138,6 +153,11 @@ def model_schema(keys: Sequence[StructField] = DEFAULT_KEY_FIELDS) -> StructType
 def forecast_schema(keys: Sequence[StructField] = DEFAULT_KEY_FIELDS) -> StructType:
     """Schema of :func:`~mlcore.forecasting.group.forecast_group` frames: keys, FORECAST_COLUMNS."""
     return StructType([*_check_keys(keys, FORECAST_COLUMNS), *FORECAST_FIELDS])
+
+
+def forecast_status_schema(keys: Sequence[StructField] = DEFAULT_KEY_FIELDS) -> StructType:
+    """One group's make_forecasts outcome: keys, FORECAST_STATUS_COLUMNS."""
+    return StructType([*_check_keys(keys, FORECAST_STATUS_COLUMNS), *FORECAST_STATUS_FIELDS])
 
 
 def model_columns(key_names: Sequence[str]) -> list[str]:

@@ -49,6 +49,7 @@ DAY_OF_WEEK_MISMATCH = "day_of_week_mismatch"
 DROPOFF_BEFORE_PICKUP = "dropoff_before_pickup"
 RIDE_TOO_LONG = "ride_too_long"
 OUTSIDE_PERIOD = "outside_period"
+IMPLAUSIBLE_DATE = "implausible_date"
 DUPLICATE_KEY = "duplicate_key"
 
 _REASON_VALUE_CHARS = 200
@@ -86,6 +87,117 @@ class Period:
     @property
     def days(self) -> int:
         return (self.end - self.start).days
+
+
+# What pandas (datetime64[ns]) and Arrow-to-pandas conversions can hold: a date outside it makes
+# a per-group model fail with OutOfBoundsDatetime, however plausible the rest of the data is.
+PANDAS_MIN_DATE = date(1677, 9, 22)
+PANDAS_MAX_DATE = date(2262, 4, 10)
+
+
+@dataclass(frozen=True)
+class DatePolicy:
+    """Plausible dates for every date and timestamp column of an ingested source.
+
+    A value must lie in ``[min_date, run_date + max_days_after_run_date]`` (and always inside
+    what pandas timestamps hold), and within ``max_days_outside_period`` days of the file's own
+    period (:func:`infer_period`). Rows outside go to quarantine (``implausible_date`` /
+    ``outside_period``) instead of making a stale table look fresh or failing a model later.
+    """
+
+    run_date: date | None = None
+    min_date: date = date(1900, 1, 1)
+    max_days_after_run_date: int = 1830
+    max_days_outside_period: int = 7
+
+    @property
+    def low(self) -> date:
+        return max(self.min_date, PANDAS_MIN_DATE)
+
+    @property
+    def high(self) -> date:
+        """The latest plausible date (inclusive)."""
+        if self.run_date is None:
+            return PANDAS_MAX_DATE
+        latest = self.run_date + timedelta(days=self.max_days_after_run_date)
+        return min(latest, PANDAS_MAX_DATE)
+
+
+def dated_columns(contract: TableContract) -> list[str]:
+    """The contract's parsed date and timestamp columns."""
+    return [
+        f.name for f in contract.parsed_fields if isinstance(f.dataType, (DateType, TimestampType))
+    ]
+
+
+def plausible_date_checks(contract: TableContract, policy: DatePolicy) -> list[Check]:
+    """``implausible_date``: a date before ``policy.low`` or after ``policy.high``."""
+    checks = []
+    for name in dated_columns(contract):
+        day = F.to_date(F.col(name))
+        low, high = policy.low, policy.high
+        after = (
+            f"after the run date {policy.run_date} + {policy.max_days_after_run_date} days "
+            f"(ingest.max_days_after_run_date) = {high}"
+            if policy.run_date is not None and high < PANDAS_MAX_DATE
+            else f"after {high}, the latest date pandas timestamps hold"
+        )
+        checks.append(
+            Check(
+                IMPLAUSIBLE_DATE,
+                (day < F.lit(low)) | (day > F.lit(high)),
+                F.concat(
+                    F.lit(f"{name}: "),
+                    _quoted(name),
+                    F.when(
+                        day < F.lit(low), F.lit(f" is before {low} (ingest.min_date)")
+                    ).otherwise(F.lit(f" is {after}")),
+                ),
+            )
+        )
+    return checks
+
+
+def outside_period_check(
+    columns: Sequence[str], period: Period, max_days_outside_period: int
+) -> Check:
+    """``outside_period``: a value more than ``max_days_outside_period`` days outside the
+    file's period (in any of ``columns``; the reason names the first such column)."""
+    margin = timedelta(days=max_days_outside_period)
+    # Bounds as session-time-zone timestamps, exactly like parsed timestamps (a Python datetime
+    # literal would be converted in the driver's OS time zone instead); dates compare as dates.
+    low = F.to_timestamp(F.lit(f"{period.start - margin} 00:00:00"))
+    high = F.to_timestamp(F.lit(f"{period.end + margin} 00:00:00"))
+    outside = {
+        c: (F.col(c).cast("timestamp") < low) | (F.col(c).cast("timestamp") >= high)
+        for c in columns
+    }
+    which = None
+    value = None
+    for column in columns:
+        which = (F.when if which is None else which.when)(outside[column], F.lit(f"{column} "))
+        value = (F.when if value is None else value.when)(outside[column], _clean(column))
+    return Check(
+        OUTSIDE_PERIOD,
+        functools.reduce(lambda a, b: a | b, outside.values()),
+        F.concat(
+            which,
+            value,
+            F.lit(
+                f" is more than {max_days_outside_period} days outside the file's period {period}"
+            ),
+        ),
+    )
+
+
+def date_checks(contract: TableContract, policy: DatePolicy, period: Period | None) -> list[Check]:
+    """Every dated source's date rules: plausible range, then the file's own period."""
+    checks = plausible_date_checks(contract, policy)
+    if period is not None and dated_columns(contract):
+        checks.append(
+            outside_period_check(dated_columns(contract), period, policy.max_days_outside_period)
+        )
+    return checks
 
 
 # The value rules (domains and ranges) are config: ``validation.tables.<table>`` (ranges,
@@ -338,8 +450,11 @@ def split(classified: DataFrame, contract: TableContract) -> tuple[DataFrame, Da
 # ----------------------------------------------------------------------------------------------
 # Tables
 # ----------------------------------------------------------------------------------------------
-def classify_sales(raw: DataFrame, rules: Sequence[ValueRule] | None = None) -> DataFrame:
-    """Rossmann daily sales; DayOfWeek must agree with Date (1 = Monday .. 7 = Sunday)."""
+def classify_sales(
+    raw: DataFrame, rules: Sequence[ValueRule] | None = None, dates: DatePolicy | None = None
+) -> DataFrame:
+    """Rossmann daily sales; DayOfWeek must agree with Date (1 = Monday .. 7 = Sunday); dates
+    plausible (``DatePolicy``) and within the file's own period."""
     parsed = parse(raw, SALES)
     iso_weekday = F.weekday(F.col("date")) + 1
     weekday = Check(
@@ -355,13 +470,24 @@ def classify_sales(raw: DataFrame, rules: Sequence[ValueRule] | None = None) -> 
         ),
     )
     checks = column_checks(SALES, _rules_or_shipped(SALES.table, rules))
-    return classify(parsed, SALES, [*checks, weekday])
+    return classify(parsed, SALES, [*checks, *_dated(parsed, SALES, dates), weekday])
 
 
-def classify_calendar(raw: DataFrame, rules: Sequence[ValueRule] | None = None) -> DataFrame:
+def classify_calendar(
+    raw: DataFrame, rules: Sequence[ValueRule] | None = None, dates: DatePolicy | None = None
+) -> DataFrame:
     """Rossmann test.csv (future calendar): the ``forecast_calendar`` rules."""
+    parsed = parse(raw, CALENDAR)
     checks = column_checks(CALENDAR, _rules_or_shipped(CALENDAR.table, rules))
-    return classify(parse(raw, CALENDAR), CALENDAR, checks)
+    return classify(parsed, CALENDAR, [*checks, *_dated(parsed, CALENDAR, dates)])
+
+
+def _dated(parsed: DataFrame, contract: TableContract, dates: DatePolicy | None) -> list[Check]:
+    """The date rules of ``contract`` with the period inferred from the parsed rows."""
+    policy = dates or DatePolicy()
+    (column,) = dated_columns(contract)[:1] or [None]
+    period = infer_period(parsed, column, policy=policy) if column else None
+    return date_checks(contract, policy, period)
 
 
 def classify_stores(raw: DataFrame, rules: Sequence[ValueRule] | None = None) -> DataFrame:
@@ -381,18 +507,31 @@ def parse_rides(raw: DataFrame) -> DataFrame:
 
 
 def infer_period(
-    parsed: DataFrame, column: str = "pickup_datetime", min_share_of_peak: float = 0.01
+    parsed: DataFrame,
+    column: str = "pickup_datetime",
+    min_share_of_peak: float = 0.01,
+    max_gap_months: int = 2,
+    policy: DatePolicy | None = None,
 ) -> Period | None:
-    """The file's period from the data: whole months, robust to stray timestamps.
+    """The file's period from the data: whole months, robust to stray dates.
 
-    Rows are counted per calendar month (one small aggregation); months holding fewer than
-    ``min_share_of_peak`` of the busiest month's rows are strays (a ride dated 2008 in a 2019
-    file, a few trips from the neighbouring month's last night) and cannot widen the period.
-    The period runs from the first to the last remaining month. ``None`` when nothing parses.
+    Rows are counted per calendar month (one small aggregation). The period is the run of months
+    around the busiest one in which consecutive months are at most ``max_gap_months`` apart and
+    each holds at least ``min_share_of_peak`` of the busiest month's rows: a ride dated 2008 in a
+    2019 file, a sales row dated 2031 or 0015, or a few trips from the neighbouring month's last
+    night cannot widen it. Dates outside ``policy``'s plausible range are ignored. ``None`` when
+    nothing parses.
     """
+    policy = policy or DatePolicy()
+    day = F.to_date(F.col(column))
     month = F.date_trunc("month", F.col(column)).cast("date").alias("month")
     rows = (
-        parsed.where(F.col(column).isNotNull() & F.col(CORRUPT_COLUMN).isNull())
+        parsed.where(
+            F.col(column).isNotNull()
+            & F.col(CORRUPT_COLUMN).isNull()
+            & (day >= F.lit(policy.low))
+            & (day <= F.lit(policy.high))
+        )
         .groupBy(month)
         .count()
         .collect()
@@ -400,10 +539,21 @@ def infer_period(
     if not rows:
         return None
     peak = max(r["count"] for r in rows)
-    core = sorted(r["month"] for r in rows if r["count"] >= min_share_of_peak * peak)
-    first, last = core[0], core[-1]
-    end = date(last.year + (last.month == 12), last.month % 12 + 1, 1)
-    return Period(start=first, end=end)
+    months = sorted(r["month"] for r in rows if r["count"] >= min_share_of_peak * peak)
+    counts = {r["month"]: r["count"] for r in rows}
+    ordinal = {m: m.year * 12 + m.month for m in months}
+    centre = months.index(max(months, key=lambda m: counts[m]))  # the earliest busiest month
+    first = last = centre
+    while first > 0 and ordinal[months[first]] - ordinal[months[first - 1]] <= max_gap_months:
+        first -= 1
+    while (
+        last + 1 < len(months)
+        and ordinal[months[last + 1]] - ordinal[months[last]] <= max_gap_months
+    ):
+        last += 1
+    start, final = months[first], months[last]
+    end = date(final.year + (final.month == 12), final.month % 12 + 1, 1)
+    return Period(start=start, end=end)
 
 
 def ride_checks(
@@ -434,33 +584,9 @@ def ride_checks(
         ),
     ]
     if period is not None:
-        margin = timedelta(days=max_days_outside_period)
-        # Bounds as session-time-zone timestamps, exactly like the parsed values (a Python
-        # datetime literal would be converted in the driver's OS time zone instead).
-        low = F.to_timestamp(F.lit(f"{period.start - margin} 00:00:00"))
-        high = F.to_timestamp(F.lit(f"{period.end + margin} 00:00:00"))
-        outside = {
-            c: (F.col(c) < low) | (F.col(c) >= high)
-            for c in ("pickup_datetime", "dropoff_datetime")
-        }
-        which = F.when(outside["pickup_datetime"], F.lit("pickup_datetime ")).otherwise(
-            F.lit("dropoff_datetime ")
-        )
-        value = F.when(outside["pickup_datetime"], _clean("pickup_datetime")).otherwise(
-            _clean("dropoff_datetime")
-        )
         checks.append(
-            Check(
-                OUTSIDE_PERIOD,
-                outside["pickup_datetime"] | outside["dropoff_datetime"],
-                F.concat(
-                    which,
-                    value,
-                    F.lit(
-                        f" is more than {max_days_outside_period} days outside the file's period "
-                        f"{period}"
-                    ),
-                ),
+            outside_period_check(
+                ("pickup_datetime", "dropoff_datetime"), period, max_days_outside_period
             )
         )
     return checks
@@ -472,11 +598,12 @@ def classify_rides(
     max_ride_hours: float,
     max_days_outside_period: int,
     rules: Sequence[ValueRule] | None = None,
+    dates: DatePolicy | None = None,
 ) -> DataFrame:
     """Classify rides parsed by ``parse_rides`` against ``period`` (see ``infer_period``)."""
-    checks = column_checks(RIDES, _rules_or_shipped(RIDES.table, rules)) + ride_checks(
-        period, max_ride_hours, max_days_outside_period
-    )
+    checks = column_checks(RIDES, _rules_or_shipped(RIDES.table, rules))
+    checks += plausible_date_checks(RIDES, dates or DatePolicy())
+    checks += ride_checks(period, max_ride_hours, max_days_outside_period)
     return classify(parsed, RIDES, checks)
 
 

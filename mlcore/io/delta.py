@@ -56,6 +56,8 @@ class DeltaTables:
                 rows_per_row_group=config.storage.rows_per_row_group,
                 max_rows_per_file=config.storage.max_rows_per_file,
                 commit_retries=config.storage.commit_retries,
+                lease_timeout=config.storage.write_lease_timeout_seconds,
+                lease_heartbeat=config.storage.write_lease_heartbeat_seconds,
             )
         self.commit_metadata: dict[str, str] = dict(commit_metadata or {})
         self.read_versions: dict[str, int | None] = {}

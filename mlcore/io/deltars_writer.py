@@ -31,6 +31,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyspark.sql.datasource import DataSource, DataSourceArrowWriter, WriterCommitMessage
 
+from mlcore.io import faults
 from mlcore.io.predicates import partition_value_string as partition_string
 
 SOURCE_NAME = "mlcore_deltars"
@@ -88,6 +89,8 @@ class WriterOptions:
     commit_retries: int = 1
     # Numeric columns whose sums the write records in its commit info (``mlcore.totals``).
     totals: tuple[str, ...] = ()
+    # The logical table name (fault injection and messages only).
+    table_name: str = ""
 
     @classmethod
     def from_options(cls, options: dict[str, str]) -> WriterOptions:
@@ -109,6 +112,7 @@ class WriterOptions:
             read_version=int(read_version) if read_version not in (None, "") else None,
             commit_retries=int(lowered.get("commit_retries", 1)),
             totals=tuple(json.loads(lowered.get("totals", "[]"))),
+            table_name=lowered.get("table_name", ""),
         )
 
     def to_options(self) -> dict[str, str]:
@@ -125,6 +129,7 @@ class WriterOptions:
             "read_version": "" if self.read_version is None else str(self.read_version),
             "commit_retries": str(self.commit_retries),
             "totals": json.dumps(list(self.totals)),
+            "table_name": self.table_name,
         }
         if self.app_id is not None and self.txn_version is not None:
             options["txn_app_id"] = self.app_id
@@ -332,6 +337,7 @@ class DeltaRsArrowWriter(DataSourceArrowWriter):
 
     def _finish(self, handle: _OpenFile, key: tuple) -> dict[str, Any]:
         handle.close()
+        faults.at_first_file(self.options.table_name)
         size = handle.fs.get_file_info(handle.abs_path).size
         return {
             "path": handle.rel_path,

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from pyspark.sql.types import StructType
 
     from mlcore.io.scan import ArrowScan
+    from mlcore.io.write_leases import WriteLease
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,22 @@ def activate_session(spark: SparkSession) -> None:
         jvm.org.apache.spark.sql.SparkSession.setActiveSession(jsession)
 
 
+@dataclass(frozen=True)
+class LeaseSettings:
+    """How the delta-rs engine's writes hold leases (``mlcore.io.write_leases``)."""
+
+    timeout: float = 900.0
+    heartbeat: float = 30.0
+
+    @contextlib.contextmanager
+    def hold(self, table: TableRef, write_id: str) -> Iterator[WriteLease]:
+        """Sweep what dead writers left in ``table``, then hold this write's lease."""
+        from mlcore.io.write_leases import write_lease
+
+        with write_lease(table.uri, table.name, write_id, self.timeout, self.heartbeat) as lease:
+            yield lease
+
+
 class DeltaRsEngine:
     """Delta through delta-rs, with Spark doing the scanning and the Parquet writing."""
 
@@ -143,16 +160,20 @@ class DeltaRsEngine:
 
     def __init__(
         self,
-        spark: SparkSession,
+        spark: SparkSession | None,
         rows_per_row_group: int,
         max_rows_per_file: int,
         commit_retries: int = 1,
+        lease_timeout: float = 900.0,
+        lease_heartbeat: float = 30.0,
     ) -> None:
         self.spark = spark
         self.rows_per_row_group = rows_per_row_group
         self.max_rows_per_file = max_rows_per_file
         self.commit_retries = commit_retries
-        self._register_source()
+        self.leases = LeaseSettings(lease_timeout, lease_heartbeat)
+        if spark is not None:  # None: driver-side commits only (``merge_arrow``)
+            self._register_source()
 
     def _register_source(self) -> None:
         from mlcore.io.deltars_writer import DeltaRsDataSource
@@ -160,13 +181,22 @@ class DeltaRsEngine:
         self.spark.dataSource.register(DeltaRsDataSource)
 
     def open(self, table: TableRef, version: int | None = None) -> DeltaTable | None:
+        """The table (at ``version``), None if it does not exist; a damaged log (truncated or
+        corrupt commit JSON, missing checkpoint) is a DeltaIOError naming the table and path."""
         from deltalake import DeltaTable
-        from deltalake.exceptions import TableNotFoundError
+        from deltalake.exceptions import DeltaError, TableNotFoundError
 
         try:
             return DeltaTable(table.uri, version=version)
         except TableNotFoundError:
             return None
+        except (DeltaError, OSError) as exc:
+            at = "" if version is None else f" at version {version}"
+            raise DeltaIOError(
+                f"table {table.name!r} ({table.uri}){at} cannot be opened from its Delta log: "
+                f"{_short(exc)} (a damaged _delta_log file must be restored, or the version "
+                "does not exist)"
+            ) from exc
 
     def version(self, table: TableRef) -> int | None:
         dt = self.open(table)
@@ -298,7 +328,6 @@ class DeltaRsEngine:
         """
         from pyspark.sql.types import StructType
 
-        from mlcore.io.deltars_writer import SOURCE_NAME, WriterOptions
 
         dt = self.open(table)
         before = None if dt is None else dt.version()
@@ -352,6 +381,33 @@ class DeltaRsEngine:
             raise ValueError(f"unknown write mode {mode!r}")
 
         write_id = uuid.uuid4().hex[:12]
+        # the snapshot the schema checks ran against (after any schema evolution commit)
+        read_version = None if dt is None else dt.version()
+        with self.leases.hold(table, write_id):
+            return self._write_leased(
+                df, table, transform, write_id, target, partition_cols, delta_mode,
+                partition_filters, token, metadata, before, read_version, totals,
+            )  # fmt: skip
+
+    def _write_leased(
+        self,
+        df: DataFrame,
+        table: TableRef,
+        transform: ArrowTransform | None,
+        write_id: str,
+        target: StructType,
+        partition_cols: list[str],
+        delta_mode: str,
+        partition_filters: list[list[Any]] | None,
+        token: WriteToken | None,
+        metadata: Mapping[str, str],
+        before: int | None,
+        read_version: int | None,
+        totals: Sequence[str],
+    ) -> WriteResult:
+        """The write itself, while this write's lease is held (``write_leases``)."""
+        from mlcore.io.deltars_writer import SOURCE_NAME, WriterOptions
+
         options = WriterOptions(
             table_uri=table.uri,
             table_schema_json=target.json(),
@@ -364,10 +420,10 @@ class DeltaRsEngine:
             rows_per_row_group=self.rows_per_row_group,
             max_rows_per_file=self.max_rows_per_file,
             write_id=write_id,
-            # the snapshot the schema checks ran against (after any schema evolution commit)
-            read_version=None if dt is None else dt.version(),
+            read_version=read_version,
             commit_retries=self.commit_retries,
             totals=tuple(totals),
+            table_name=table.name,
         )
         activate_session(self.spark)
         try:
@@ -528,32 +584,42 @@ class DeltaRsEngine:
         before = dt.version()
         data = self._collect_arrow(df, target)
         write_id = uuid.uuid4().hex[:12]
-        try:
-            write_deltalake(
-                dt,
-                data,
-                mode="overwrite",
-                predicate=to_sql(predicate, "deltars"),
-                commit_properties=self._commit_properties(
-                    token, metadata, data.num_rows, write_id
-                ),
-            )
-        except Exception as exc:  # noqa: BLE001 - classified (landed / conflict / failed) below
-            return self._driver_commit_failed(
-                table, before, write_id, exc, "replace-where write to"
-            )
+        with self.leases.hold(table, write_id) as lease:
+            try:
+                write_deltalake(
+                    dt,
+                    data,
+                    mode="overwrite",
+                    predicate=to_sql(predicate, "deltars"),
+                    commit_properties=self._commit_properties(
+                        token, metadata, data.num_rows, write_id
+                    ),
+                )
+            except Exception as exc:  # noqa: BLE001 - classified (landed / conflict / failed) below
+                return self._driver_commit_failed(
+                    table, before, write_id, exc, "replace-where write to", lease
+                )
         return self._find_commit(table, before, write_id) or self._result(table, before)
 
     def _driver_commit_failed(
-        self, table: TableRef, before: int | None, write_id: str, exc: Exception, what: str
+        self,
+        table: TableRef,
+        before: int | None,
+        write_id: str,
+        exc: Exception,
+        what: str,
+        lease: WriteLease | None = None,
     ) -> WriteResult:
         """A driver-side delta-rs commit raised: success if it landed anyway, else a clear error
-        (a concurrent-commit conflict is a ``ConcurrentWriteError``)."""
+        (a concurrent-commit conflict is a ``ConcurrentWriteError``). delta-rs leaves the data
+        files of a failed commit behind; they are removed here as a dead writer's would be."""
         from deltalake.exceptions import CommitFailedError
 
         landed = self._landed_despite(table, before, write_id, exc, what)
         if landed is not None:
             return landed
+        if lease is not None:
+            lease.release_as_dead(self.leases.timeout)
         if isinstance(exc, CommitFailedError):
             raise ConcurrentWriteError(
                 f"concurrent write conflict on table {table.name!r}: a commit after version "
@@ -584,26 +650,51 @@ class DeltaRsEngine:
         check_write_schema(table.name, target, df.schema, merge_schema=False)
         check_merge_keys(df.columns, table.name, keys)
         data = self._collect_arrow(df.select(*[f"`{n}`" for n in target.fieldNames()]), target)
+        return self.merge_arrow(table, data, keys, token, metadata)
+
+    def merge_arrow(
+        self,
+        table: TableRef,
+        data: Any,
+        keys: Sequence[str],
+        token: WriteToken | None,
+        metadata: Mapping[str, str],
+    ) -> WriteResult:
+        """The delta-rs MERGE of a source already on the driver (an Arrow table), under a lease.
+
+        Upserts on ``keys`` in one commit; the token makes a replay a no-op, a commit that raised
+        after landing counts as done, and a merge that failed or was killed leaves no files behind
+        (its own cleanup, or the next write's sweep). Needs no Spark session.
+        """
         check_merge_rows(data, table.name, keys)  # the source is on the driver now: no Spark jobs
         predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
         write_id = uuid.uuid4().hex[:12]
-        try:
-            (
-                dt.merge(
-                    source=data,
-                    predicate=predicate,
-                    source_alias="s",
-                    target_alias="t",
-                    commit_properties=self._commit_properties(
-                        token, metadata, data.num_rows, write_id
-                    ),
+        with self.leases.hold(table, write_id) as lease:
+            dt = self.open(table)
+            if dt is None:
+                raise DeltaIOError(f"merge into {table.name!r}: table does not exist at {table.uri}")
+            before = dt.version()
+            if token is not None:
+                applied = dt.transaction_version(token.app_id)
+                if applied is not None and applied >= token.version:
+                    return WriteResult(table.name, self.name, before, committed=False)
+            try:
+                (
+                    dt.merge(
+                        source=data,
+                        predicate=predicate,
+                        source_alias="s",
+                        target_alias="t",
+                        commit_properties=self._commit_properties(
+                            token, metadata, data.num_rows, write_id
+                        ),
+                    )
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .execute()
                 )
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute()
-            )
-        except Exception as exc:  # noqa: BLE001 - classified (landed / conflict / failed) below
-            return self._driver_commit_failed(table, before, write_id, exc, "merge into")
+            except Exception as exc:  # noqa: BLE001 - classified (landed / conflict / failed) below
+                return self._driver_commit_failed(table, before, write_id, exc, "merge into", lease)
         return self._find_commit(table, before, write_id) or self._result(table, before)
 
 

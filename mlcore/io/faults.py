@@ -7,6 +7,12 @@ those logical tables *committed* (a skipped, already-written write does nothing)
 - ``raise``: raise :class:`InjectedFault`, as a lost response would (the commit is in the table
   but the caller sees an error).
 
+``MLCORE_FAULT_AT_FIRST_FILE="<table>[,<table>...]:<action>"`` acts in whichever process writes
+the first Parquet data file of a write to one of those tables (a Spark task, a fused
+transform-and-write task or the driver), right after that file is complete and before anything
+is committed: ``hang`` stops that process there for good (the test then SIGKILLs the job, as a
+node lost mid-write), ``kill`` SIGKILLs it.
+
 It lives in the IO layer (the one place every job's commit passes through) rather than in
 pipeline code, and is read at call time, so tests can set it for a subprocess or one call.
 """
@@ -17,8 +23,10 @@ import logging
 import os
 import signal
 import sys
+import time
 
 AFTER_COMMIT_ENV = "MLCORE_FAULT_AFTER_COMMIT"
+AT_FIRST_FILE_ENV = "MLCORE_FAULT_AT_FIRST_FILE"
 
 log = logging.getLogger(__name__)
 
@@ -43,3 +51,21 @@ def after_commit(table: str, committed: bool) -> None:
         raise InjectedFault(f"fault injection: lost response after the commit to {table}")
     else:
         raise ValueError(f"{AFTER_COMMIT_ENV}={spec!r}: action must be 'kill' or 'raise'")
+
+
+def at_first_file(table: str) -> None:
+    """The ``MLCORE_FAULT_AT_FIRST_FILE`` injection point (called once per written data file)."""
+    spec = os.environ.get(AT_FIRST_FILE_ENV, "").strip()
+    if not spec or not table:
+        return
+    names, _, action = spec.rpartition(":")
+    if table not in {n.strip() for n in names.split(",")}:
+        return
+    if action not in ("hang", "kill"):
+        raise ValueError(f"{AT_FIRST_FILE_ENV}={spec!r}: action must be 'hang' or 'kill'")
+    sys.stderr.write(f"fault injection: {action} at the first data file of {table}\n")
+    sys.stderr.flush()
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    while True:  # hang: the write never finishes; the test kills the job from outside
+        time.sleep(3600)

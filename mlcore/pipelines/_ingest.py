@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mlcore.ingest.rules import RULE, ValueRule, split, value_rules
+from mlcore.ingest.rules import RULE, DatePolicy, ValueRule, split, value_rules
 from mlcore.ingest.schemas import TableContract
 from mlcore.ingest.sources import Source
 from mlcore.io.engines import WriteResult
@@ -43,6 +43,20 @@ from mlcore.validation.checks import RuleResult
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
     from pyspark.sql.types import StructType
+
+
+def date_policy(ctx: JobContext) -> DatePolicy:
+    """The plausible-date rules of this run (``ingest.min_date``, ``max_days_after_run_date``,
+    ``max_days_outside_period``), relative to the run date."""
+    from datetime import date
+
+    cfg = ctx.config.ingest
+    return DatePolicy(
+        run_date=ctx.run_date,
+        min_date=date.fromisoformat(cfg.min_date),
+        max_days_after_run_date=cfg.max_days_after_run_date,
+        max_days_outside_period=cfg.max_days_outside_period,
+    )
 
 
 @dataclass

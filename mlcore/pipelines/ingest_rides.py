@@ -18,7 +18,13 @@ from __future__ import annotations
 from mlcore.ingest.rules import classify_rides, infer_period, parse_rides
 from mlcore.ingest.schemas import RIDES
 from mlcore.ingest.sources import read_csv_source, resolve_rides_source
-from mlcore.pipelines._ingest import IngestBatch, configured_rules, replay_summary, run_ingest
+from mlcore.pipelines._ingest import (
+    IngestBatch,
+    configured_rules,
+    date_policy,
+    replay_summary,
+    run_ingest,
+)
 from mlcore.pipelines.context import JobContext, JobSummary
 
 
@@ -34,13 +40,15 @@ def run(ctx: JobContext) -> JobSummary:
     # Parsed once: the period pass and the classification both read this cache.
     parsed = parse_rides(raw).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        period = infer_period(parsed)
+        dates = date_policy(ctx)
+        period = infer_period(parsed, policy=dates)
         classified = classify_rides(
             parsed,
             period,
             cfg.max_ride_hours,
             cfg.max_days_outside_period,
             configured_rules(ctx, RIDES),
+            dates,
         )
         notes = [
             (

@@ -2,7 +2,8 @@
 
 Both files are validated (rules in ``mlcore.ingest.rules``: types, domains such as Open in
 {0,1} and StateHoliday in {0,a,b,c}, no negative sales/customers, DayOfWeek agreeing with Date,
-one row per (store, date) and per store) before either table is touched. Rejected rows go to
+one row per (store, date) and per store, dates plausible for the run date and inside the file's
+own period) before either table is touched. Rejected rows go to
 ``sales_quarantine`` / ``stores_quarantine`` with a rule code and a reason.
 
 Both tables are overwritten with the job's idempotency token: the files are full snapshots, so
@@ -19,7 +20,13 @@ import logging
 from mlcore.ingest.rules import classify_calendar, classify_sales, classify_stores
 from mlcore.ingest.schemas import CALENDAR, SALES, STORES
 from mlcore.ingest.sources import Source, path_exists, read_csv_source, resolve_sales_sources
-from mlcore.pipelines._ingest import IngestBatch, configured_rules, replay_summary, run_ingest
+from mlcore.pipelines._ingest import (
+    IngestBatch,
+    configured_rules,
+    date_policy,
+    replay_summary,
+    run_ingest,
+)
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 
 log = logging.getLogger(__name__)
@@ -48,8 +55,9 @@ def run(ctx: JobContext) -> JobSummary:
     if replay is not None:
         return replay
     limit = ctx.config.ingest.limit_rows
+    dates = date_policy(ctx)
     sales = classify_sales(
-        read_csv_source(ctx.spark, train.path, SALES, limit), configured_rules(ctx, SALES)
+        read_csv_source(ctx.spark, train.path, SALES, limit), configured_rules(ctx, SALES), dates
     )
     stores = classify_stores(
         read_csv_source(ctx.spark, store.path, STORES, limit), configured_rules(ctx, STORES)
@@ -57,6 +65,6 @@ def run(ctx: JobContext) -> JobSummary:
     batches = [IngestBatch(SALES, sales, train), IngestBatch(STORES, stores, store)]
     if calendar is not None:
         raw_calendar = read_csv_source(ctx.spark, calendar.path, CALENDAR, limit)
-        future = classify_calendar(raw_calendar, configured_rules(ctx, CALENDAR))
+        future = classify_calendar(raw_calendar, configured_rules(ctx, CALENDAR), dates)
         batches.append(IngestBatch(CALENDAR, future, calendar))
     return run_ingest(ctx, batches)

@@ -6,7 +6,13 @@ recorded on the model version). Future regressors (open, promo, school_holiday, 
 come from ``forecast_calendar`` (Rossmann ``test.csv`` shape) and, for dates still inside the
 sales history (backtests), from ``sales``' calendar columns — never its target. Days absent from
 both get the documented defaults: open except Sundays, no promo, no school holiday, no holiday.
-Output is one partition per run date, written idempotently.
+Every group of the champion's training run gets one ``forecast_status`` row: ``ok`` (the
+champion's forecast), ``fallback`` (the baseline's, with why the champion was rejected: a model
+JSON that no longer matches the content hash stored at training, a load or predict error, or an
+implausible forecast above ``forecasting.max_forecast_multiple`` x the group's historical
+maximum), ``failed`` (nothing usable: no rows) or ``skipped`` (training left it without a model).
+Above ``forecasting.failure_budget`` failed groups nothing is published. Both outputs are one
+partition per run date, written idempotently.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORECASTS, CALENDAR, MODELS = "forecasts", "forecast_calendar", "forecast_models"
+STATUS = "forecast_status"
 
 
 def future_calendar(ctx: JobContext, groups: DataFrame) -> tuple[DataFrame, int]:
@@ -91,7 +98,6 @@ def future_calendar(ctx: JobContext, groups: DataFrame) -> tuple[DataFrame, int]
 
 def run(ctx: JobContext) -> JobSummary:
     from mlflow.tracking import MlflowClient
-    from pyspark.sql import functions as F
 
     from mlcore.tracking.registry import champion_version
 
@@ -99,7 +105,11 @@ def run(ctx: JobContext) -> JobSummary:
     keys = list(fc.group_keys)
     summary = JobSummary()
     token = ctx.token(FORECASTS)
-    if not ctx.dry_run and ctx.tables.already_written(FORECASTS, token):
+    if (
+        not ctx.dry_run
+        and ctx.tables.already_written(FORECASTS, token)
+        and ctx.tables.already_written(STATUS, ctx.token(STATUS))
+    ):
         summary.add("status", "already published for this run date: nothing to do")
         return summary
     if not ctx.config.mlflow.enabled:
@@ -120,47 +130,137 @@ def run(ctx: JobContext) -> JobSummary:
         raise JobFailed(
             f"champion v{champion.version} was trained as of {trained_on}, after run date {ctx.run_date}"
         )
-    models = (
-        ctx.tables.read(MODELS, version=models_version, where={"run_date": trained_on})
-        .filter("model_json is not null")
-        .select(*keys, "champion", "model_json", "baseline_json")
-    )
+    stored = ctx.tables.read(MODELS, version=models_version, where={"run_date": trained_on})
+    wanted = ["champion", "model_json", "baseline_json", "model_sha256", "baseline_sha256",
+              "history_max"]  # fmt: skip
+    missing = [c for c in wanted if c not in stored.columns]
+    if missing:  # a table written before content hashes: every group would fail the check
+        raise JobFailed(
+            f"forecast_models v{models_version} has no {', '.join(missing)} columns (trained "
+            f"before model content hashes): retrain with train_forecasts, then rerun"
+        )
+    models = stored.filter("model_json is not null").select(*keys, *wanted)
     groups = models.count()
     if not groups:
         raise JobFailed(f"forecast_models v{models_version} has no usable models for {trained_on}")
+    # Groups trained without a usable model get a 'skipped' status row, not a silent gap.
+    untrained = (
+        stored.filter("model_json is null").select(*keys, "status", "status_reason").collect()
+    )
     calendar, defaulted = future_calendar(ctx, models)
     partitions = group_partitions(ctx.spark.sparkContext.defaultParallelism, fc, groups)
-    forecasts = (
-        forecast_groups(models, calendar, fc, partitions)
-        .withColumn("model_name", F.lit(fc.model_name))
-        .withColumn("model_version", F.lit(str(champion.version)))
-        .withColumn("trained_run_date", F.lit(trained_on))
-        .withColumn("run_id", F.lit(ctx.run_id))
-        .withColumn("run_date", F.lit(ctx.run_date))
-        .withColumn("created_at", F.current_timestamp())
-    ).persist()
-    rows = forecasts.count()
-    forecast_groups_count = forecasts.select(*keys).distinct().count()
+    results = forecast_groups(models, calendar, fc, partitions).persist()
+    try:
+        return _publish(ctx, summary, results, untrained, champion, trained_on, groups, defaulted)
+    finally:
+        results.unpersist()
+
+
+def _publish(
+    ctx: JobContext,
+    summary: JobSummary,
+    results: DataFrame,
+    untrained: list,
+    champion,
+    trained_on: dt.date,
+    groups: int,
+    defaulted: int,
+) -> JobSummary:
+    """Status rows for every group, the failure budget, then forecasts and forecast_status."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    from mlcore.forecasting.distributed import split_forecast_results
+    from mlcore.io.frames import local_frame
+
+    fc = ctx.config.forecasting
+    keys = list(fc.group_keys)
+    forecast_rows, status_rows = split_forecast_results(results, keys)
+    statuses = status_rows.toPandas()
+    skipped = pd.DataFrame(
+        [
+            {
+                **{k: row[k] for k in keys},
+                "status": "skipped",
+                "status_reason": f"no model: training status {row['status']}"
+                + (f" ({row['status_reason']})" if row["status_reason"] else ""),
+                "model_type": None,
+                "forecast_rows": 0,
+            }
+            for row in untrained
+        ],
+        columns=statuses.columns,
+    )
+    statuses = pd.concat([statuses, skipped], ignore_index=True) if len(skipped) else statuses
+    statuses = statuses.sort_values(keys, kind="mergesort").reset_index(drop=True)
+    counts = statuses["status"].value_counts().to_dict()
+    failed = int(counts.get("failed", 0))
+    rows = int(statuses["forecast_rows"].sum())
     summary.add("model", f"{fc.model_name} v{champion.version} (trained as of {trained_on})")
     summary.use_model(fc.model_name, champion.version, "used", champion.run_id)
     summary.add("groups with models", groups, metric="groups")
-    summary.add("groups forecast", forecast_groups_count, metric="groups_forecast")
+    summary.add("groups forecast", int((statuses["forecast_rows"] > 0).sum()), metric="groups_forecast")
+    for status in ("ok", "fallback", "skipped", "failed"):
+        summary.add(f"status {status}", int(counts.get(status, 0)), metric=f"groups_{status}")
     summary.add("forecast rows", rows, metric="forecast_rows")
     summary.add(
         "horizon", f"{ctx.run_date} .. {ctx.run_date + dt.timedelta(days=fc.horizon_days - 1)}"
     )
     summary.add("calendar rows defaulted", defaulted, metric="calendar_rows_defaulted")
-    if forecast_groups_count < groups:
-        log.warning("%d groups produced no forecast", groups - forecast_groups_count)
-    if not ctx.dry_run:
-        summary.writes.append(
-            ctx.tables.write(
-                forecasts,
-                FORECASTS,
-                mode="replace_where",
-                replace_where={"run_date": ctx.run_date},
-                token=token,
-            )
+    problems = statuses[statuses["status"] != "ok"]
+    ctx.artifacts["forecast_failures.csv"] = problems.to_csv(index=False)
+    not_forecast = statuses[statuses["forecast_rows"] == 0]
+    if len(not_forecast):
+        summary.add("not forecast", _named_groups(not_forecast, keys))
+    if len(problems) > len(not_forecast):
+        fallbacks = problems[problems["forecast_rows"] > 0]
+        summary.add("forecast by the fallback", _named_groups(fallbacks, keys))
+    if groups and failed / groups > fc.failure_budget:
+        raise JobFailed(
+            f"{failed} of {groups} groups could not be forecast ({failed / groups:.1%} > failure "
+            f"budget {fc.failure_budget:.1%}): {_named_groups(not_forecast, keys)}; nothing "
+            "published. See forecast_failures.csv in the MLflow run"
         )
-    forecasts.unpersist()
+    if ctx.dry_run:
+        return summary
+    stamped = {
+        "model_name": F.lit(fc.model_name),
+        "model_version": F.lit(str(champion.version)),
+        "trained_run_date": F.lit(trained_on),
+        "run_id": F.lit(ctx.run_id),
+        "run_date": F.lit(ctx.run_date),
+    }
+    forecasts = forecast_rows.withColumns(stamped).withColumn("created_at", F.current_timestamp())
+    summary.writes.append(
+        ctx.tables.write(
+            forecasts,
+            FORECASTS,
+            mode="replace_where",
+            replace_where={"run_date": ctx.run_date},
+            token=ctx.token(FORECASTS),
+        )
+    )
+    status_frame = local_frame(
+        ctx.spark, statuses.to_dict("records"), status_rows.schema
+    ).withColumns(stamped)
+    summary.writes.append(
+        ctx.tables.write(
+            status_frame,
+            STATUS,
+            mode="replace_where",
+            replace_where={"run_date": ctx.run_date},
+            token=ctx.token(STATUS),
+        )
+    )
     return summary
+
+
+def _named_groups(frame, keys: list[str], limit: int = 10) -> str:
+    """``3 groups: store 17 (reason), ...`` for the summary line and the budget error."""
+    named = []
+    for row in frame.head(limit).to_dict("records"):
+        key = ", ".join(f"{k} {row[k]}" for k in keys)
+        reason = str(row.get("status_reason") or row["status"])[:160]
+        named.append(f"{key} ({reason})")
+    more = f", ... {len(frame) - limit} more" if len(frame) > limit else ""
+    return f"{len(frame)} group(s): " + "; ".join(named) + more

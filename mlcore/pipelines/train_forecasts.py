@@ -369,6 +369,12 @@ def _kept_rows(kept: DataFrame, results: DataFrame, keys: list[str]) -> DataFram
         "backtest_points": F.array().cast(results.schema["backtest_points"].dataType),
         "action": F.lit("kept"),
     }
+    # Rows of a table written before model content hashes: sealed as they are carried over.
+    for text, digest in (("model_json", "model_sha256"), ("baseline_json", "baseline_sha256")):
+        if digest not in kept.columns:
+            derived[digest] = F.sha2(F.col(text), 256)
+    if "history_max" not in kept.columns:
+        derived["history_max"] = F.lit(None).cast("double")
     return kept.select(
         *[derived[c].alias(c) if c in derived else F.col(c) for c in results.columns]
     )
@@ -578,6 +584,8 @@ def run(ctx: JobContext) -> JobSummary:
                     mode="replace_where",
                     replace_where={"run_date": ctx.run_date},
                     token=tokens[name],
+                    # forecast_models written before content hashes gains those columns
+                    merge_schema=name == MODELS,
                 )
                 summary.writes.append(result)
                 if name == MODELS:

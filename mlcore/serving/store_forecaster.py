@@ -40,7 +40,10 @@ class StoreForecasterModel(mlflow.pyfunc.PythonModel):
             keys = list(self.forecasting.group_keys)
             table = DeltaTable(self.table_uri, version=self.table_version)
             reader = table.scan(
-                columns=[*keys, "champion", "model_json", "baseline_json"],
+                columns=[
+                    *keys, "champion", "model_json", "baseline_json", "model_sha256",
+                    "baseline_sha256", "history_max",
+                ],  # fmt: skip
                 predicate=f"run_date = '{self.run_date}'",
             )
             frame = pa.table(reader).to_pandas()

@@ -70,6 +70,76 @@ def configure_mlflow(config: MlcoreConfig) -> TrackingUris:
     return uris
 
 
+class TrackingUnavailable(RuntimeError):
+    """The tracking server could not be reached within ``mlflow.request_timeout_seconds``."""
+
+
+# MLflow's HTTP client retries 7 times with exponential backoff (factor 2, capped at 120 s) and
+# a 120 s timeout per request: over 8 minutes against a server that is down. These bound it.
+_RETRIES = 3  # backoff 1 + 2 + 4 s between the 4 attempts
+
+
+def apply_client_settings(config: MlcoreConfig, environ: dict[str, str] | None = None) -> None:
+    """Set MLflow's process settings from config before MLflow is imported: telemetry off unless
+    ``mlflow.telemetry``, and HTTP retries and timeouts that fit ``request_timeout_seconds``.
+    Values the user set in the environment win."""
+    env = os.environ if environ is None else environ
+    if not config.mlflow.telemetry:
+        env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    bound = config.mlflow.request_timeout_seconds
+    backoff = 2**_RETRIES - 1  # 1 + 2 + 4
+    per_request = max(1, (bound - backoff - 2) // (_RETRIES + 1))
+    env.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(_RETRIES))
+    env.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    env.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.5")
+    env.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(per_request))
+
+
+def check_tracking_server(config: MlcoreConfig) -> None:
+    """Fail fast, before any Spark or table work, when a remote tracking server is unreachable.
+
+    Only HTTP(S) stores are probed (the embedded sqlite store and Databricks are not). The probe
+    is one MLflow call with the bounded retries of :func:`apply_client_settings`, on a thread
+    joined with ``request_timeout_seconds`` as a hard limit.
+    """
+    if not config.mlflow.enabled:
+        return
+    uris = {config.mlflow.tracking_uri, config.mlflow.registry_uri} - {None}
+    remote = sorted(u for u in uris if u and u.lower().startswith(("http://", "https://")))
+    if not remote:
+        return
+    from mlcore.logging_setup import redact
+
+    bound = config.mlflow.request_timeout_seconds
+    errors: list[BaseException] = []
+
+    def probe() -> None:
+        try:
+            from mlflow.tracking import MlflowClient
+
+            for uri in remote:
+                MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
+        except BaseException as exc:  # noqa: BLE001 - reported in the calling thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=probe, name="mlcore-mlflow-probe", daemon=True)
+    thread.start()
+    thread.join(bound)
+    where = ", ".join(redact(u) for u in remote)
+    if thread.is_alive():
+        raise TrackingUnavailable(
+            f"MLflow tracking server {where} did not answer within {bound} s "
+            "(mlflow.request_timeout_seconds); nothing was run or published"
+        )
+    if errors:
+        first = str(errors[0]).strip().splitlines()
+        reason = f"{type(errors[0]).__name__}: {first[0][:300] if first else ''}"
+        raise TrackingUnavailable(
+            f"MLflow tracking server {where} is unreachable or failing ({redact(reason)}); "
+            "nothing was run or published"
+        )
+
+
 def warm_tracking_store(config: MlcoreConfig) -> threading.Thread | None:
     """Start building the tracking and registry stores on a thread; join it before ``job_run``.
 

@@ -11,6 +11,7 @@ key uniqueness; row flags are only computed when the aggregation found failing r
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -263,7 +264,11 @@ def validate_frame(
     fresh_col = rules.freshness_column
     check_freshness = fresh_col is not None and rules.max_staleness_days is not None
     if check_freshness and fresh_col in usable:
-        aggregates.append(F.max(F.to_date(F.col(f"`{fresh_col}`"))).alias("_latest"))
+        # Freshness of the rows the job keeps: a row that breaks a row rule (a date far in the
+        # future, say) must not make a stale table look fresh.
+        good = ~functools.reduce(lambda a, b: a | b, [c.failed for c in compiled], F.lit(False))
+        latest = F.when(good, F.to_date(F.col(f"`{fresh_col}`")))
+        aggregates.append(F.max(latest).alias("_latest"))
     row = df.agg(*aggregates).first()
     rows = int(row["_rows"])
     validation = TableValidation(table, rows, results)

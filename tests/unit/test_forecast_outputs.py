@@ -37,7 +37,8 @@ def result_rows() -> list[dict]:
 
     base = {
         "status_reason": None, "error_class": None, "error_message": None, "model_json": "{}",
-        "baseline_json": "{}", "train_start": dt.date(2013, 1, 1), "train_end": dt.date(2015, 6, 13),
+        "baseline_json": "{}", "model_sha256": "h", "baseline_sha256": "h", "history_max": 900.0,
+        "train_start": dt.date(2013, 1, 1), "train_end": dt.date(2015, 6, 13),
         "train_rows": 800, "data_fingerprint": "f", "warm_started": False, "fit_seconds": 0.1,
         "backtest_seconds": 0.2,
     }  # fmt: skip
