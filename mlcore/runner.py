@@ -216,6 +216,15 @@ def _record(
         record_run(
             ctx, manifest_row(ctx, summary, status, started_at, finished_at, message, git_sha())
         )
+        if strict:  # a succeeded run: what killed attempts left in its tables goes now
+            from mlcore.pipelines._manifest import MANIFEST
+            from mlcore.pipelines._validation import QUARANTINE, RESULTS
+
+            written = {w.table for w in (summary.writes if summary else [])}
+            try:
+                ctx.tables.sweep_dead_writers(written | {RESULTS, QUARANTINE, MANIFEST})
+            except OSError as exc:  # cleanup only: the next write to the table sweeps again
+                log.warning("could not remove dead writers' files: %s", exc)
     except Exception as exc:
         if strict:
             raise JobFailed(

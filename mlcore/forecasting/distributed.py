@@ -224,12 +224,15 @@ def forecast_groups(
     types = {f.name: f.dataType for f in models.schema.fields}
     key_flds = key_fields(keys, types)
     forecast_fields = forecast_schema(key_flds).fields[len(keys) :]
-    status_fields = forecast_status_schema(key_flds).fields[len(keys) :]
+    # model_type is a forecast column already: status rows fill the same column
+    status_fields = [
+        f for f in forecast_status_schema(key_flds).fields[len(keys) :] if f.name != "model_type"
+    ]
     schema = StructType(
         [
             *key_flds,
             *[StructField(f.name, f.dataType, True) for f in forecast_fields],
-            *[StructField(f.name, f.dataType, f.name == "forecast_rows") for f in status_fields],
+            *[StructField(f.name, f.dataType, f.name != "forecast_rows") for f in status_fields],
             StructField(ROW_KIND, StringType(), False),
         ]
     )
@@ -255,7 +258,10 @@ def forecast_groups(
         status_row = {**key_values, **status, "model_type": result.model_type, ROW_KIND: STATUS_ROW}
         rows = pd.DataFrame([status_row])
         out = pd.concat([frame, rows], ignore_index=True) if len(frame) else rows
-        return out.reindex(columns=columns)
+        out = out.reindex(columns=columns)
+        # the status row has no date: None (an all-NaN column would not convert to date)
+        out["ds"] = pd.Series([d if isinstance(d, dt.date) else None for d in out["ds"]], dtype=object)
+        return out
 
     left = models.repartition(partitions, *keys).groupBy(*keys)
     right = calendar.repartition(partitions, *keys).groupBy(*keys)

@@ -8,7 +8,7 @@ the run, and every read's table version is remembered so tracking can log input 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from mlcore.config.models import MlcoreConfig
@@ -72,6 +72,20 @@ class DeltaTables:
 
     def exists(self, name: str) -> bool:
         return self.version(name) is not None
+
+    def sweep_dead_writers(self, names: Iterable[str]) -> int:
+        """Remove what killed writers left in these tables (``mlcore.io.write_leases``): for a
+        job whose rerun is a replay and writes nothing, so the next write is not the only
+        cleanup. Returns the files removed; a no-op on native Delta (VACUUM's job there)."""
+        if not isinstance(self._engine, DeltaRsEngine):
+            return 0
+        from mlcore.io.write_leases import sweep_dead_writes
+
+        removed = 0
+        for name in sorted(set(names)):
+            ref = self.ref(name)
+            removed += len(sweep_dead_writes(ref.uri, name, self._engine.leases.timeout).files)
+        return removed
 
     def already_written(self, name: str, token: WriteToken) -> bool:
         """True when ``token`` (or a later version of its app id) is already in the table.

@@ -17,7 +17,8 @@ is **dead** when
 The next write to the table (a rerun, or any later job) first removes what dead writers left:
 data files that carry a dead write's id in their name, and, when no other live writer holds a
 lease, any other unreferenced data file written while a dead lease was held (delta-rs merges and
-predicate overwrites name their files themselves). A file referenced by any version still in the
+predicate overwrites name their files themselves) and the commit files such a writer had staged
+in ``_delta_log`` (``<version>.json#<n>``) but never linked to their version. A file referenced by any version still in the
 log is never removed, nor one a live writer may still commit. The dead leases go last, so a sweep
 that is itself killed is simply done again by the next write.
 """
@@ -45,7 +46,11 @@ LEASE_DIR = "_mlcore_writes"
 DEFAULT_HEARTBEAT_SECONDS = 30.0
 DEFAULT_LEASE_TIMEOUT_SECONDS = 900.0
 # mlcore's own data file names: part-<task>-<write id>-a<attempt>-<uuid>.c000.snappy.parquet
-_WRITE_ID = re.compile(r"^part-\d+-(?P<write_id>[0-9a-f]+)-a\d+-")
+_WRITE_ID = re.compile(r"^part-\d+-(?P<write_id>[0-9a-f]{12})-a\d+-")
+# Commit files a writer stages in _delta_log before it links them to their version (delta-rs /
+# object_store: ``<version>.json#<n>``; older delta-rs: ``_commit_<uuid>.json.tmp``): left
+# behind by a writer killed at its commit.
+_STAGED_COMMIT = re.compile(r"^(\d{20}\.json#\d+|_commit_[0-9a-f-]+\.json\.tmp)$")
 # Clock skew and file-system timestamp granularity around a dead lease's window.
 _WINDOW_SLACK_SECONDS = 5.0
 
@@ -347,18 +352,40 @@ def sweep_dead_writes(
         mtime = info.mtime.timestamp()
         if any(low <= mtime <= high for low, high in windows):
             doomed.append(info.path)
+    if not live:
+        for info in fs.get_file_info(pafs.FileSelector(f"{root}/_delta_log", allow_not_found=True)):
+            if info.type != pafs.FileType.File or not _STAGED_COMMIT.match(info.base_name):
+                continue
+            mtime = info.mtime.timestamp() if info.mtime is not None else None
+            if mtime is not None and any(low <= mtime <= high for low, high in windows):
+                doomed.append(info.path)
     for path in doomed:
         with contextlib.suppress(FileNotFoundError, OSError):
             fs.delete_file(path)
     for _, path in dead:
         with contextlib.suppress(FileNotFoundError, OSError):
             fs.delete_file(path)
+    if isinstance(fs, pafs.LocalFileSystem):
+        _remove_empty_parents([*doomed, *(path for _, path in dead)], root)
     if doomed or dead:
         log.info(
             "%s: removed %d orphan data file(s) left by %d dead write(s) (%s)",
             table, len(doomed), len(dead), ", ".join(sorted(dead_ids)) or "unreadable lease",
         )  # fmt: skip
     return SweepResult(tuple(sorted(doomed)), tuple(sorted(dead_ids)))
+
+
+def _remove_empty_parents(paths: list[str], root: str) -> None:
+    """Remove the folders (below the table root) that the sweep emptied: partition folders of
+    a first write that never committed, an empty lease folder. rmdir removes only empty ones."""
+    folders = {os.path.dirname(path) for path in paths}
+    for folder in sorted(folders, key=len, reverse=True):
+        while folder.startswith(root + "/") and folder != root:
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+            folder = os.path.dirname(folder)
 
 
 @contextlib.contextmanager

@@ -231,27 +231,19 @@ def _publish(
         "run_date": F.lit(ctx.run_date),
     }
     forecasts = forecast_rows.withColumns(stamped).withColumn("created_at", F.current_timestamp())
-    summary.writes.append(
-        ctx.tables.write(
-            forecasts,
-            FORECASTS,
-            mode="replace_where",
-            replace_where={"run_date": ctx.run_date},
-            token=ctx.token(FORECASTS),
-        )
-    )
     status_frame = local_frame(
         ctx.spark, statuses.to_dict("records"), status_rows.schema
     ).withColumns(stamped)
-    summary.writes.append(
-        ctx.tables.write(
-            status_frame,
-            STATUS,
-            mode="replace_where",
-            replace_where={"run_date": ctx.run_date},
-            token=ctx.token(STATUS),
+    for name, frame in ((FORECASTS, forecasts), (STATUS, status_frame)):
+        summary.writes.append(
+            ctx.tables.write(
+                frame,
+                name,
+                mode="replace_where",
+                replace_where={"run_date": ctx.run_date},
+                token=ctx.token(name),
+            )
         )
-    )
     return summary
 
 

@@ -432,3 +432,37 @@ def test_budget_helper_reports_empty_sources() -> None:
     assert "no data rows" in _ingest.budget_error("sales", counts, 0.01)
     counts = _ingest.IngestCounts(input_rows=100, good_rows=99, by_rule={"negative_value": 1})
     assert _ingest.budget_error("sales", counts, 0.01) is None
+
+
+def test_impossible_dates_are_quarantined_and_do_not_make_the_table_fresh(
+    spark, make_config, datasets_dir, store_csv, tmp_path
+):
+    """A Rossmann-shaped file (the stale first days of 2013) with one row dated 2031 and one
+    dated 0015 among good rows: both used to become good ``sales`` rows; the 2031 row made the
+    stale table look fresh, the 0015 row failed that store's model with OutOfBoundsDatetime."""
+    header, real = head_lines(datasets_dir / "rossmann" / "train.csv.gz", 3_000, skip=1_014_000)
+    assert real[0].split(",")[2].startswith("2013-01")  # the oldest days: stale for 2015-08-01
+    impossible = [
+        '3001,1,2031-06-09,5263,555,1,1,"0","1"',  # future: after run date + 1830 days
+        '3002,1,0015-06-01,5263,555,1,1,"0","1"',  # before ingest.min_date (1900-01-01)
+        '3003,2,2014-03-04,5263,555,1,1,"0","1"',  # plausible, but far outside the file's period
+    ]
+    train = write_gz(tmp_path / "train.csv.gz", header, [*real, *impossible])
+    overrides = (*sales_overrides(train, store_csv), "ingest.bad_row_budget=0.01")
+    ctx = make_ctx(spark, make_config, "ingest_sales", *overrides)
+    with pytest.raises(JobFailed) as failed:
+        ingest_sales.run(ctx)
+    # Freshness is judged on the good rows: the file is stale, the 2031 row cannot hide it.
+    assert "freshness" in str(failed.value) and "stale" in str(failed.value)
+
+    fresh_enough = (*overrides, "validation.tables.sales.max_staleness_days=1000")
+    ctx = make_ctx(spark, make_config, "ingest_sales", *fresh_enough)
+    summary = ingest_sales.run(ctx)
+    assert summary.metrics["sales.quarantined_rows"] == 3
+    rows = {r["store"]: (r["rule"], r["reason"]) for r in quarantine(ctx, "sales_quarantine")}
+    assert rows["3001"][0] == "implausible_date" and "2031-06-09" in rows["3001"][1]
+    assert "ingest.max_days_after_run_date" in rows["3001"][1]
+    assert rows["3002"][0] == "implausible_date" and "before 1900-01-01" in rows["3002"][1]
+    assert rows["3003"][0] == "outside_period" and "2013-01-01..2013-01-31" in rows["3003"][1]
+    dates = ctx.tables.read("sales").agg(F.min("date"), F.max("date")).first()
+    assert dates[0] >= dt.date(2013, 1, 1) and dates[1] <= dt.date(2013, 1, 31)

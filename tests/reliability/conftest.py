@@ -74,9 +74,14 @@ def lake_path(home: Path, name: str) -> Path:
     return home / "lake" / name
 
 
-def scan(path: Path | str, version: int | None = None) -> pd.DataFrame:
+def scan(
+    path: Path | str, version: int | None = None, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
     """A table (version) through delta-rs's own scan (not our read path, not to_pandas)."""
-    table = pa.table(DeltaTable(str(path), version=version).scan())
+    reader = DeltaTable(str(path), version=version).scan(
+        columns=list(columns) if columns else None
+    )
+    table = pa.table(reader)
     fields = [
         pa.field(f.name, pa.string()) if pa.types.is_string_view(f.type) else f
         for f in table.schema
@@ -158,12 +163,35 @@ def start_job(job: str, args: Sequence[str], env: dict[str, str], log: Path) -> 
     )
 
 
+def session_members(sid: int) -> list[int]:
+    """Pids of the processes in session ``sid`` (the job's driver, its JVM, and PySpark's
+    worker daemon, which moves itself into a process group of its own)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2 :].split()
+        if len(fields) > 3 and int(fields[3]) == sid:
+            pids.append(int(entry.name))
+    return pids
+
+
 def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the job's whole process group (driver, JVM, Python workers): a lost node."""
+    """SIGKILL the job's whole process group and session (driver, JVM, Python workers): a lost
+    node. Nothing of the job survives to finish a write after the kill."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    for pid in session_members(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait(timeout=60)
 
 

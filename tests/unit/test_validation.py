@@ -138,3 +138,16 @@ def test_empty_input_fails(spark):
 )
 def test_staleness_days(latest, expected):
     assert staleness_days(latest, RUN_DATE) == expected
+
+
+def test_freshness_counts_only_rows_that_pass_the_row_rules(spark):
+    """A row that breaks a row rule (here a negative sale dated yesterday) is quarantined; it
+    must not make a stale table look fresh."""
+    rows = _rows(days=10)  # latest date: 1 day before the run date
+    late = RUN_DATE + dt.timedelta(days=10)
+    rows.append((1, late - dt.timedelta(days=1), -5, 1, "0"))  # fresh date, negative sales
+    df = spark.createDataFrame(rows, SCHEMA)
+    v = validate_frame(df, "sales", RULES, late, CONTRACT, previous_rows=21)
+    failed = {r.rule: r for r in v.failed}
+    assert "freshness" in failed, [r.rule for r in v.failed]
+    assert "10 days stale" in failed["freshness"].detail
