@@ -188,3 +188,7 @@ def setup_logging(level: str = "INFO") -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for noisy in ("py4j", "urllib3", "alembic", "mlflow.store.db.utils"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Each HTTP retry against a tracking server that is down is one WARNING line; the job's own
+    # one-line failure says what happened (DEBUG shows the retries).
+    if root.level > logging.DEBUG:
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)

@@ -201,6 +201,8 @@ def path_problem(value: str) -> str | None:
     """Why a configured path or URI is unsafe (control characters, traversal), or None."""
     if _CONTROL.search(value):
         return "contains a control character (newline, tab, NUL...)"
+    if _CREDENTIALS.match(value):
+        return "embeds credentials (user info before '@'); pass them through the environment"
     if "\\" in value:
         return "contains a backslash"
     if _ENCODED.search(value):
@@ -320,7 +322,8 @@ def check_names_and_paths(config: MlcoreConfig, origin: Mapping[str, str]) -> No
     problem = path_problem(lake_root)
     if problem:
         raise ConfigError(
-            f"storage.lake_root {lake_root!r} {problem} ({_origin_of(origin, 'storage.lake_root')})"
+            f"storage.lake_root {redact(repr(lake_root))} {problem} "
+            f"({_origin_of(origin, 'storage.lake_root')})"
         )
     for name, table in config.tables.items():
         try:
@@ -328,7 +331,7 @@ def check_names_and_paths(config: MlcoreConfig, origin: Mapping[str, str]) -> No
                 name, table.path, table.catalog_name, table.partition_by, lake_root
             )
         except ValueError as exc:
-            raise ConfigError(f"{exc} ({_origin_of(origin, 'tables.' + name)})") from None
+            raise ConfigError(f"{redact(exc)} ({_origin_of(origin, 'tables.' + name)})") from None
     sources = config.sources
     for dotted, value in (
         ("sources.datasets_dir", sources.datasets_dir),

@@ -101,6 +101,19 @@ def test_tracking_uri_with_any_user_info_is_refused_and_never_printed(uri, capsy
     assert SECRET[1:] not in text, text
 
 
+@pytest.mark.parametrize(
+    "setting",
+    [
+        f"storage.lake_root=s3a://{SECRET}@bucket/lake",
+        f"sources.bank.path=https://{SECRET}@files.example.com/bank.csv",
+    ],
+)
+def test_any_configured_location_with_user_info_is_refused(setting, capsys):
+    assert run_job("ingest_bank", [*ARGS, "--set", setting]) == 2
+    captured = capsys.readouterr()
+    assert "embeds credentials" in captured.err and SECRET not in captured.out + captured.err
+
+
 def test_redact_hides_user_info_of_any_uri():
     from mlcore.logging_setup import redact
 
@@ -131,6 +144,7 @@ def test_unreachable_tracking_server_fails_fast_with_one_line(mlcore_home, capsy
     err = capsys.readouterr().err
     failed = [line for line in err.splitlines() if "FAILED" in line]
     assert len(failed) == 1 and "unreachable" in failed[0], err
+    assert len(err.strip().splitlines()) == 1, f"one line, not a retry log: {err}"
     assert "Traceback" not in err
     assert elapsed < 25, f"took {elapsed:.0f} s (bound 20 s)"
     assert not (mlcore_home / "lake").exists() or not any((mlcore_home / "lake").iterdir())
