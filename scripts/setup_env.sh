@@ -23,4 +23,11 @@ if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT" ]]; then
   "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev]"
   echo "$WANT" > "$STAMP"
 fi
+# Native Delta for embedded Spark: the Delta jars matching the installed pyspark/delta-spark,
+# fetched once with Maven into ~/.cache/mlcore/delta (jobs never download). Without them
+# (offline, no Maven) everything runs on delta-rs; the jobs' log says which engine and why.
+if ! "$VENV/bin/python" -m mlcore.delta_jars show >/dev/null 2>&1; then
+  "$VENV/bin/python" -m mlcore.delta_jars fetch --timeout 300 \
+    || echo "setup_env: no Delta jars: jobs run on delta-rs (storage.delta_engine auto)" >&2
+fi
 echo "setup_env: ready ($("$VENV/bin/python" -c 'import mlcore, pyspark; print("mlcore", mlcore.__version__, "pyspark", pyspark.__version__)'))"

@@ -28,6 +28,9 @@ class SparkConfig:
     app_name_prefix: str = "mlcore"
     log_level: str = "WARN"
     conf: dict[str, ScalarValue] = field(default_factory=dict)
+    # Embedded sessions load the cached Delta jars (mlcore.delta_jars) when they are there, so
+    # storage.delta_engine auto runs native Delta; false never loads them.
+    delta_jars: bool = True
 
 
 @dataclass(frozen=True)

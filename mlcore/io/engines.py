@@ -112,7 +112,11 @@ def detect_engine(spark: SparkSession, preference: str = "auto") -> str:
     except Exception as exc:  # noqa: BLE001 - classification of the probe's failure
         choice = "deltars" if is_data_source_not_found(exc) else "spark"
     spark.conf.set(ENGINE_CONF_KEY, choice)
-    log.info("delta engine: %s", choice)
+    note = spark.conf.get("mlcore.delta.jars", None)  # set by mlcore.spark for embedded runs
+    if choice == "spark":
+        log.info("delta engine: spark (native Delta: %s)", note or "the session's Delta jars")
+    else:
+        log.info("delta engine: deltars (delta-rs: %s)", note or "no Delta data source in Spark")
     return choice
 
 

@@ -77,7 +77,7 @@ def test_canaries_never_leave_the_process(mlcore_home, tmp_path, subprocess_log)
     from tests.reliability.conftest import job_runs, registry
 
     (run,) = job_runs(registry(mlcore_home), "ingest_bank")
-    assert run.data.params["storage.delta_engine"] == "auto"
+    assert run.data.params["storage.delta_engine"] == "deltars"
     assert not [k for k in run.data.params if "secret" in k or "account.key" in k or ".sas." in k]
 
 

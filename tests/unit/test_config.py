@@ -56,9 +56,10 @@ def test_unknown_section_and_wrong_type_are_errors(conf_copy):
     (conf_copy / "test" / "bad.yml").write_text("forecastng:\n  horizon: 3\n")
     with pytest.raises(ConfigError, match="unknown section 'forecastng'"):
         load_config("test", conf_dir=conf_copy)
-    (conf_copy / "test" / "bad.yml").write_text("storage:\n  delta_engine: duckdb\n")
+    (conf_copy / "test" / "bad.yml").write_text("forecasting:\n  horizon_days: 48\n")
+    # conf/test sets storage.delta_engine itself, so the bad value comes from an override
     with pytest.raises(ConfigError, match="delta_engine: expected one of 'auto', 'spark', 'deltars'"):
-        load_config("test", conf_dir=conf_copy)
+        load_config("test", conf_dir=conf_copy, overrides=["storage.delta_engine=duckdb"])
     (conf_copy / "test" / "bad.yml").write_text("run:\n  revision: true\n")
     with pytest.raises(ConfigError, match="run.revision: expected int, got True"):
         load_config("test", conf_dir=conf_copy)
@@ -137,7 +138,7 @@ def test_table_paths_cannot_escape_the_lake(make_config):
 
 def test_flattened_config_for_mlflow_params():
     flat = config_as_flat_dict(load_config("test", conf_dir=CONF_DIR))
-    assert flat["storage.delta_engine"] == "auto"
+    assert flat["storage.delta_engine"] == "deltars"  # conf/test pins it
     assert flat["tables.rides.partition_by"] == "pickup_date"
     assert flat["spark.conf.spark.sql.shuffle.partitions"] == 4
 

@@ -92,9 +92,14 @@ def test_error_classification_falls_back_to_message_text():
     assert not is_data_source_not_found(RuntimeError("[PATH_NOT_FOUND] /nonexistent"))
 
 
-def test_real_session_without_jars_resolves_to_deltars(spark):
+def test_real_session_resolves_auto_by_its_delta_jars(spark):
+    """``auto`` is native Delta exactly when the session has the Delta data source."""
+    from tests.unit.test_native_delta import delta_unavailable_reason
+
     spark.conf.unset("mlcore.delta.engine")
-    assert detect_engine(spark) == "deltars"
+    expected = "deltars" if delta_unavailable_reason(spark) else "spark"
+    assert detect_engine(spark) == expected
+    spark.conf.unset("mlcore.delta.engine")
 
 
 def test_native_plan_for_idempotent_replace_where():

@@ -58,9 +58,9 @@ def sales_uri(tables) -> str:
     return tables.ref("sales").uri
 
 
-def test_engine_detection_picks_deltars_here(tables, spark):
+def test_the_suite_runs_on_the_engine_its_config_pins(tables, spark):
+    assert tables.config.storage.delta_engine == "deltars"  # conf/test
     assert tables.engine_name == "deltars"
-    assert spark.conf.get("mlcore.delta.engine") == "deltars"
 
 
 def test_append_then_read_back_identical_in_spark_and_deltalake(spark, tables, sales_uri):

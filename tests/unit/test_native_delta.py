@@ -159,7 +159,8 @@ def test_cluster_envs_select_native_delta_without_probing(env):
 
 
 def test_auto_reuses_the_sessions_recorded_choice_without_probing(make_config):
-    tables = DeltaTables(_NoProbeSession({"mlcore.delta.engine": "spark"}), make_config())
+    config = make_config("storage.delta_engine=auto")
+    tables = DeltaTables(_NoProbeSession({"mlcore.delta.engine": "spark"}), config)
     assert tables.engine_name == "spark" and isinstance(tables._engine, SparkDeltaEngine)
 
 
@@ -167,7 +168,10 @@ def test_native_engine_without_jars_fails_with_a_clear_error(spark, make_config,
     """conf/databricks and conf/emr pin 'spark': on a cluster without Delta every table call
     must say so (not py4j's "'JavaPackage' object is not callable") and write nothing."""
     if delta_unavailable_reason(spark) is None:
-        pytest.skip("this session has the Delta jars")
+        pytest.skip(
+            "this session has the Delta jars; test_native_job_without_jars_fails_with_one_line "
+            "runs the no-jars case in a job of its own"
+        )
     tables = DeltaTables(spark, make_config(), engine="spark")
     assert isinstance(tables._engine, SparkDeltaEngine)
     df = spark.createDataFrame([(1, "s1", DAY1, 1.0)], SCHEMA)
@@ -430,6 +434,8 @@ def delta_unavailable_reason(spark) -> str | None:
 @pytest.fixture
 def native_tables(spark, make_config):
     reason = delta_unavailable_reason(spark)
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"native Delta must load in CI: {reason}")
     if reason:
         pytest.skip(reason)
     from mlcore.config.models import TableConfig
@@ -519,3 +525,19 @@ def test_native_contract_merge_upserts_once(spark, native_tables):
     merge_commit = DeltaTable(tables.ref("sales").uri).history(1)[0]
     assert json.loads(merge_commit["userMetadata"])["mlcore.job"] == "native_contract"
     assert spark.conf.get(TXN_APP_ID, None) is None and spark.conf.get(USER_METADATA, None) is None
+
+
+def test_native_job_without_jars_fails_with_one_line(mlcore_home):
+    """A job pinned to native Delta in a session started without the jars: exit 1, one line
+    that says what is missing, no traceback, nothing written."""
+    args = ["--env", "test", "--conf-dir", str(CONF_DIR), "--run-date", "2015-06-14",
+            "--set", "storage.delta_engine=spark", "--set", "spark.delta_jars=false"]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "jobs" / "ingest_bank.py"), *args],
+        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+        env={**os.environ, "MLCORE_HOME": str(mlcore_home)},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    failed = [line for line in done.stderr.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and "Delta" in failed[0], done.stderr[-2000:]
+    assert not (mlcore_home / "lake" / "bank" / "_delta_log").exists()

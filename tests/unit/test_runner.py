@@ -44,7 +44,7 @@ def test_job_run_is_tracked_and_rerun_resumes_the_same_run(toy_job, mlcore_home,
     assert tags["mlcore.delta_engine"] == "deltars"
     assert tags["mlcore.version"] and tags["mlcore.status"] == "finished"
     assert tags["mlcore.output.sales.version"] == "0"
-    assert run.data.params["storage.delta_engine"] == "auto"
+    assert run.data.params["storage.delta_engine"] == "deltars"
     assert run.data.metrics["rows_written"] == 5.0
     assert run.info.status == "FINISHED"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -84,7 +84,57 @@ def test_embedded_session_is_launched_with_the_jvm_options(monkeypatch: pytest.M
     mlcore.spark.get_spark(config, "t")
     assert builder.configured["master"] == "local[2]"
     assert builder.configured["spark.driver.extraJavaOptions"] == "-XX:TieredStopAtLevel=1"
-    assert session.conf.values == {}
+    # only the note saying whether (and why) the session has native Delta
+    assert set(session.conf.values) == {mlcore.spark.DELTA_JARS_NOTE}
+
+
+def test_embedded_session_loads_cached_delta_jars_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """With the jars in the cache an embedded session gets them plus Delta's extension and
+    catalog (so ``auto`` is native Delta); without them, or with ``delta_jars: false``, none of it,
+    and the note says why. Nothing is downloaded."""
+    import json
+
+    from pyspark.sql import SparkSession
+
+    from mlcore import delta_jars
+
+    monkeypatch.setenv("MLCORE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(mlcore.spark, "is_managed_runtime", lambda: False)
+    monkeypatch.setattr(delta_jars.shutil, "which", lambda name: None)  # no Maven: no fetch
+    config = SparkConfig(master="local[2]")
+
+    def launch(cfg: SparkConfig) -> tuple[dict, dict]:
+        session = _FakeSession()
+        builder = _FakeBuilder(session)
+        monkeypatch.setattr(SparkSession, "builder", builder)
+        mlcore.spark.get_spark(cfg, "t")
+        return builder.configured, session.conf.values
+
+    configured, values = launch(config)
+    assert "spark.jars" not in configured and "spark.sql.extensions" not in configured
+    assert "no Delta jars cached" in values[mlcore.spark.DELTA_JARS_NOTE]
+
+    folder = delta_jars.cache_folder()
+    folder.mkdir(parents=True)
+    spark_mm, wanted = delta_jars.installed_versions()
+    names = [f"delta-spark_{spark_mm}_2.13-4.4.0.jar", "delta-storage-4.4.0.jar"]
+    for name in names:
+        (folder / name).write_bytes(b"PK")
+    (folder / delta_jars.MARKER).write_text(json.dumps(
+        {"version": "4.4.0", "wanted": wanted, "spark": spark_mm, "jars": names, "note": ""}
+    ))  # fmt: skip
+    configured, values = launch(config)
+    assert configured["spark.jars"].split(",") == [str(folder / n) for n in names]
+    assert configured["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+    assert "native Delta" in values[mlcore.spark.DELTA_JARS_NOTE]
+
+    from dataclasses import replace
+
+    configured, values = launch(replace(config, delta_jars=False))
+    assert "spark.jars" not in configured
+    assert "false" in values[mlcore.spark.DELTA_JARS_NOTE]
 
 
 def test_local_and_test_envs_run_the_jvm_with_c1_only() -> None:
