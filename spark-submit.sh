@@ -149,7 +149,7 @@ fi
 if [[ "$MASTER" == local* ]]; then
   # Driver and executors share this machine's cores: C1 JIT only, as conf/local does (C2's
   # compiler threads otherwise compete with the Python workers). A --conf given here wins.
-  ARGS+=(--conf "spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1")
+  ARGS+=(--conf "spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=512m")
 fi
 if [[ "$WITH_DELTA" == 1 ]]; then
   if [[ -z "$DELTA_PACKAGE" ]]; then

@@ -78,7 +78,7 @@ def _jars_note(config: SparkConfig) -> str:
             f"no Delta jars cached in {cache_folder()} (python -m mlcore.delta_jars fetch, "
             "run by scripts/setup_env.sh, puts them there)"
         )
-    return f"native Delta from cached {jars.coordinate}" + (f"; {jars.note}" if jars.note else "")
+    return f"cached jars {jars.coordinate}" + (f"; {jars.note}" if jars.note else "")
 
 
 def get_spark(config: SparkConfig, app_name: str) -> SparkSession:

@@ -39,7 +39,9 @@ run_on() {
 run() { run_on "$RUN_DATE" "$@"; }
 run ingest_sales
 run ingest_bank
-run ingest_rides
+# Rides are ingested as of their own run date: a 2018-2020 file is implausible as of 2015
+# (ingest.max_days_after_run_date).
+run_on "$RIDES_RUN_DATE" ingest_rides
 run train_forecasts "${STORES_SET[@]}"
 run make_forecasts
 run train_classifier
