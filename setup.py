@@ -42,6 +42,9 @@ setup(
         "dev": [
             "pytest>=8,<10",
             "ruff>=0.6,<1",
+            # The EMR steps are checked by the AWS CLI's own step builder and botocore's EMR
+            # service model (offline), not only by our structure tests.
+            "awscli>=1.36,<2",
         ],
     },
     entry_points={"console_scripts": ["mlcore=mlcore.cli:main"]},

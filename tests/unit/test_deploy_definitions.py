@@ -643,3 +643,35 @@ def test_airflow_dag_with_airflow():
         assert rendered.endswith(
             f"./spark-submit.sh {' '.join(EMR_LAUNCHER)} {task.task_id} --env emr --run-date 2015-08-02"
         )
+
+
+def test_emr_steps_pass_the_aws_cli_and_the_emr_service_model():
+    """The steps add_steps.sh hands to ``aws emr add-steps --steps file://...``, converted by the
+    AWS CLI's own EMR step builder and validated against botocore's EMR service model
+    (``AddJobFlowSteps``): what the real tool would send, checked offline."""
+    from awscli.customizations.emr.steputils import build_step_config_list
+    from botocore.session import get_session
+    from botocore.validate import validate_parameters
+
+    done = subprocess.run(
+        ["bash", str(ADD_STEPS), "j-2AXXXXXXGAPLF", "2015-08-01", "--code-uri",
+         "s3://my-bucket/code/abc", "--dry-run"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    text = done.stdout
+    start = text.index("[")
+    steps = json.JSONDecoder().raw_decode(text[start:])[0]
+    assert len(steps) == len(NIGHTLY_UPSTREAM) and "${" not in json.dumps(steps)
+    configs = build_step_config_list(steps, region="us-east-1", release_label="emr-7.10.0")
+    operation = get_session().get_service_model("emr").operation_model("AddJobFlowSteps")
+    validate_parameters({"JobFlowId": "j-2AXXXXXXGAPLF", "Steps": configs}, operation.input_shape)
+    assert [c["HadoopJarStep"]["Jar"] for c in configs] == ["command-runner.jar"] * len(configs)
+    # and the validation can fail: a step without its jar, args that are not a list
+    from botocore.exceptions import ParamValidationError
+
+    no_jar = dict(configs[0], HadoopJarStep={"Args": configs[0]["HadoopJarStep"]["Args"]})
+    with pytest.raises(ParamValidationError, match="Jar"):
+        validate_parameters({"JobFlowId": "j-1", "Steps": [no_jar]}, operation.input_shape)
+    flat_args = dict(configs[0], HadoopJarStep={"Jar": "command-runner.jar", "Args": "a b"})
+    with pytest.raises(ParamValidationError, match="Args"):
+        validate_parameters({"JobFlowId": "j-1", "Steps": [flat_args]}, operation.input_shape)
