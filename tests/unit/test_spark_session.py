@@ -128,7 +128,7 @@ def test_embedded_session_loads_cached_delta_jars_and_says_so(
     configured, values = launch(config)
     assert configured["spark.jars"].split(",") == [str(folder / n) for n in names]
     assert configured["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
-    assert "native Delta" in values[mlcore.spark.DELTA_JARS_NOTE]
+    assert "cached jars io.delta:delta-spark" in values[mlcore.spark.DELTA_JARS_NOTE]
 
     from dataclasses import replace
 
