@@ -49,36 +49,29 @@ def conf_value(value: object) -> str:
 DELTA_JARS_NOTE = "mlcore.delta.jars"  # why the session has (or lacks) native Delta
 
 
-def embedded_confs(config: SparkConfig) -> dict[str, str]:
-    """The confs an embedded session starts with: ``spark.conf``, plus the cached Delta jars
-    and Delta's SQL extension and catalog (``spark.delta_jars: true``) unless the config already
-    names its own Delta setup. Only the cache is looked at: a job never downloads."""
+def embedded_confs(config: SparkConfig) -> tuple[dict[str, str], str]:
+    """The confs an embedded session starts with, and a note saying whether it has native Delta
+    and why. ``spark.conf``, plus the cached Delta jars and Delta's SQL extension and catalog
+    (``spark.delta_jars: true``) unless the config already names its own Delta setup. Only the
+    cache is looked at (once): a job never downloads."""
     confs = {key: conf_value(value) for key, value in config.conf.items()}
-    if not config.delta_jars or "spark.sql.extensions" in confs:
-        return confs
-    from mlcore.delta_jars import cached_jars, session_confs
-
-    jars = cached_jars()
-    if jars is None:
-        return confs
-    extra = session_confs(jars)
-    if confs.get("spark.jars"):
-        extra["spark.jars"] = f"{confs['spark.jars']},{extra['spark.jars']}"
-    return {**confs, **extra}
-
-
-def _jars_note(config: SparkConfig) -> str:
     if not config.delta_jars:
-        return "no Delta jars (spark.delta_jars: false)"
-    from mlcore.delta_jars import cache_folder, cached_jars
+        return confs, "no Delta jars (spark.delta_jars: false)"
+    if "spark.sql.extensions" in confs:
+        return confs, "the config's own spark.sql.extensions and jars"
+    from mlcore.delta_jars import cache_folder, cached_jars, session_confs
 
     jars = cached_jars()
     if jars is None:
-        return (
+        return confs, (
             f"no Delta jars cached in {cache_folder()} (python -m mlcore.delta_jars fetch, "
             "run by scripts/setup_env.sh, puts them there)"
         )
-    return f"cached jars {jars.coordinate}" + (f"; {jars.note}" if jars.note else "")
+    extra = session_confs(jars)
+    if confs.get("spark.jars"):
+        extra["spark.jars"] = f"{confs['spark.jars']},{extra['spark.jars']}"
+    note = f"cached jars {jars.coordinate}" + (f"; {jars.note}" if jars.note else "")
+    return {**confs, **extra}, note
 
 
 def get_spark(config: SparkConfig, app_name: str) -> SparkSession:
@@ -92,9 +85,9 @@ def get_spark(config: SparkConfig, app_name: str) -> SparkSession:
         # Embedded run: Python workers must use this interpreter (and so this venv).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.master(config.master)
-        for key, value in embedded_confs(config).items():
+        confs, jars_note = embedded_confs(config)
+        for key, value in confs.items():
             builder = builder.config(key, value)
-        jars_note = _jars_note(config)
     spark = builder.getOrCreate()
     if jars_note:
         spark.conf.set(DELTA_JARS_NOTE, jars_note)

@@ -193,10 +193,9 @@ def outside_period_check(
 def date_checks(contract: TableContract, policy: DatePolicy, period: Period | None) -> list[Check]:
     """Every dated source's date rules: plausible range, then the file's own period."""
     checks = plausible_date_checks(contract, policy)
-    if period is not None and dated_columns(contract):
-        checks.append(
-            outside_period_check(dated_columns(contract), period, policy.max_days_outside_period)
-        )
+    columns = dated_columns(contract)
+    if period is not None and columns:
+        checks.append(outside_period_check(columns, period, policy.max_days_outside_period))
     return checks
 
 
@@ -485,8 +484,8 @@ def classify_calendar(
 def _dated(parsed: DataFrame, contract: TableContract, dates: DatePolicy | None) -> list[Check]:
     """The date rules of ``contract`` with the period inferred from the parsed rows."""
     policy = dates or DatePolicy()
-    (column,) = dated_columns(contract)[:1] or [None]
-    period = infer_period(parsed, column, policy=policy) if column else None
+    columns = dated_columns(contract)
+    period = infer_period(parsed, columns[0], policy=policy) if columns else None
     return date_checks(contract, policy, period)
 
 

@@ -164,7 +164,7 @@ class DeltaRsEngine:
 
     def __init__(
         self,
-        spark: SparkSession | None,
+        spark: SparkSession,
         rows_per_row_group: int,
         max_rows_per_file: int,
         commit_retries: int = 1,
@@ -176,8 +176,7 @@ class DeltaRsEngine:
         self.max_rows_per_file = max_rows_per_file
         self.commit_retries = commit_retries
         self.leases = LeaseSettings(lease_timeout, lease_heartbeat)
-        if spark is not None:  # None: driver-side commits only (``merge_arrow``)
-            self._register_source()
+        self._register_source()
 
     def _register_source(self) -> None:
         from mlcore.io.deltars_writer import DeltaRsDataSource
@@ -331,7 +330,6 @@ class DeltaRsEngine:
         actions the tasks return, with the same checks, txn and cleanup as the Data Source path.
         """
         from pyspark.sql.types import StructType
-
 
         dt = self.open(table)
         before = None if dt is None else dt.version()
@@ -668,7 +666,7 @@ class DeltaRsEngine:
 
         Upserts on ``keys`` in one commit; the token makes a replay a no-op, a commit that raised
         after landing counts as done, and a merge that failed or was killed leaves no files behind
-        (its own cleanup, or the next write's sweep). Needs no Spark session.
+        (its own cleanup, or the next write's sweep).
         """
         check_merge_rows(data, table.name, keys)  # the source is on the driver now: no Spark jobs
         predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)

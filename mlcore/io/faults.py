@@ -35,13 +35,22 @@ class InjectedFault(RuntimeError):
     """Raised by an ``MLCORE_FAULT_AFTER_COMMIT=...:raise`` injection point."""
 
 
-def after_commit(table: str, committed: bool) -> None:
-    spec = os.environ.get(AFTER_COMMIT_ENV, "").strip()
-    if not spec or not committed:
-        return
+def _armed(env: str, table: str) -> tuple[str, str] | None:
+    """(action, spec) when ``<env>="<table>[,<table>...]:<action>"`` names ``table``, else None."""
+    spec = os.environ.get(env, "").strip()
+    if not spec or not table:
+        return None
     names, _, action = spec.rpartition(":")
     if table not in {n.strip() for n in names.split(",")}:
+        return None
+    return action, spec
+
+
+def after_commit(table: str, committed: bool) -> None:
+    armed = _armed(AFTER_COMMIT_ENV, table) if committed else None
+    if armed is None:
         return
+    action, spec = armed
     if action == "kill":
         log.error("fault injection: killing the driver after the commit to %s", table)
         for stream in (sys.stdout, sys.stderr):
@@ -55,12 +64,10 @@ def after_commit(table: str, committed: bool) -> None:
 
 def at_first_file(table: str) -> None:
     """The ``MLCORE_FAULT_AT_FIRST_FILE`` injection point (called once per written data file)."""
-    spec = os.environ.get(AT_FIRST_FILE_ENV, "").strip()
-    if not spec or not table:
+    armed = _armed(AT_FIRST_FILE_ENV, table)
+    if armed is None:
         return
-    names, _, action = spec.rpartition(":")
-    if table not in {n.strip() for n in names.split(",")}:
-        return
+    action, spec = armed
     if action not in ("hang", "kill"):
         raise ValueError(f"{AT_FIRST_FILE_ENV}={spec!r}: action must be 'hang' or 'kill'")
     sys.stderr.write(f"fault injection: {action} at the first data file of {table}\n")

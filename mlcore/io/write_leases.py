@@ -26,6 +26,7 @@ that is itself killed is simply done again by the next write.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -85,11 +86,13 @@ class SweepResult:
     dead_writes: tuple[str, ...] = ()
 
 
+@functools.cache
 def host_identity() -> str:
     """This machine as seen by a pid check: host name, boot id and pid namespace.
 
     Two containers may share a host name; a pid is only meaningful within one boot and one pid
-    namespace, so all three must match before a lease's pid is checked here.
+    namespace, so all three must match before a lease's pid is checked here. Fixed for the
+    life of a process, so read once (not on every lease heartbeat and sweep).
     """
     parts = [socket.gethostname()]
     with contextlib.suppress(OSError):

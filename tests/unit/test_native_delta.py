@@ -431,13 +431,18 @@ def delta_unavailable_reason(spark) -> str | None:
     return None
 
 
-@pytest.fixture
-def native_tables(spark, make_config):
+def require_native_delta(spark) -> None:
+    """Skip a native test where the session cannot run native Delta; under CI=true fail."""
     reason = delta_unavailable_reason(spark)
     if reason and os.environ.get("CI"):
         pytest.fail(f"native Delta must load in CI: {reason}")
     if reason:
         pytest.skip(reason)
+
+
+@pytest.fixture
+def native_tables(spark, make_config):
+    require_native_delta(spark)
     from mlcore.config.models import TableConfig
 
     config = make_config()
@@ -559,11 +564,7 @@ def test_interop_each_engine_reads_appends_merges_and_time_travels_the_others_ta
         TimestampType,
     )
 
-    reason = delta_unavailable_reason(spark)
-    if reason and os.environ.get("CI"):
-        pytest.fail(f"native Delta must load in CI: {reason}")
-    if reason:
-        pytest.skip(reason)
+    require_native_delta(spark)
     from mlcore.config.models import TableConfig
 
     config = make_config()
