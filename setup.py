@@ -45,6 +45,9 @@ setup(
             # The EMR steps are checked by the AWS CLI's own step builder and botocore's EMR
             # service model (offline), not only by our structure tests.
             "awscli>=1.36,<2",
+            # The tracking-server tests run `mlflow server` on PostgreSQL, as users deploy it;
+            # SQLAlchemy's PostgreSQL driver (binary wheel: no libpq headers needed).
+            "psycopg2-binary>=2.9,<3",
         ],
     },
     entry_points={"console_scripts": ["mlcore=mlcore.cli:main"]},

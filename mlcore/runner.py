@@ -170,6 +170,20 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
         print(f"{job}: FAILED: {redact(exc)}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - the job's exit code is the contract
+        failing = _tracking_server_failure(exc)
+        if failing is not None:  # an expected outage, not a bug: one line, no traceback
+            committed = sorted({w.table for w in ctx.tables.writes if w.committed}) if ctx else []
+            outcome = (
+                f"outputs committed: {', '.join(committed)}; a rerun for this run date finishes "
+                "the tracking"
+                if committed
+                else "nothing was published"
+            )
+            line = f"MLflow tracking server failed during the job ({failing}); {outcome}"
+            log.error("%s failed: %s", job, redact(line))
+            _record(ctx, None, "failed", started_at, line, strict=False)
+            print(f"{job}: FAILED: {redact(line)}", file=sys.stderr)
+            return 1
         log.exception("%s crashed", job)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         _record(
@@ -182,6 +196,31 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
             warmup.join()  # never exit while the store's schema is being created
     print(_format_summary(job, ctx, summary, wall))
     return 0
+
+
+def _tracking_server_failure(exc: BaseException) -> str | None:
+    """A short reason when ``exc`` is a remote tracking server failing (unreachable, timing out,
+    answering 5xx after MLflow's bounded retries), else None. Client errors (4xx) are not: they
+    point at a bug or a bad setting, and keep their traceback."""
+    import re
+
+    try:
+        from mlflow.exceptions import MlflowException
+    except ImportError:  # pragma: no cover - mlflow is a dependency
+        return None
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).strip()
+        if isinstance(current, MlflowException) and "API request to" in text:
+            if "failed with exception" in text or "timeout exception" in text:
+                cause = re.search(r"Caused by (\w+\(.*?)(?:\)\)|$)", text)
+                return (cause.group(1) + ")" if cause else text.splitlines()[0])[:300]
+            if re.search(r"error code 5\d\d", text):
+                return text.splitlines()[0][:300]
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _log_artifacts(run, ctx: JobContext) -> None:
