@@ -24,6 +24,44 @@ DAY_TABLE_SCHEMA = StructType(
 )
 
 
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+
+
+def delta_unavailable_reason(spark) -> str | None:
+    """Why this session cannot run native Delta, or None when it can."""
+    from py4j.java_gateway import JavaClass
+
+    jvm = getattr(spark, "_jvm", None)
+    if jvm is None:
+        return "no JVM gateway in this session (Spark Connect): native contract needs classic Spark"
+    if not isinstance(jvm.io.delta.tables.DeltaTable, JavaClass):
+        return (
+            "Delta jars not on the classpath: none cached (scripts/setup_env.sh fetches them "
+            "from Maven Central: python -m mlcore.delta_jars fetch)"
+        )
+    if DELTA_EXTENSION not in (spark.conf.get("spark.sql.extensions", "") or ""):
+        return f"Delta jars on the classpath but spark.sql.extensions lacks {DELTA_EXTENSION}"
+    return None
+
+
+def require_native_delta(spark) -> None:
+    """Skip a native test where the session cannot run native Delta; under CI=true fail."""
+    reason = delta_unavailable_reason(spark)
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"native Delta must load in CI: {reason}")
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(params=["deltars", "spark"])
+def engine(request: pytest.FixtureRequest, spark) -> str:
+    """A Delta contract test runs on both engines: delta-rs, and native Delta (delta-spark's
+    jars in the same session). Where they differ by design, the test says so."""
+    if request.param == "spark":
+        require_native_delta(spark)
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """Local Spark, `local[2,2]` (task retries possible), 4 shuffle partitions, UI off."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -839,6 +840,34 @@ def native_write_plan(
     }
 
 
+WRITE_ID_KEY = "mlcore.write_id"
+# Delta's optimistic-concurrency failures (error classes and exception names), Spark and Delta 4.
+_NATIVE_CONFLICT = re.compile(
+    r"DELTA_CONCURRENT_\w+|Concurrent(?:Append|DeleteRead|DeleteDelete|Transaction|Write)Exception"
+    r"|MetadataChangedException|ProtocolChangedException|DELTA_METADATA_CHANGED|DELTA_PROTOCOL_CHANGED"
+)
+
+
+def native_conflict(
+    table_name: str, mode: WriteMode, replace_where: Predicate | None, exc: BaseException
+) -> ConcurrentWriteError | None:
+    """Delta's concurrent-commit failure as the same loud error delta-rs writes raise, else None."""
+    found = _NATIVE_CONFLICT.search(str(exc))
+    if found is None:
+        return None
+    if mode == "replace_where" and isinstance(replace_where, Mapping):
+        where = ", ".join(f"{column}={value}" for column, value in replace_where.items())
+        what = f"changed data in the partition this write replaces ({where})"
+    elif mode == "overwrite":
+        what = "changed data this write overwrites (the whole table)"
+    else:
+        what = "changed what this write read"
+    return ConcurrentWriteError(
+        f"concurrent write conflict on table {table_name!r}: another writer {what} "
+        f"(Delta: {found.group(0)}); this write was not committed"
+    )
+
+
 def native_merge_condition(keys: Sequence[str]) -> str:
     return " AND ".join(f"t.`{check_identifier(k)}` = s.`{k}`" for k in keys)
 
@@ -933,6 +962,8 @@ class SparkDeltaEngine:
             df = df.select(*[f"`{n}`" for n in current.columns], *[
                 f"`{n}`" for n in df.columns if n not in current.columns
             ])
+        write_id = uuid.uuid4().hex  # finds this write's own commit among concurrent ones
+        metadata = {**metadata, WRITE_ID_KEY: write_id}
         plan = native_write_plan(table, mode, replace_where, token, merge_schema, metadata, exists)
         writer = df.write.format(plan["format"]).mode(plan["mode"]).options(**plan["options"])
         if plan["partition_by"]:
@@ -946,11 +977,38 @@ class SparkDeltaEngine:
         except Exception as exc:
             if "DELTA_REPLACE_WHERE_MISMATCH" in str(exc):
                 raise ReplaceWhereViolation(f"table {table.name!r}: {_short(exc)}") from None
+            conflict = native_conflict(table.name, mode, replace_where, exc)
+            if conflict is not None:
+                raise conflict from None
             raise DeltaIOError(
                 f"write to table {table.name!r} failed, table left at version {before}: {_short(exc)}"
             ) from exc
+        return self._own_commit(table, before, write_id)
+
+    def _own_commit(self, table: TableRef, before: int | None, write_id: str) -> WriteResult:
+        """This write's commit, found by its write id: with concurrent writers the table's latest
+        version may be another writer's, and a write Delta skipped (its txn already applied)
+        committed nothing although the version moved."""
         after = self.version(table)
-        return WriteResult(table.name, self.name, after, committed=after != before)
+        if after is None or after == before:
+            return WriteResult(table.name, self.name, after, committed=False)
+        for row in self._recent_commits(table, after - (-1 if before is None else before)):
+            if row["userMetadata"] and write_id in row["userMetadata"]:
+                rows = (row["operationMetrics"] or {}).get("numOutputRows")
+                return WriteResult(
+                    table.name,
+                    self.name,
+                    int(row["version"]),
+                    committed=True,
+                    rows=int(rows) if rows is not None else None,
+                )
+        return WriteResult(table.name, self.name, after, committed=False)
+
+    def _recent_commits(self, table: TableRef, count: int) -> list[Mapping[str, Any]]:
+        """The newest ``count`` commits: version, userMetadata, operationMetrics."""
+        history = self._delta_table(table).history(count)
+        rows = history.select("version", "userMetadata", "operationMetrics").collect()
+        return [row.asDict() for row in rows]
 
     @contextlib.contextmanager
     def _session_txn(

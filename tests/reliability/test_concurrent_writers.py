@@ -1,6 +1,8 @@
 """Concurrent writers through ``DeltaTables`` (threads sharing one Spark session, both reading the
-same table version before either commits): disjoint partitions both commit; overlapping ones end
-with exactly one winner and a loud ConcurrentWriteError for the other, never a mixed table."""
+same table version before either commits), on both engines: disjoint partitions both commit;
+overlapping ones end with exactly one winner and a loud ConcurrentWriteError for the other, never
+a mixed table. The engines differ by design in one thing: delta-rs writes (ours) remove a losing
+write's files at once, Delta on Spark leaves them for VACUUM."""
 
 from __future__ import annotations
 
@@ -25,15 +27,18 @@ def rows(day: dt.date, ids: range) -> list[tuple]:
 
 
 @pytest.fixture
-def partitioned(spark, make_config) -> Callable[[], DeltaTables]:
-    """A ``sales`` table partitioned by day, holding 10 rows on each of DAY1 and DAY2."""
+def partitioned(spark, make_config, engine) -> Callable[[], DeltaTables]:
+    """A ``sales`` table partitioned by day, holding 10 rows on each of DAY1 and DAY2, written
+    and raced on each engine (delta-rs, native Delta)."""
     from mlcore.config.models import TableConfig
 
     config = make_config()
     config.tables["sales"] = TableConfig(path="sales", partition_by=["day"])
 
     def new() -> DeltaTables:
-        return DeltaTables(spark, config, commit_metadata={"mlcore.job": "concurrency_test"})
+        return DeltaTables(
+            spark, config, engine=engine, commit_metadata={"mlcore.job": "concurrency_test"}
+        )
 
     new().write(
         spark.createDataFrame(rows(DAY1, range(10)) + rows(DAY2, range(10, 20)), SCHEMA), "sales"
@@ -98,7 +103,9 @@ def test_disjoint_partitions_both_commit(spark, partitioned, monkeypatch):
 
 
 @pytest.mark.parametrize("tokens", ["different_jobs", "no_tokens"])
-def test_overlapping_partition_one_winner_one_loud_failure(spark, partitioned, monkeypatch, tokens):
+def test_overlapping_partition_one_winner_one_loud_failure(
+    spark, partitioned, monkeypatch, tokens, engine
+):
     a, b = partitioned(), partitioned()
     uri = a.ref("sales").uri
     ids = {"a": range(100, 105), "b": range(200, 207)}
@@ -127,7 +134,13 @@ def test_overlapping_partition_one_winner_one_loud_failure(spark, partitioned, m
     final = scan(uri)
     assert sorted(final.loc[final["day"] == DAY1, "id"]) == list(ids[winner]), "the winner only"
     assert sorted(final.loc[final["day"] == DAY2, "id"]) == list(range(10, 20)), "untouched"
-    assert data_files(uri) == ever_logged(uri), "the loser's files are gone"
+    left = data_files(uri) - ever_logged(uri)
+    if engine == "deltars":
+        assert not left, "the loser's files are gone"
+    else:
+        # By design, Delta on Spark leaves a failed transaction's files for VACUUM (after the
+        # table's retention period), as on Databricks: unreferenced, in the loser's partition.
+        assert left and all(name.startswith("day=2024-01-01/") for name in left), left
 
 
 def test_concurrent_appends_both_commit(spark, partitioned, monkeypatch):
@@ -144,7 +157,7 @@ def test_concurrent_appends_both_commit(spark, partitioned, monkeypatch):
     assert sorted(scan(uri)["id"]) == [*range(20), *range(100, 103), *range(200, 204)]
 
 
-def test_duplicate_launch_of_the_same_job_run_commits_once(spark, partitioned, monkeypatch):
+def test_duplicate_launch_of_the_same_job_run_commits_once(spark, partitioned, monkeypatch, engine):
     """The scheduler starts the same job run twice at once (same idempotency token): one commit,
     the other write is a no-op, never two copies of the partition."""
     a, b = partitioned(), partitioned()
@@ -167,4 +180,8 @@ def test_duplicate_launch_of_the_same_job_run_commits_once(spark, partitioned, m
     assert versions_of(uri) == [0, 1]
     final = scan(uri)
     assert sorted(final.loc[final["day"] == DAY1, "id"]) == list(range(100, 106))
-    assert data_files(uri) == ever_logged(uri)
+    left = data_files(uri) - ever_logged(uri)
+    if engine == "deltars" or not isinstance(other, ConcurrentWriteError):
+        assert not left
+    else:  # Delta on Spark leaves the losing transaction's files for VACUUM (by design)
+        assert all(name.startswith("day=2024-01-01/") for name in left), left

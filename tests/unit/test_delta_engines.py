@@ -190,6 +190,7 @@ def test_native_engine_write_issues_delta_writer_calls(monkeypatch, spark):
     engine = SparkDeltaEngine(spark)
     monkeypatch.setattr(engine, "exists", lambda table: False)
     monkeypatch.setattr(engine, "version", lambda table: next(versions))
+    monkeypatch.setattr(engine, "_recent_commits", lambda table, count: _own_commit(log, 0))
     result = engine.write(_RecordingFrame(spark, log), TABLE, "append", None, TOKEN, False, {"k": "v"})
     assert ("format", "delta") in log and ("mode", "append") in log
     assert ("partitionBy", ("run_date",)) in log
@@ -197,6 +198,12 @@ def test_native_engine_write_issues_delta_writer_calls(monkeypatch, spark):
     options = dict(log)["options"]
     assert options["txnAppId"] == TOKEN.app_id and options["txnVersion"] == "1"
     assert result.committed and result.version == 0 and result.engine == "spark"
+
+
+def _own_commit(log: list, version: int) -> list[dict]:
+    """The Delta history a recorded write leaves: its commit, carrying the write's metadata."""
+    options = dict(log)["options"]
+    return [{"version": version, "userMetadata": options["userMetadata"], "operationMetrics": {}}]
 
 
 def test_native_engine_maps_replace_where_mismatch(monkeypatch, spark):
@@ -231,6 +238,7 @@ def test_native_engine_runs_a_transform_inside_the_delta_write(monkeypatch, spar
     engine = SparkDeltaEngine(spark)
     monkeypatch.setattr(engine, "exists", lambda table: False)
     monkeypatch.setattr(engine, "version", lambda table: 0)
+    monkeypatch.setattr(engine, "_recent_commits", lambda table, count: _own_commit(log, 0))
     schema = StructType([StructField("run_date", IntegerType()), StructField("y", IntegerType())])
     transform = ArrowTransform(lambda batches: batches, schema)
     frame = _UntransformedFrame(_RecordingFrame(spark, log))

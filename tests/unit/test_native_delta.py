@@ -1,18 +1,11 @@
 """The native Spark Delta engine (``SparkDeltaEngine``) beyond what test_delta_engines.py covers.
 
-Without the Delta jars (here: Maven Central is unreachable, so ``--with-delta`` cannot fetch
-them) the native path is checked against recording stand-ins for Spark's reader, writer and
-DeltaTable: how cluster envs select it, how it reads, writes into existing tables and merges,
-and that a session without the jars fails with a clear error. ``test_native_contract_*`` write
-and read real tables through the native engine and run only when the Delta classes are on the
-JVM classpath, e.g.::
-
-    PYSPARK_SUBMIT_ARGS="--packages io.delta:delta-spark_4.2_2.13:4.4.1 \\
-      --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \\
-      --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \\
-      pyspark-shell" .venv/bin/pytest tests/unit/test_native_delta.py
-
-(the coordinate is what ``./spark-submit.sh --print-command --with-delta`` derives).
+Recording stand-ins for Spark's reader, writer and DeltaTable check what the engine asks Spark
+for: how cluster envs select it, how it reads, writes into existing tables and merges, and that a
+session without the jars fails with a clear error. ``test_native_contract_*`` and the interop
+tests write and read real tables through native Delta: the test session loads the Delta jars
+that ``scripts/setup_env.sh`` cached from Maven Central (``spark.delta_jars``). They skip where
+the jars cannot be had, and fail under ``CI=true`` (``tests.conftest.require_native_delta``).
 """
 
 from __future__ import annotations
@@ -31,10 +24,16 @@ from mlcore.io import DeltaIOError, DeltaTables, ReplaceWhereViolation, SchemaMi
 from mlcore.io.engines import NO_DELTA_JARS, SparkDeltaEngine
 from mlcore.io.errors import EngineUnavailableError
 from mlcore.io.tables import TableRef, WriteToken
-from tests.conftest import CONF_DIR, DAY_TABLE_SCHEMA, REPO_ROOT
+from tests.conftest import (
+    CONF_DIR,
+    DAY_TABLE_SCHEMA,
+    DELTA_EXTENSION,
+    REPO_ROOT,
+    delta_unavailable_reason,
+    require_native_delta,
+)
 from tests.unit.test_delta_engines import _RecordingWriter
 
-DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
 TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
 TXN_VERSION = "spark.databricks.delta.write.txnVersion"
@@ -130,7 +129,14 @@ def _engine_with_table(session, versions, exists=True) -> SparkDeltaEngine:
     sequence = iter(versions)
     engine.exists = lambda table: exists  # type: ignore[method-assign]
     engine.version = lambda table: next(sequence)  # type: ignore[method-assign]
+    engine._recent_commits = lambda table, count: _own_commit(session, versions)  # type: ignore[method-assign]
     return engine
+
+
+def _own_commit(session, versions) -> list[dict]:
+    """The Delta history a stand-in write leaves: its commit, carrying the write's metadata."""
+    options = [entry[1] for entry in session.log if entry[0] == "options"][-1]
+    return [{"version": versions[-1], "userMetadata": options["userMetadata"], "operationMetrics": {}}]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -257,9 +263,9 @@ def test_native_write_into_existing_table_aligns_columns_and_keeps_partitioning(
     assert ("select", ["id", "store", "day", "amount"]) in session.log, "table column order"
     assert not any(entry[0] == "partitionBy" for entry in session.log), "existing layout is kept"
     options = dict(e for e in session.log if e[0] == "options")["options"]
-    assert options["txnAppId"] == TOKEN.app_id and json.loads(options["userMetadata"]) == {
-        "mlcore.job": "t"
-    }
+    metadata = json.loads(options["userMetadata"])
+    assert options["txnAppId"] == TOKEN.app_id and metadata.pop("mlcore.job") == "t"
+    assert set(metadata) == {"mlcore.write_id"}, "finds this write's commit among concurrent ones"
     assert ("save", "/lake/sales") in session.log
     assert (result.version, result.committed, result.engine) == (5, True, "spark")
 
@@ -413,33 +419,6 @@ def test_native_merge_into_a_missing_table_is_an_idempotent_append(spark, monkey
 # ----------------------------------------------------------------------------------------------
 # Contract: real tables through the native engine (only where the Delta jars are loaded)
 # ----------------------------------------------------------------------------------------------
-def delta_unavailable_reason(spark) -> str | None:
-    """Why this session cannot run native Delta, or None when it can."""
-    from py4j.java_gateway import JavaClass
-
-    jvm = getattr(spark, "_jvm", None)
-    if jvm is None:
-        return "no JVM gateway in this session (Spark Connect): native contract needs classic Spark"
-    if not isinstance(jvm.io.delta.tables.DeltaTable, JavaClass):
-        return (
-            "Delta jars not on classpath: Maven Central unreachable here (run with "
-            "PYSPARK_SUBMIT_ARGS='--packages io.delta:... --conf spark.sql.extensions=... "
-            "pyspark-shell' to include this contract)"
-        )
-    if DELTA_EXTENSION not in (spark.conf.get("spark.sql.extensions", "") or ""):
-        return f"Delta jars on the classpath but spark.sql.extensions lacks {DELTA_EXTENSION}"
-    return None
-
-
-def require_native_delta(spark) -> None:
-    """Skip a native test where the session cannot run native Delta; under CI=true fail."""
-    reason = delta_unavailable_reason(spark)
-    if reason and os.environ.get("CI"):
-        pytest.fail(f"native Delta must load in CI: {reason}")
-    if reason:
-        pytest.skip(reason)
-
-
 @pytest.fixture
 def native_tables(spark, make_config):
     require_native_delta(spark)
