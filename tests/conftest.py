@@ -107,6 +107,14 @@ def tables(spark, make_config):
 
 
 @pytest.fixture
+def engine_tables(spark, make_config, engine):
+    """DeltaTables on ``engine`` (each of delta-rs and native Delta) over a fresh lake."""
+    from mlcore.io import DeltaTables
+
+    return DeltaTables(spark, make_config(), engine=engine, commit_metadata={"mlcore.job": "tests"})
+
+
+@pytest.fixture
 def datasets_dir() -> Path:
     """The real datasets beside the repo; tests that need them skip (with the reason) if absent."""
     if not (DATASETS_DIR / "rossmann" / "train.csv.gz").exists():

@@ -980,6 +980,9 @@ class SparkDeltaEngine:
             conflict = native_conflict(table.name, mode, replace_where, exc)
             if conflict is not None:
                 raise conflict from None
+            landed = self._landed_despite(table, before, write_id, exc)
+            if landed is not None:
+                return landed
             raise DeltaIOError(
                 f"write to table {table.name!r} failed, table left at version {before}: {_short(exc)}"
             ) from exc
@@ -1003,6 +1006,25 @@ class SparkDeltaEngine:
                     rows=int(rows) if rows is not None else None,
                 )
         return WriteResult(table.name, self.name, after, committed=False)
+
+    def _landed_despite(
+        self, table: TableRef, before: int | None, write_id: str, exc: BaseException
+    ) -> WriteResult | None:
+        """A write whose call raised after its commit landed (a lost py4j answer, a driver-side
+        timeout) is a committed write, not a failure to retry blindly."""
+        try:
+            result = self._own_commit(table, before, write_id)
+        except Exception:  # noqa: BLE001 - the table cannot be read: report the write's error
+            return None
+        if not result.committed:
+            return None
+        log.warning(
+            "%s: the write raised after its commit landed (v%s): %s",
+            table.name,
+            result.version,
+            _short(exc),
+        )
+        return result
 
     def _recent_commits(self, table: TableRef, count: int) -> list[Mapping[str, Any]]:
         """The newest ``count`` commits: version, userMetadata, operationMetrics."""

@@ -8,7 +8,8 @@ killed attempt's files, referenced by no version, used to stay in the table fold
 The kill point is ``MLCORE_FAULT_AT_FIRST_FILE=<table>:hang`` (``mlcore.io.faults``): the writing
 process stops right after its first data file is complete and the test kills the job. delta-rs's
 own MERGE writes and commits inside Rust, so that case is killed by a tiny LD_PRELOAD library
-(built here with gcc) at the commit's rename into ``_delta_log``, after its data files exist."""
+(built here with gcc) at the commit's rename into ``_delta_log``, after its data files exist.
+The same library kills a native Delta write's JVM at its commit (the last test)."""
 
 from __future__ import annotations
 
@@ -229,3 +230,37 @@ def test_merge_killed_after_its_data_files(mlcore_home, tmp_path, subprocess_log
     again = scan(manifest, columns=MANIFEST_COLUMNS).set_index("run_id")[["job", "run_date", "status"]].sort_index()
     assert again.equals(rows)
     assert_clean(manifest)
+
+
+def test_native_delta_write_killed_at_its_commit(spark, mlcore_home, tmp_path, subprocess_log):
+    """Native Delta (delta-spark's jars): ingest_bank's JVM is killed as it renames the ``bank``
+    commit into ``_delta_log`` (every data file written, no commit). The table keeps its
+    version, the rerun publishes exactly the source's rows once, and a further rerun adds
+    nothing. Unlike our delta-rs writes, Delta on Spark leaves the killed write's files for
+    VACUUM (Delta's design, as on Databricks): they are referenced by no version and no read
+    sees them."""
+    from tests.conftest import require_native_delta
+
+    require_native_delta(spark)
+    native = [*ARGS, "--set", "storage.delta_engine=spark"]
+    bank = lake_path(mlcore_home, "bank")
+    env = job_env(LD_PRELOAD=str(_kill_at_commit_library(tmp_path)),
+                  MLCORE_KILL_AT_COMMIT="/bank/_delta_log/")  # fmt: skip
+    log = subprocess_log("native_killed")
+    proc = start_job("ingest_bank", native, env, log)
+    try:
+        assert proc.wait(timeout=300) == 1, "the job failed: its JVM died at the bank commit"
+    finally:
+        kill_tree(proc)
+    assert "Connection refused" in log.read_text(), "the driver lost its JVM"
+    assert not (bank / "_delta_log").exists() or not any((bank / "_delta_log").glob("*.json"))
+    left = on_disk(bank)
+    assert any(name.endswith(".parquet") for name in left), "the killed write's files are there"
+
+    assert run_job("ingest_bank", native) == 0
+    assert versions_of(bank) == [0]
+    frame = scan(bank)
+    assert len(frame) == 800 and not frame.duplicated().any()
+    assert left.isdisjoint(ever_logged(bank)), "the killed write's files stay unreferenced"
+    assert run_job("ingest_bank", native) == 0  # a replay: nothing new
+    assert versions_of(bank) == [0] and len(scan(bank)) == 800

@@ -34,9 +34,12 @@ def rows(n: int, offset: int = 0) -> list[tuple]:
     return [(offset + i, f"s{i % 3}", DAY, float(i)) for i in range(n)]
 
 
-def test_spark_write_that_raises_after_its_commit(spark, tables, monkeypatch):
+def test_spark_write_that_raises_after_its_commit(spark, engine_tables, monkeypatch, engine):
+    """On both engines: the engine finds its own commit (by write id) instead of failing or
+    "cleaning up" the files the landed commit references."""
     from pyspark.sql.readwriter import DataFrameWriter
 
+    tables = engine_tables
     uri = tables.ref("sales").uri
     tables.write(spark.createDataFrame(rows(10), SCHEMA), "sales")
     real_save = DataFrameWriter.save
@@ -50,7 +53,6 @@ def test_spark_write_that_raises_after_its_commit(spark, tables, monkeypatch):
     with monkeypatch.context() as patched:
         patched.setattr(DataFrameWriter, "save", save_then_lose_the_response)
         result = tables.write(df, "sales", token=token)
-    # The engine finds its own commit (by write id) instead of "cleaning up" committed files.
     assert (result.version, result.committed, result.rows) == (1, True, 25)
     assert data_files(uri) == logged_files(uri), "every file of the landed commit is still there"
     assert len(scan(uri)) == 35
@@ -60,7 +62,8 @@ def test_spark_write_that_raises_after_its_commit(spark, tables, monkeypatch):
     assert versions_of(uri) == [0, 1] and len(scan(uri)) == 35
 
 
-def test_injected_lost_response_then_retry(spark, tables, monkeypatch):
+def test_injected_lost_response_then_retry(spark, engine_tables, monkeypatch):
+    tables = engine_tables
     uri = tables.ref("sales").uri
     token = WriteToken.for_job("lost_response", DAY)
     df = spark.createDataFrame(rows(40), SCHEMA)
