@@ -353,3 +353,52 @@ def test_concurrent_commit_to_the_same_partition_fails_loudly_and_cleans_up(spar
     # On disk: the other writer's file and version 0's (removed from the log, not vacuumed).
     first = {a["path"] for a in pa.table(DeltaTable(uri, version=0).get_add_actions(flatten=True)).to_pylist()}
     assert data_files(uri) == logged_files(uri) | first, "none of the failed write's files remain"
+
+
+def test_native_delta_runs_the_transform_inside_its_own_write(spark, make_config, engine):
+    """The same transform-and-write calls on both engines. By design the native engine has no
+    fused writer: the transform is a ``mapInArrow`` in Delta's own write plan, and it counts no
+    totals (``totals`` stays None: read the table back); rows come from the commit's metrics.
+    Table contents, replace-where, idempotency and failure behaviour are the same."""
+    from mlcore.io import DeltaTables
+
+    tables = DeltaTables(spark, make_config(), engine=engine, commit_metadata={"mlcore.job": "tests"})
+    uri = tables.ref("bank_scores").uri
+    transform = TRANSFORM.with_constants(run_constants(DAY1))
+    token = WriteToken.for_job("score_classifier", DAY1)
+    kwargs = dict(mode="replace_where", replace_where={"run_date": DAY1}, token=token,
+                  transform=transform, totals=["flag"])  # fmt: skip
+    first = tables.write(source(spark), "bank_scores", **kwargs)
+    assert first.committed and first.version == 0 and first.rows == 100
+    assert first.totals == ({"flag": 74} if engine == "deltars" else None)
+    expected = transform.apply(source(spark)).toPandas().sort_values("id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(scan(uri), expected, check_dtype=False)
+
+    again = tables.write(source(spark), "bank_scores", **kwargs)
+    assert not again.committed and DeltaTable(uri).version() == 0, "same token: no new version"
+
+    with pytest.raises(ReplaceWhereViolation):  # rows outside the predicate are refused
+        tables.write(source(spark, 4), "bank_scores", mode="replace_where",
+                     replace_where={"run_date": DAY1},
+                     transform=TRANSFORM.with_constants(run_constants(DAY2)))  # fmt: skip
+
+    def explode(batches):
+        for batch in double_it(batches):
+            if 199 in batch.column("id").to_pylist():
+                raise RuntimeError("injected scoring failure")
+            yield batch
+
+    with pytest.raises(DeltaIOError, match="table left at version 0"):
+        tables.write(source(spark, 200), "bank_scores", mode="replace_where",
+                     replace_where={"run_date": DAY2},
+                     transform=ArrowTransform(explode, OUTPUT).with_constants(run_constants(DAY2)))  # fmt: skip
+    assert DeltaTable(uri).version() == 0 and len(scan(uri)) == 100
+
+    # The direct scan (workers read the Parquet files themselves) is a delta-rs path: native
+    # Delta answers None, and callers fall back to the Spark read.
+    direct = tables.scan("bank_scores", ["id", "score"])
+    if engine == "deltars":
+        assert direct is not None and direct.version == 0
+    else:
+        assert direct is None
+        assert tables.read("bank_scores").count() == 100
