@@ -7,9 +7,11 @@
 #   --master URL           Spark master (default: $MLCORE_SPARK_MASTER, else local[2])
 #   --deploy-mode MODE     client (default) or cluster
 #   --conf KEY=VALUE       extra Spark conf (repeatable)
-#   --with-delta           add the Delta Lake package and its SQL extension/catalog confs
-#                          (needs Maven Central or a proxy; Databricks/EMR-with-Delta don't need it)
-#   --delta-package COORD  Maven coordinate to use instead of the derived one
+#   --with-delta           add the Delta Lake jars and their SQL extension/catalog confs: the
+#                          jars scripts/setup_env.sh cached from Maven Central (--jars), else the
+#                          derived package through Ivy (--packages; needs Maven Central or a
+#                          proxy). Databricks/EMR-with-Delta don't need it
+#   --delta-package COORD  Maven coordinate to resolve through Ivy instead (--packages)
 #   --archives ARCHIVE     extra archive (repeatable; shipped along with conf.zip), e.g.
 #                          venv.tar.gz#environment for native deps (Prophet, numpy), with
 #   --python PATH          the executors' Python, e.g. ./environment/bin/python
@@ -151,7 +153,17 @@ if [[ "$MASTER" == local* ]]; then
   # compiler threads otherwise compete with the Python workers). A --conf given here wins.
   ARGS+=(--conf "spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=512m")
 fi
-if [[ "$WITH_DELTA" == 1 ]]; then
+CACHED_DELTA_JARS=""
+if [[ "$WITH_DELTA" == 1 && -z "$DELTA_PACKAGE" ]]; then
+  # The jars setup_env.sh fetched once with Maven (Ivy may not reach the registry, and the
+  # pip delta-spark version may not be published as a jar): no download on every submit.
+  CACHED_DELTA_JARS="$("$PYTHON" -m mlcore.delta_jars jars 2>/dev/null || true)"
+fi
+if [[ -n "$CACHED_DELTA_JARS" ]]; then
+  ARGS+=(--jars "$CACHED_DELTA_JARS"
+         --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
+         --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog)
+elif [[ "$WITH_DELTA" == 1 ]]; then
   if [[ -z "$DELTA_PACKAGE" ]]; then
     DELTA_PACKAGE="$("$PYTHON" - <<'PY'
 import importlib.metadata as md

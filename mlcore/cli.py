@@ -16,7 +16,8 @@ def _epilog() -> str:
     return (
         f"jobs:\n{rows}\n\n"
         "Run one: python -m mlcore run <job> [--env E] [--run-date YYYY-MM-DD] [--set k=v] [--dry-run]\n"
-        "Job help: python -m mlcore run <job> --help"
+        "Job help: python -m mlcore run <job> --help\n"
+        'Query the tables: python -m mlcore sql "SELECT ..." [--env E] [--limit N] [--format csv]'
     )
 
 
@@ -27,13 +28,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["sql"]:  # its own parser: options may precede the statement
+        from mlcore.query import main as run_sql
+
+        return run_sql(args_list[1:])
     parser.add_argument("--version", action="version", version=f"mlcore {__version__}")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("list", help="list the jobs")
     run = commands.add_parser("run", help="run a job", add_help=False)
     run.add_argument("job", choices=sorted(JOBS), help="job name")
     run.add_argument("job_args", nargs=argparse.REMAINDER, help="arguments for the job")
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    sql = commands.add_parser(
+        "sql", help='query the tables by name: mlcore sql "SELECT ..."', add_help=False
+    )
+    sql.add_argument("sql_args", nargs=argparse.REMAINDER, help="see: mlcore sql --help")
+    args = parser.parse_args(args_list)
     if args.command == "list":
         for name, spec in JOBS.items():
             print(f"{name}\t{spec.summary}")

@@ -175,11 +175,18 @@ def session_confs(jars: DeltaJars) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m mlcore.delta_jars",
-        description="Fetch (once) or show the Delta jars embedded Spark uses for native Delta.",
+        description="Fetch (once) or show the Delta jars embedded Spark uses for native Delta; "
+        "'jars' prints them comma-separated for spark-submit --jars (exit 1: none cached).",
     )
-    parser.add_argument("command", choices=["fetch", "show"])
+    parser.add_argument("command", choices=["fetch", "show", "jars"])
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds (fetch)")
     args = parser.parse_args(argv)
+    if args.command == "jars":
+        jars = cached_jars()
+        if jars is None:
+            return 1
+        print(",".join(jars.paths))
+        return 0
     if args.command == "show":
         jars = cached_jars()
         if jars is None:

@@ -371,6 +371,17 @@ def check_names_and_paths(config: MlcoreConfig, origin: Mapping[str, str]) -> No
             f"{config.ingest.max_days_after_run_date} "
             f"({_origin_of(origin, 'ingest.max_days_after_run_date')})"
         )
+    schema = config.storage.catalog_schema
+    if schema is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\Z", schema):
+        raise ConfigError(
+            f"storage.catalog_schema: expected catalog.schema of letters, digits and '_' "
+            f"(e.g. spark_catalog.mlcore), got {schema!r} ({_origin_of(origin, 'storage.catalog_schema')})"
+        )
+    if schema is not None and config.storage.delta_engine == "deltars":
+        raise ConfigError(
+            "storage.catalog_schema needs native Delta (storage.delta_engine spark or auto): "
+            f"delta-rs has no Spark catalog ({_origin_of(origin, 'storage.delta_engine')})"
+        )
     timeout = config.mlflow.request_timeout_seconds
     if not 5 <= timeout <= 3600:
         raise ConfigError(
@@ -446,10 +457,18 @@ def _set_dotted(target: dict[str, Any], parts: list[str], value: Any) -> None:
 
 
 def _origin_of(origin: Mapping[str, str], dotted: str) -> str:
+    """Where a key's value came from (file, --set, or defaults); ``a.b[3]`` is an item of a.b."""
+    dotted = re.sub(r"\[\d+\]", "", dotted)
     if dotted in origin:
         return origin[dotted]
     hits = sorted({src for key, src in origin.items() if key.startswith(dotted + ".")})
-    return ", ".join(hits) if hits else "defaults"
+    if hits:
+        return ", ".join(hits)
+    parts = dotted.split(".")
+    for end in range(len(parts) - 1, 0, -1):  # a parent set as a whole
+        if ".".join(parts[:end]) in origin:
+            return origin[".".join(parts[:end])]
+    return "defaults"
 
 
 def _resolve_placeholders(
@@ -590,6 +609,10 @@ def _build(tp: Any, value: Any, dotted: str, origin: Mapping[str, str]) -> Any:
             raise fail("float")
         return float(value)
     if tp is str:
+        if isinstance(value, date):
+            # YAML reads an unquoted 2015-06-14 (in a file or a --set) as a date: a text field
+            # that holds dates takes it as written, not as a type error.
+            return value.isoformat()
         if not isinstance(value, str):
             raise fail("str")
         return value

@@ -59,6 +59,11 @@ class StorageConfig:
     # than write_lease_timeout_seconds is dead, and the next write removes its orphan files.
     write_lease_timeout_seconds: int = 900
     write_lease_heartbeat_seconds: int = 30
+    # ``catalog.schema`` (e.g. spark_catalog.mlcore): every table without its own catalog_name is
+    # also registered in that Spark catalog schema as ``<catalog.schema>.<table>``, an external
+    # table at its lake path (so path readers, delta-rs and the catalog see one table). Native
+    # Delta only; the schema is created when missing.
+    catalog_schema: str | None = None
 
 
 @dataclass(frozen=True)

@@ -820,6 +820,8 @@ def native_write_plan(
         options["txnVersion"] = str(token.version)
     if merge_schema:
         options["mergeSchema"] = "true"
+    if table.catalog_name and table.external and not table_exists:
+        options["path"] = table.uri  # registered in the catalog, stored at its lake path
     if mode == "append":
         spark_mode = "append"
     elif mode == "overwrite":
@@ -896,6 +898,7 @@ class SparkDeltaEngine:
 
     def __init__(self, spark: SparkSession) -> None:
         self.spark = spark
+        self._schemas: set[str] = set()  # catalog schemas known to exist
 
     def _delta_table(self, table: TableRef):
         try:
@@ -908,12 +911,31 @@ class SparkDeltaEngine:
             return DeltaTable.forPath(self.spark, table.uri)
 
     def exists(self, table: TableRef) -> bool:
-        if table.catalog_name:
-            return bool(self.spark.catalog.tableExists(table.catalog_name))
         from delta.tables import DeltaTable
 
+        if table.catalog_name:
+            if self.spark.catalog.tableExists(table.catalog_name):
+                return True
+            if not table.external:
+                return False
+            with _needs_delta_jars():
+                at_path = bool(DeltaTable.isDeltaTable(self.spark, table.uri))
+            if at_path:  # a lake table the catalog does not know yet: register it, unchanged
+                self._create_schema(table)
+                location = table.uri.replace("'", "\\'")
+                self.spark.sql(
+                    f"CREATE TABLE IF NOT EXISTS {table.catalog_name} USING DELTA LOCATION '{location}'"
+                )
+            return at_path
         with _needs_delta_jars():
             return bool(DeltaTable.isDeltaTable(self.spark, table.uri))
+
+    def _create_schema(self, table: TableRef) -> None:
+        """The catalog schema of an external table (storage.catalog_schema), created if missing."""
+        schema = table.catalog_name.rsplit(".", 1)[0] if table.catalog_name else None
+        if table.external and schema and schema not in self._schemas:
+            self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            self._schemas.add(schema)
 
     def version(self, table: TableRef) -> int | None:
         if not self.exists(table):
@@ -965,6 +987,8 @@ class SparkDeltaEngine:
         write_id = uuid.uuid4().hex  # finds this write's own commit among concurrent ones
         metadata = {**metadata, WRITE_ID_KEY: write_id}
         plan = native_write_plan(table, mode, replace_where, token, merge_schema, metadata, exists)
+        if not exists:
+            self._create_schema(table)
         writer = df.write.format(plan["format"]).mode(plan["mode"]).options(**plan["options"])
         if plan["partition_by"]:
             writer = writer.partitionBy(*plan["partition_by"])
@@ -991,13 +1015,22 @@ class SparkDeltaEngine:
     def _own_commit(self, table: TableRef, before: int | None, write_id: str) -> WriteResult:
         """This write's commit, found by its write id: with concurrent writers the table's latest
         version may be another writer's, and a write Delta skipped (its txn already applied)
-        committed nothing although the version moved."""
-        after = self.version(table)
-        if after is None or after == before:
+        committed nothing although the version may have moved. One history call in the usual
+        case (the latest commit is this write's)."""
+        latest = self._recent_commits(table, 1)
+        if not latest:
+            return WriteResult(table.name, self.name, before, committed=False)
+        after = int(latest[0]["version"])
+        base = -1 if before is None else before
+        if after <= base:
             return WriteResult(table.name, self.name, after, committed=False)
-        for row in self._recent_commits(table, after - (-1 if before is None else before)):
+        commits = latest if after - base == 1 else self._recent_commits(table, after - base)
+        for row in commits:
             if row["userMetadata"] and write_id in row["userMetadata"]:
-                rows = (row["operationMetrics"] or {}).get("numOutputRows")
+                metrics = row["operationMetrics"] or {}
+                rows = metrics.get("numOutputRows")
+                if rows is None and metrics.get("numFiles") == "0":
+                    rows = 0  # an empty write: Delta reports no row count without files
                 return WriteResult(
                     table.name,
                     self.name,

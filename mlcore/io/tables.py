@@ -21,6 +21,9 @@ class TableRef:
     uri: str
     catalog_name: str | None = None
     partition_by: tuple[str, ...] = ()
+    # A catalog table created at ``uri`` (storage.catalog_schema) rather than managed by the
+    # catalog: the name and the path address the same table.
+    external: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,12 @@ def resolve_table(config: MlcoreConfig, name: str) -> TableRef:
                 "(a symlink?); it must not leave the lake root"
             )
         uri = str(resolved)
+    schema = config.storage.catalog_schema
+    external = table.catalog_name is None and schema is not None
     return TableRef(
-        name=name, uri=uri, catalog_name=table.catalog_name, partition_by=tuple(table.partition_by)
+        name=name,
+        uri=uri,
+        catalog_name=f"{schema}.{name}" if external else table.catalog_name,
+        partition_by=tuple(table.partition_by),
+        external=external,
     )

@@ -89,10 +89,16 @@ def run(ctx: JobContext) -> JobSummary:
             token=tokens[QUARANTINE],
         )
         summary.writes.extend([result, q_result])
-        written = ctx.tables.read(SCORES, version=result.version, where={"run_date": ctx.run_date})
+        # Counting what this run wrote: its own outputs, not inputs of the run (record_input).
+        written = ctx.tables.read(
+            SCORES, version=result.version, where={"run_date": ctx.run_date}, record_input=False
+        )
         counts = written.agg(F.count("*"), F.sum(F.col("is_anomaly").cast("int"))).first()
         quarantined_rows = ctx.tables.read(
-            QUARANTINE, version=q_result.version, where={"run_date": ctx.run_date}
+            QUARANTINE,
+            version=q_result.version,
+            where={"run_date": ctx.run_date},
+            record_input=False,
         ).count()
     rows, flagged = int(counts[0]), int(counts[1] or 0)
     summary.add("rides scored", rows, metric="rows_scored")

@@ -115,8 +115,11 @@ def run(ctx: JobContext) -> JobSummary:
             if result.committed and result.rows is not None and result.totals is not None:
                 counts = (result.rows, result.totals.get("label"))  # counted by the write itself
             else:  # native Delta, or a concurrent run's commit: count what the table holds
-                written = ctx.tables.read(
-                    cc.output_table, version=result.version, where={"run_date": ctx.run_date}
+                written = ctx.tables.read(  # this run's own output: not an input of the run
+                    cc.output_table,
+                    version=result.version,
+                    where={"run_date": ctx.run_date},
+                    record_input=False,
                 )
                 counts = written.agg(F.count("*"), F.sum("label")).first()
     finally:

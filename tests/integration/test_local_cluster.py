@@ -58,6 +58,10 @@ STORES = 4
 JOB_ARGS = ["--env", "test", "--run-date", RUN_DATE]
 INGEST_ARGS = [*JOB_ARGS, "--conf-dir", str(CONF_DIR), "--set", f"synthetic.stores={STORES}"]
 CLUSTER_JOBS = ("train_forecasts", "train_classifier", "score_classifier")
+# Submitted again with native Delta (./spark-submit.sh --with-delta: the cached Delta jars go to
+# the executors with --jars), in a home of their own: one training and one scoring job.
+NATIVE_JOBS = ("train_classifier", "score_classifier")
+NATIVE_ARGS = [*JOB_ARGS, "--set", "storage.delta_engine=spark"]
 # Reasons a cluster cannot start that say nothing about this code: skip, not fail.
 ENVIRONMENTAL = re.compile(
     r"java not found|is in use|Address already in use|Cannot assign requested address"
@@ -92,6 +96,7 @@ class Runs:
     cluster: Cluster
     local_home: Path
     submitted: dict[str, subprocess.CompletedProcess]
+    native_home: Path
 
 
 def free_ports(count: int) -> list[int]:
@@ -176,12 +181,28 @@ def runs(cluster: Cluster, spark, tmp_path_factory: pytest.TempPathFactory) -> R
             submitted[job] = done
             seconds[f"cluster {job}"] = time.monotonic() - started
 
+        native_home = tmp_path_factory.mktemp("native_home")
+        shutil.copytree(local_home / "lake", native_home / "lake")
+        for job in NATIVE_JOBS:
+            started = time.monotonic()
+            done = subprocess.run(
+                [SUBMIT_SCRIPT, "--master", cluster.url, "--with-delta", job, *NATIVE_ARGS],
+                env={**cluster.env, "MLCORE_HOME": str(native_home)},
+                cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+            )  # fmt: skip
+            assert done.returncode == 0, (
+                f"{job} on the cluster, native Delta:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+            )
+            assert "engine=spark" in done.stdout, done.stdout[-2000:]
+            submitted[f"native {job}"] = done
+            seconds[f"cluster native {job}"] = time.monotonic() - started
+
         for job in CLUSTER_JOBS:
             started = time.monotonic()
             assert run_job(job, [*JOB_ARGS, "--conf-dir", str(CONF_DIR)]) == 0
             seconds[f"local {job}"] = time.monotonic() - started
     print("seconds:", ", ".join(f"{name} {value:.0f}" for name, value in seconds.items()))
-    return Runs(cluster, local_home, submitted)
+    return Runs(cluster, local_home, submitted, native_home)
 
 
 def executor_logs(home: Path, app_id: str) -> dict[str, list[Path]]:
@@ -196,11 +217,16 @@ def executor_logs(home: Path, app_id: str) -> dict[str, list[Path]]:
 def test_jobs_ran_as_cluster_apps_with_executors_in_the_workers(runs: Runs):
     state = runs.cluster.state()
     assert state["status"] == "ALIVE" and state["aliveworkers"] == 2
-    apps = {app["name"]: app for app in state["completedapps"]}
+    apps: dict[str, list[dict]] = {}
+    for app in sorted(state["completedapps"], key=lambda app: app["starttime"]):
+        apps.setdefault(app["name"], []).append(app)
     workers_with_python_tasks: set[str] = set()
-    for job, done in runs.submitted.items():
+    for key, done in runs.submitted.items():
+        job = key.removeprefix("native ")
         assert f"== {job} run_date={RUN_DATE} env=test" in done.stdout
-        app = apps.get(f"mlcore-{job}")
+        submitted = apps.get(f"mlcore-{job}", [])
+        # The delta-rs submission came first, the native one (if any) second.
+        app = submitted[-1 if key.startswith("native ") else 0] if submitted else None
         assert app is not None, f"{job} is not an application of the master: {sorted(apps)}"
         assert app["state"] == "FINISHED" and app["cores"] == 2, app
         # One executor per worker (1 core each), launched by that worker for this application.
@@ -253,8 +279,8 @@ def assert_values_equal(left: object, right: object, where: str) -> None:
         )
 
 
-def assert_tables_equal(runs: Runs, table: str) -> None:
-    on_cluster = comparable(runs.cluster.home, table)
+def assert_tables_equal(runs: Runs, table: str, home: Path | None = None) -> None:
+    on_cluster = comparable(home or runs.cluster.home, table)
     local = comparable(runs.local_home, table)
     assert list(on_cluster.columns) == list(local.columns), table
     assert len(on_cluster) == len(local) > 0, table
@@ -300,3 +326,17 @@ def test_classifier_model_and_scores_equal_the_local_run(runs: Runs):
     assert on_cluster[0] == local[0]
     assert on_cluster[1]["mlcore.threshold"] == local[1]["mlcore.threshold"]
     assert_values_equal(on_cluster[2], local[2], "bank_classifier run metrics")
+
+
+def test_native_delta_on_the_cluster_equals_the_delta_rs_run(runs: Runs):
+    """train_classifier and score_classifier submitted with --with-delta run native Delta in the
+    cluster's executors: the scores and the champion equal the local delta-rs run's."""
+    assert_tables_equal(runs, "bank_scores", home=runs.native_home)
+    on_cluster, local = (
+        champion(h, "bank_classifier") for h in (runs.native_home, runs.local_home)
+    )
+    assert on_cluster[0] == local[0]
+    assert on_cluster[1]["mlcore.threshold"] == local[1]["mlcore.threshold"]
+    assert_values_equal(on_cluster[2], local[2], "bank_classifier run metrics (native)")
+    history = DeltaTable(str(runs.native_home / "lake" / "bank_scores")).history(1)[0]
+    assert history["operation"] == "WRITE" and "Apache-Spark" in history.get("engineInfo", ""), history

@@ -142,3 +142,71 @@ def test_switching_validation_off_is_recorded(spark, mlcore_home):
         ("bank", "validation_disabled", "skipped")
     ]
     assert manifest(mlcore_home).set_index("job").loc["validate_inputs", "validation"] == "skipped"
+
+
+# The whole default chain, rides included (their synthetic days end the day before the run).
+FULL_CHAIN = ["--env", "test", "--conf-dir", str(CONF_DIR), "--run-date", RUN_DATE,
+              "--set", "synthetic.rides_start_date=2015-06-14", "--set", "synthetic.rides_days=17"]  # fmt: skip
+# Columns that differ between two runs of the same chain by nature: MLflow run ids (random),
+# wall-clock times and durations, and in run_manifest the engine itself (and so the config hash).
+RUN_IDENTITY = {"run_id", "pipeline_run_id", "upstream_run_ids", "models"}
+ENGINE_SPECIFIC = {"delta_engine", "config_hash"}
+
+
+def _comparable(home, table: str):
+    frame = DeltaTable(str(home / "lake" / table)).to_pandas()
+    drop = [c for c in frame.columns
+            if c in RUN_IDENTITY | ENGINE_SPECIFIC or c.endswith(("_at", "_seconds")) or c == "seconds"]  # fmt: skip
+    frame = frame.drop(columns=drop)
+    if "row_counts" in frame:  # run_manifest's job metrics: counts compare, rates do not
+        frame["row_counts"] = frame["row_counts"].map(
+            lambda text: {k: v for k, v in json.loads(text).items() if not k.endswith("_per_second")}
+        ).map(lambda counts: json.dumps(counts, sort_keys=True))
+    keys = [c for c in frame.columns if all(isinstance(v, (str, int, bool)) for v in frame[c])]
+    return frame.sort_values(keys, ignore_index=True) if keys else frame
+
+
+def test_the_nightly_chain_on_native_delta_equals_the_delta_rs_run(spark, tmp_path, monkeypatch, capsys):
+    """run_pipeline, every step, once on delta-rs and once on native Delta (delta-spark's jars):
+    every output table holds the same rows (floats within 1e-9), the same champions are
+    registered and the manifest records each run's engine."""
+    import pandas as pd
+
+    from tests.conftest import require_native_delta
+
+    require_native_delta(spark)
+    homes = {}
+    for engine in ("deltars", "spark"):
+        homes[engine] = tmp_path / engine
+        homes[engine].mkdir()
+        monkeypatch.setenv("MLCORE_HOME", str(homes[engine]))
+        assert run_job("run_pipeline", [*FULL_CHAIN, "--set", f"storage.delta_engine={engine}"]) == 0
+        assert f"engine={engine}" in capsys.readouterr().out
+
+    tables = sorted(p.name for p in (homes["deltars"] / "lake").iterdir())
+    assert tables == sorted(p.name for p in (homes["spark"] / "lake").iterdir())
+    assert {"forecasts", "bank_scores", "ride_anomaly_scores", "drift_metrics"} <= set(tables)
+    for table in tables:
+        rs, native = (_comparable(homes[e], table) for e in ("deltars", "spark"))
+        pd.testing.assert_frame_equal(rs, native, check_exact=False, rtol=1e-9, obj=table)
+    for engine, home in homes.items():
+        manifest_rows = DeltaTable(str(home / "lake" / "run_manifest")).to_pandas().set_index("job")
+        assert set(manifest_rows["delta_engine"]) == {engine}
+        # Lineage names what a job read, not the outputs it counted after writing them.
+        assert set(json.loads(manifest_rows.loc["score_batch", "inputs"])) == {"bank", "rides"}
+
+    registries = {}
+    for engine, home in homes.items():
+        uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        registries[engine] = {
+            model.name: (
+                sorted(v.version for v in client.search_model_versions(f"name = '{model.name}'")),
+                model.aliases,
+                {k: v for k, v in client.get_model_version_by_alias(model.name, "champion").tags.items()
+                 if k.startswith("mlcore.metric")},
+            )
+            for model in client.search_registered_models()
+        }  # fmt: skip
+    assert set(registries["deltars"]) == {"store_forecaster", "bank_classifier", "ride_anomaly_model"}
+    assert registries["deltars"] == registries["spark"]

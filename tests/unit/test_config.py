@@ -9,6 +9,7 @@ import pytest
 
 from mlcore.config.loader import ConfigError, config_as_flat_dict, load_config, parse_override
 from mlcore.config.models import MlcoreConfig
+from mlcore.io.tables import resolve_table
 from tests.conftest import CONF_DIR
 
 
@@ -20,13 +21,22 @@ def conf_copy(tmp_path: Path) -> Path:
 
 
 def test_every_shipped_env_loads(mlcore_home):
-    for env in ("local", "test", "databricks", "emr"):
+    for env in ("local", "local-catalog", "test", "databricks", "emr"):
         config = load_config(env, conf_dir=CONF_DIR)
         assert isinstance(config, MlcoreConfig) and config.env == env
     local = load_config("local", conf_dir=CONF_DIR)
     assert local.spark.master == "local[2]"
     assert local.sources.sales.train_path.endswith("shared/datasets/rossmann/train.csv.gz")
     assert local.storage.lake_root == f"{mlcore_home}/lake"
+    catalog = load_config("local-catalog", conf_dir=CONF_DIR)
+    sales = resolve_table(catalog, "sales")
+    assert (sales.catalog_name, sales.external) == ("spark_catalog.mlcore.sales", True)
+    assert sales.uri == f"{mlcore_home}/lake/sales", "the catalog table lives at its lake path"
+    assert resolve_table(local, "sales").catalog_name is None
+    with pytest.raises(ConfigError, match="storage.catalog_schema needs native Delta"):
+        load_config("local-catalog", conf_dir=CONF_DIR, overrides=["storage.delta_engine=deltars"])
+    with pytest.raises(ConfigError, match="storage.catalog_schema: expected catalog.schema"):
+        load_config("local-catalog", conf_dir=CONF_DIR, overrides=["storage.catalog_schema=mlcore"])
     databricks = load_config("databricks", conf_dir=CONF_DIR)
     assert databricks.spark.master is None, "clusters never get a master from us"
     assert databricks.tables["sales"].catalog_name == "main.mlcore.sales"
@@ -95,6 +105,11 @@ def test_set_overrides_win_and_are_typed():
         parse_override("ingest.bad_row_budget")
     with pytest.raises(ConfigError, match="run.revision: expected int"):
         load_config("test", conf_dir=CONF_DIR, overrides=["run.revision=two"])
+    with pytest.raises(ConfigError, match=r"pipeline.steps\[1\]: expected one of .* \(--set pipeline.steps\)"):
+        load_config("test", conf_dir=CONF_DIR, overrides=["pipeline.steps=[ingest_sales,score_it]"])
+    # An unquoted date (YAML reads it as a date) fills a text field that holds dates as written.
+    dated = load_config("test", conf_dir=CONF_DIR, overrides=["synthetic.rides_start_date=2015-06-14"])
+    assert dated.synthetic.rides_start_date == "2015-06-14"
 
 
 def test_yaml_python_tags_are_rejected(conf_copy, tmp_path):

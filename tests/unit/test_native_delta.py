@@ -134,9 +134,12 @@ def _engine_with_table(session, versions, exists=True) -> SparkDeltaEngine:
 
 
 def _own_commit(session, versions) -> list[dict]:
-    """The Delta history a stand-in write leaves: its commit, carrying the write's metadata."""
+    """The Delta history a stand-in write leaves: its commit carrying the write's metadata, or
+    (versions unchanged: Delta skipped the write) the earlier commit."""
     options = [entry[1] for entry in session.log if entry[0] == "options"][-1]
-    return [{"version": versions[-1], "userMetadata": options["userMetadata"], "operationMetrics": {}}]
+    committed = len(versions) > 1 and versions[-1] != versions[0]
+    metadata = options["userMetadata"] if committed else "{}"
+    return [{"version": versions[-1], "userMetadata": metadata, "operationMetrics": {}}]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,38 +197,52 @@ def test_native_engine_without_jars_fails_with_a_clear_error(spark, make_config,
     assert tables.writes == []
 
 
-def test_with_delta_launcher_uses_delta_spark_own_coordinate_and_confs():
-    """./spark-submit.sh --with-delta asks for exactly the artifact delta-spark's pip helper
-    would (Spark major.minor + Scala 2.13 + the installed delta-spark version)."""
+def _launcher_argv(cache_dir) -> list[str]:
+    out = subprocess.run(
+        [str(REPO_ROOT / "spark-submit.sh"), "--print-command", "--with-delta", "ingest_bank",
+         "--env", "test"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHON": sys.executable, "MLCORE_CACHE_DIR": str(cache_dir)},
+    ).stdout  # fmt: skip
+    return shlex.split(out)
+
+
+def _after(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, token in enumerate(argv) if token == flag]
+
+
+def test_with_delta_launcher_uses_the_cached_jars_else_delta_spark_own_coordinate(tmp_path):
+    """./spark-submit.sh --with-delta passes the jars setup_env.sh cached (--jars: no Ivy, no
+    download per submit); without a cache it asks Ivy for exactly the artifact delta-spark's pip
+    helper would (Spark major.minor + Scala 2.13 + the installed delta-spark version)."""
     pytest.importorskip(
         "importlib_metadata", reason="delta-spark's pip helper needs importlib_metadata"
     )
     from delta import configure_spark_with_delta_pip
     from pyspark.sql import SparkSession
 
+    from mlcore.delta_jars import cached_jars
+
     builder = configure_spark_with_delta_pip(SparkSession.Builder())  # a private builder
     expected_package = builder._options["spark.jars.packages"]
-    out = subprocess.run(
-        [
-            str(REPO_ROOT / "spark-submit.sh"),
-            "--print-command",
-            "--with-delta",
-            "ingest_bank",
-            "--env",
-            "test",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHON": sys.executable},
-    ).stdout
-    argv = shlex.split(out)
-    assert [argv[i + 1] for i, token in enumerate(argv) if token == "--packages"] == [
-        expected_package
-    ]
-    confs = [argv[i + 1] for i, token in enumerate(argv) if token == "--conf"]
+    argv = _launcher_argv(tmp_path / "empty-cache")
+    assert _after(argv, "--packages") == [expected_package] and not _after(argv, "--jars")
+    confs = _after(argv, "--conf")
     assert f"spark.sql.extensions={DELTA_EXTENSION}" in confs
     assert f"spark.sql.catalog.spark_catalog={DELTA_CATALOG}" in confs
+
+    jars = cached_jars()
+    if jars is None:
+        if os.environ.get("CI"):
+            pytest.fail("setup_env.sh caches the Delta jars in CI")
+        pytest.skip("no Delta jars cached here (python -m mlcore.delta_jars fetch)")
+    from mlcore.tracking.store_template import cache_dir
+
+    argv = _launcher_argv(cache_dir())
+    assert _after(argv, "--jars") == [",".join(jars.paths)] and not _after(argv, "--packages")
+    assert f"spark.sql.extensions={DELTA_EXTENSION}" in _after(argv, "--conf")
 
 
 # ----------------------------------------------------------------------------------------------
