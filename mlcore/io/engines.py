@@ -940,11 +940,26 @@ class SparkDeltaEngine:
     def version(self, table: TableRef) -> int | None:
         if not self.exists(table):
             return None
+        return self._latest_version(table)
+
+    def _latest_version(self, table: TableRef) -> int:
+        """The version of a table known to exist."""
         return int(self._delta_table(table).history(1).select("version").first()[0])
 
     def transaction_version(self, table: TableRef, app_id: str) -> int | None:
-        """Unknown here (no public txn API in delta-spark); Delta itself skips replayed txns."""
-        return None
+        """The latest txn version of ``app_id`` in the table, so that a replayed job skips its
+        work before doing it (Delta itself skips the replayed write either way). delta-spark has
+        no public txn API: the log is read with delta-rs where the table has a path (path and
+        external catalog tables); None for catalog-managed tables or when delta-rs cannot read it."""
+        if table.catalog_name and not table.external:
+            return None
+        try:
+            from deltalake import DeltaTable as RsTable
+
+            return RsTable(table.uri).transaction_version(app_id)
+        except Exception:  # noqa: BLE001 - no early skip; the write's txn still makes it a no-op
+            log.debug("%s: txn versions unreadable with delta-rs", table.name, exc_info=True)
+            return None
 
     def read(self, table: TableRef, version: int | None = None, where: Predicate | None = None) -> tuple[DataFrame, int | None]:
         reader = self.spark.read.format("delta")
@@ -973,7 +988,7 @@ class SparkDeltaEngine:
             df = transform.apply(df)
         _check_totals(table.name, df.schema, totals)
         exists = self.exists(table)
-        before = self.version(table) if exists else None
+        before = self._latest_version(table) if exists else None
         check_duplicate_columns(table.name, df.schema)
         if exists:
             current = self.spark.read.format("delta")

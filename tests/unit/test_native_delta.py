@@ -129,6 +129,7 @@ def _engine_with_table(session, versions, exists=True) -> SparkDeltaEngine:
     sequence = iter(versions)
     engine.exists = lambda table: exists  # type: ignore[method-assign]
     engine.version = lambda table: next(sequence)  # type: ignore[method-assign]
+    engine._latest_version = lambda table: next(sequence)  # type: ignore[method-assign]
     engine._recent_commits = lambda table, count: _own_commit(session, versions)  # type: ignore[method-assign]
     return engine
 
@@ -459,7 +460,9 @@ def test_native_contract_write_replay_read_and_time_travel(spark, native_tables)
     uri = tables.ref("sales").uri
     df = spark.createDataFrame(_rows(DAY1, 10) + _rows(DAY2, 10, 100), SCHEMA)
     token = WriteToken.for_job("native_contract", DAY1)
+    assert not tables.already_written("sales", token)
     first = tables.write(df, "sales", token=token)
+    assert tables.already_written("sales", token), "a replayed job skips its work up front"
     again = tables.write(df, "sales", token=token)
     assert (first.engine, first.version, first.committed) == ("spark", 0, True)
     assert (again.version, again.committed) == (0, False), "Delta skipped the replayed txn"
