@@ -12,6 +12,13 @@ from setuptools import find_packages, setup
 _VERSION = {}
 exec(Path("mlcore/_version.py").read_text(), _VERSION)  # single-source version, no import
 
+_CONNECT = [
+    "grpcio>=1.76,<2",
+    "grpcio-status>=1.76,<2",
+    "googleapis-common-protos>=1.71,<2",
+    "zstandard>=0.25,<1",
+]
+
 setup(
     name="mlcore",
     version=_VERSION["__version__"],
@@ -39,7 +46,11 @@ setup(
         "matplotlib>=3.8,<4",
     ],
     extras_require={
+        # Spark Connect clients (Databricks serverless, scripts/connect_server.sh): pyspark's own
+        # "connect" extra, named here so that the dev install carries it too.
+        "connect": _CONNECT,
         "dev": [
+            *_CONNECT,
             "pytest>=8,<10",
             "ruff>=0.6,<1",
             # The EMR steps are checked by the AWS CLI's own step builder and botocore's EMR

@@ -13,6 +13,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from mlcore.config.models import SparkConfig
+from mlcore.spark_classic import set_log_level
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -74,10 +75,29 @@ def embedded_confs(config: SparkConfig) -> tuple[dict[str, str], str]:
     return {**confs, **extra}, note
 
 
+def _connect_session(config: SparkConfig, remote: str) -> SparkSession:
+    """A Spark Connect client session; the config's runtime (SQL) settings are applied to it,
+    launch-time ones belong to the server."""
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.remote(remote).getOrCreate()
+    for key, value in config.conf.items():
+        if key in _LAUNCH_ONLY:
+            continue
+        try:
+            spark.conf.set(key, conf_value(value))
+        except Exception as exc:  # noqa: BLE001 - static or server-owned confs are refused
+            log.debug("not applying %s over Spark Connect: %s", key, exc)
+    return spark
+
+
 def get_spark(config: SparkConfig, app_name: str) -> SparkSession:
     """Return the session for a job: embedded local Spark, or the cluster's own session."""
     from pyspark.sql import SparkSession
 
+    remote = config.remote or os.environ.get("SPARK_REMOTE")
+    if remote:
+        return _connect_session(config, remote)
     managed = is_managed_runtime()
     builder = SparkSession.builder.appName(f"{config.app_name_prefix}-{app_name}")
     jars_note = ""
@@ -100,5 +120,5 @@ def get_spark(config: SparkConfig, app_name: str) -> SparkSession:
                 spark.conf.set(key, conf_value(value))
             except Exception as exc:  # noqa: BLE001 - static confs are refused at runtime
                 log.debug("not applying %s on a running session: %s", key, exc)
-    spark.sparkContext.setLogLevel(config.log_level)
+    set_log_level(spark, config.log_level)
     return spark

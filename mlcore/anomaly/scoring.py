@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from mlcore.anomaly.detector import anomaly_scores
 from mlcore.serving import model_files
+from mlcore.spark_classic import share
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -17,7 +18,7 @@ def score_rides(features: DataFrame, model_bytes: bytes, names: Sequence[str], t
     """``features`` (row_key, pickup_ts_us, feature columns, pass-through columns) ->
     the same rows with ``anomaly_score`` and ``is_anomaly`` (score > threshold)."""
     digest = model_files.digest(model_bytes)
-    shared = features.sparkSession.sparkContext.broadcast(model_bytes)
+    shared = share(features.sparkSession, model_bytes)  # a broadcast; in the closure over Connect
     columns = list(names)
     schema = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in features.schema)
     schema += ", anomaly_score double, is_anomaly boolean"

@@ -21,6 +21,7 @@ from mlcore.classification.search import (
     SearchSettings,
     evaluate_task,
 )
+from mlcore.spark_classic import share
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,7 +46,7 @@ def search_on_spark(
 
     n_folds = len(splits)
     n_tasks = len(candidates) * n_folds
-    shared = spark.sparkContext.broadcast((X, y, splits, candidates, settings))
+    shared = share(spark, (X, y, splits, candidates, settings))
 
     def run_tasks(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         data, labels, folds, params, task_settings = shared.value

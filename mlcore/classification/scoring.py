@@ -27,6 +27,7 @@ from mlcore.classification.features import FeatureSpec
 from mlcore.ingest.schemas import RUN_COLUMNS
 from mlcore.io.transform import ArrowTransform
 from mlcore.serving import model_files
+from mlcore.spark_classic import share
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -130,7 +131,7 @@ def score_transform(
     schema = StructType(
         [*kept, StructField("probability", DoubleType()), StructField("label", IntegerType())]
     )
-    shared = spark.sparkContext.broadcast(model_bytes)
+    shared = share(spark, model_bytes)  # a broadcast; in the closure over Connect
     fn = ScoreBatches(
         shared, model_files.digest(model_bytes), spec, threshold, [f.name for f in kept]
     )

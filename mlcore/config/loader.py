@@ -371,6 +371,13 @@ def check_names_and_paths(config: MlcoreConfig, origin: Mapping[str, str]) -> No
             f"{config.ingest.max_days_after_run_date} "
             f"({_origin_of(origin, 'ingest.max_days_after_run_date')})"
         )
+    remote = config.spark.remote
+    if remote is not None and not re.match(r"^sc://[^/?#@\s]+(/[^@\s]*)?\Z", remote):
+        raise ConfigError(
+            f"spark.remote {redact(remote)!r}: expected a Spark Connect URL sc://host:port (tokens "
+            f"go in the ;token= parameters or the environment, never user info) "
+            f"({_origin_of(origin, 'spark.remote')})"
+        )
     schema = config.storage.catalog_schema
     if schema is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\Z", schema):
         raise ConfigError(

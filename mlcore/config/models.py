@@ -31,6 +31,9 @@ class SparkConfig:
     # Embedded sessions load the cached Delta jars (mlcore.delta_jars) when they are there, so
     # storage.delta_engine auto runs native Delta; false never loads them.
     delta_jars: bool = True
+    # A Spark Connect server (sc://host:port), as on Databricks serverless: the job is a Connect
+    # client with no JVM of its own. $SPARK_REMOTE does the same; master is then ignored.
+    remote: str | None = None
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,8 @@ def detect_engine(spark: SparkSession, preference: str = "auto") -> str:
     if cached in ("spark", "deltars"):
         return cached
     try:
-        spark.read.format("delta").load(f"/nonexistent/mlcore-delta-probe-{uuid.uuid4().hex}")
+        # .schema: a Spark Connect client analyses lazily; this asks the server now.
+        _ = spark.read.format("delta").load(f"/nonexistent/mlcore-delta-probe-{uuid.uuid4().hex}").schema
         choice = "spark"
     except Exception as exc:  # noqa: BLE001 - classification of the probe's failure
         choice = "deltars" if is_data_source_not_found(exc) else "spark"
@@ -136,10 +137,9 @@ def activate_session(spark: SparkSession) -> None:
     session (e.g. a scorer thread in ``score_batch``) has none and the lookup fails with
     DATA_SOURCE_NOT_FOUND. Classic (py4j) sessions only; Spark Connect has no JVM handle.
     """
-    jvm = getattr(spark, "_jvm", None)
-    jsession = getattr(spark, "_jsparkSession", None)
-    if jvm is not None and jsession is not None:
-        jvm.org.apache.spark.sql.SparkSession.setActiveSession(jsession)
+    from mlcore.spark_classic import activate_on_this_thread
+
+    activate_on_this_thread(spark)
 
 
 @dataclass(frozen=True)
@@ -521,10 +521,11 @@ class DeltaRsEngine:
         import time
 
         from mlcore.io.deltars_writer import sweep_write_files
+        from mlcore.spark_classic import status_tracker
 
-        tracker = self.spark.sparkContext.statusTracker()
+        tracker = status_tracker(self.spark)
         deadline = time.monotonic() + timeout
-        while tracker.getActiveStageIds() and time.monotonic() < deadline:
+        while tracker is not None and tracker.getActiveStageIds() and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(0.5)  # a killed Python worker may still be closing its file
         removed = sweep_write_files(table.uri, write_id)

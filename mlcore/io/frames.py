@@ -60,8 +60,9 @@ def _as_instant(value: Any) -> Any:
 def is_driver_local(df: DataFrame) -> bool:
     """True when ``df``'s optimised plan is a ``LocalRelation``: its rows are already on the
     driver, so collecting them runs no Spark job (a projection of local rows folds into one)."""
+    from mlcore.spark_classic import optimized_plan_kind
+
     try:
-        plan = df._jdf.queryExecution().optimizedPlan()
-        return str(plan.getClass().getSimpleName()) == "LocalRelation"
-    except Exception:  # noqa: BLE001 - unknown plan shapes (Spark Connect, mocks): not local
+        return optimized_plan_kind(df) == "LocalRelation"
+    except Exception:  # noqa: BLE001 - unknown plan shapes (mocks): not local
         return False

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlcore.io.transform import ArrowTransform, BatchFn
+from mlcore.spark_classic import default_parallelism
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -220,7 +221,7 @@ def plan_scan(
     partition_cols = list(dt.metadata().partition_columns)
     if batch_rows is None:
         batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
-    partitions = partitions or spark.sparkContext.defaultParallelism
+    partitions = partitions or default_parallelism(spark)
     if partitions < 1:
         raise ValueError("partitions must be >= 1")
 

@@ -20,6 +20,7 @@ from mlcore.anomaly.distributed import cluster_batches
 from mlcore.anomaly.features import ROW_KEY, RULE
 from mlcore.pipelines._rides import batch_keys, days_before, read_rides, split_usable
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+from mlcore.spark_classic import default_parallelism
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -117,7 +118,7 @@ def run(ctx: JobContext) -> JobSummary:
         n_usable = usable.count()
         by_rule = {r[RULE]: r["count"] for r in quarantined.groupBy(RULE).count().collect()}
         n_batches = usable.select(*keys).distinct().count()
-        partitions = max(1, min(4 * ctx.spark.sparkContext.defaultParallelism, n_batches))
+        partitions = max(1, min(4 * default_parallelism(ctx.spark), n_batches))
         results = cluster_batches(usable, keys, dbscan_settings(ctx), partitions).persist(
             StorageLevel.MEMORY_AND_DISK
         )

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from mlcore.forecasting.distributed import forecast_groups, group_partitions
 from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+from mlcore.spark_classic import default_parallelism
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -148,7 +149,7 @@ def run(ctx: JobContext) -> JobSummary:
         stored.filter("model_json is null").select(*keys, "status", "status_reason").collect()
     )
     calendar, defaulted = future_calendar(ctx, models)
-    partitions = group_partitions(ctx.spark.sparkContext.defaultParallelism, fc, groups)
+    partitions = group_partitions(default_parallelism(ctx.spark), fc, groups)
     results = forecast_groups(models, calendar, fc, partitions).persist()
     try:
         return _publish(ctx, summary, results, untrained, champion, trained_on, groups, defaulted)

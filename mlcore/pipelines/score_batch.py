@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from mlcore.pipelines import score_anomalies, score_classifier
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+from mlcore.spark_classic import set_local_property
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def _run_one(ctx: JobContext, scorer: str, pool: bool) -> Outcome:
     outcome = Outcome(scorer)
     started = time.perf_counter()
     if pool:
-        ctx.spark.sparkContext.setLocalProperty(POOL_PROPERTY, scorer)
+        set_local_property(ctx.spark, POOL_PROPERTY, scorer)
     try:
         outcome.summary = pipeline(
             dataclasses.replace(ctx, job=job, artifacts={}, artifact_files={})
@@ -55,7 +56,7 @@ def _run_one(ctx: JobContext, scorer: str, pool: bool) -> Outcome:
         )
     finally:
         if pool:
-            ctx.spark.sparkContext.setLocalProperty(POOL_PROPERTY, None)
+            set_local_property(ctx.spark, POOL_PROPERTY, None)
     outcome.seconds = time.perf_counter() - started
     return outcome
 
@@ -71,7 +72,9 @@ def run_scorers(ctx: JobContext, scorers: list[str], parallel: bool) -> list[Out
         outcomes[scorer] = _run_one(ctx, scorer, pool=True)
 
     threads = [
-        InheritableThread(target=target, args=(s,), name=f"score_batch-{s}") for s in scorers
+        # session=: over Spark Connect the thread carries the session (and its job tags)
+        InheritableThread(target=target, args=(s,), name=f"score_batch-{s}", session=ctx.spark)
+        for s in scorers
     ]
     for thread in threads:
         thread.start()

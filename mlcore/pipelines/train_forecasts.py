@@ -22,6 +22,7 @@ from mlcore.forecasting.distributed import fingerprint_groups, group_partitions,
 from mlcore.pipelines._models import replay_registered, report_decision
 from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+from mlcore.spark_classic import StageProgress, default_parallelism
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,37 +79,39 @@ def latest_models(ctx: JobContext) -> DataFrame | None:
 
 
 class _Progress(threading.Thread):
-    """Logs groups done / total, rate and ETA from Spark's status tracker while training runs."""
+    """Logs groups done / total, rate and ETA from the running stages' task counts while
+    training runs (Spark's status tracker, or the Connect client's progress reports)."""
 
     def __init__(self, spark: Any, total_groups: int, interval: float = 10.0) -> None:
         super().__init__(daemon=True)
-        self.tracker = spark.sparkContext.statusTracker()
+        self.stages = StageProgress(spark)
         self.total = total_groups
         self.interval = interval
         self.started = time.perf_counter()
         self.done = threading.Event()
 
     def run(self) -> None:
-        while not self.done.wait(self.interval):
-            stages = [self.tracker.getStageInfo(s) for s in self.tracker.getActiveStageIds()]
-            stages = [s for s in stages if s is not None and s.numTasks > 0]
-            if not stages:
-                continue
-            stage = max(stages, key=lambda s: s.numTasks)
-            share = stage.numCompletedTasks / stage.numTasks
-            elapsed = time.perf_counter() - self.started
-            groups = int(share * self.total)
-            rate = groups / elapsed if elapsed else 0.0
-            eta = (self.total - groups) / rate if rate else float("nan")
-            log.info(
-                "training: tasks %d/%d (~%d/%d groups), %.1f groups/s, ETA %.0f s",
-                stage.numCompletedTasks,
-                stage.numTasks,
-                groups,
-                self.total,
-                rate,
-                eta,
-            )
+        try:
+            while not self.done.wait(self.interval):
+                stages = self.stages.active()
+                if not stages:
+                    continue
+                completed, tasks = max(stages, key=lambda stage: stage[1])
+                elapsed = time.perf_counter() - self.started
+                groups = int(completed / tasks * self.total)
+                rate = groups / elapsed if elapsed else 0.0
+                eta = (self.total - groups) / rate if rate else float("nan")
+                log.info(
+                    "training: tasks %d/%d (~%d/%d groups), %.1f groups/s, ETA %.0f s",
+                    completed,
+                    tasks,
+                    groups,
+                    self.total,
+                    rate,
+                    eta,
+                )
+        finally:
+            self.stages.close()
 
 
 def _with_run_columns(ctx: JobContext, df: DataFrame) -> DataFrame:
@@ -499,7 +502,7 @@ def run(ctx: JobContext) -> JobSummary:
         kept = previous.join(unchanged, keys)
         to_train = history.join(unchanged.select(*keys), keys, "left_anti")
 
-    parallelism = ctx.spark.sparkContext.defaultParallelism
+    parallelism = default_parallelism(ctx.spark)
     partitions = group_partitions(parallelism, fc, total)
     results = train_groups(to_train, fc, ctx.run_date, partitions, previous)
     results = results.withColumn("action", F.lit("trained")).withColumn(

@@ -34,7 +34,13 @@ def test_command_ships_package_and_conf_and_adds_delta_when_asked():
     assert value("--deploy-mode") == ["cluster"]
     assert value("--py-files") == [f"{REPO_ROOT}/dist/mlcore.zip"]
     assert value("--archives") == [f"{REPO_ROOT}/dist/conf.zip#conf"]
-    assert value("--packages")[0].startswith("io.delta:delta-spark_")
+    from mlcore.delta_jars import cached_jars
+
+    jars = cached_jars()  # the cached jars travel with --jars; Ivy's --packages only without them
+    if jars is not None:
+        assert value("--jars") == [",".join(jars.paths)] and not value("--packages")
+    else:
+        assert value("--packages")[0].startswith("io.delta:delta-spark_")
     assert "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension" in value("--conf")
     assert "spark.executor.cores=1" in value("--conf")
     assert argv[-5:] == [f"{REPO_ROOT}/jobs/ingest_bank.py", "--env", "emr", "--run-date", "2015-01-01"]

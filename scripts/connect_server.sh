@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# A local Spark Connect server from the installed pyspark, as Databricks serverless and
+# standard-access clusters serve Python: clients get a session over gRPC (sc://127.0.0.1:PORT),
+# with no SparkContext or JVM in their process. Loopback only. The server has no Delta jars:
+# native Delta over Connect needs Delta's Connect plugin (delta-connect), not set up yet, so
+# storage.delta_engine auto picks delta-rs, which works over Connect unchanged.
+#
+#   scripts/connect_server.sh start    # prints sc://127.0.0.1:$PORT
+#   scripts/connect_server.sh status
+#   scripts/connect_server.sh stop
+#
+# Point a job at it:  SPARK_REMOTE=sc://127.0.0.1:15002 python jobs/ingest_bank.py ...
+# (or --set spark.remote=sc://127.0.0.1:15002). Port: MLCORE_CONNECT_PORT (default 15002).
+# State and the server log live under $MLCORE_HOME/connect-server.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HOME_DIR="${MLCORE_HOME:-$ROOT/.mlcore}"
+BASE="$HOME_DIR/connect-server"
+PORT="${MLCORE_CONNECT_PORT:-15002}"
+VENV="${MLCORE_VENV:-$ROOT/.venv}"
+MASTER="${MLCORE_CONNECT_MASTER:-local[2]}"
+
+die() { echo "connect_server: $*" >&2; exit 1; }
+server_pid() { [[ -f "$BASE/server.pid" ]] && kill -0 "$(cat "$BASE/server.pid")" 2>/dev/null && cat "$BASE/server.pid"; }
+
+start() {
+  if server_pid >/dev/null; then echo "sc://127.0.0.1:$PORT"; return; fi
+  mkdir -p "$BASE"
+  local args=(--class org.apache.spark.sql.connect.service.SparkConnectServer
+              --name mlcore-connect-server --master "$MASTER"
+              --conf spark.connect.grpc.binding.address=127.0.0.1
+              --conf "spark.connect.grpc.binding.port=$PORT"
+              --conf spark.ui.enabled=false
+              --conf "spark.driver.extraJavaOptions=-XX:ReservedCodeCacheSize=512m")
+  # The server's Python workers (UDFs, Python data sources) run this venv's interpreter.
+  PYSPARK_PYTHON="$VENV/bin/python" SPARK_LOCAL_IP=127.0.0.1 \
+    setsid "$VENV/bin/spark-submit" "${args[@]}" spark-internal >"$BASE/server.log" 2>&1 </dev/null &
+  echo $! >"$BASE/server.pid"
+  local deadline=$((SECONDS + 180))
+  until "$VENV/bin/python" -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 1).close()" 2>/dev/null; do
+    kill -0 "$(cat "$BASE/server.pid")" 2>/dev/null || die "the server exited (see $BASE/server.log)"
+    (( SECONDS < deadline )) || die "no server on port $PORT within 180 s (see $BASE/server.log)"
+    sleep 1
+  done
+  echo "sc://127.0.0.1:$PORT"
+}
+
+stop() {
+  local pid
+  if pid="$(server_pid)"; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$BASE/server.pid"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status)
+    if pid="$(server_pid)"; then echo "running (pid $pid) at sc://127.0.0.1:$PORT"
+    else echo "stopped"; exit 3; fi ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
