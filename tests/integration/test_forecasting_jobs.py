@@ -23,19 +23,24 @@ ARGS = ["--env", "test", "--conf-dir", str(CONF_DIR), "--run-date", RUN_DATE.iso
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def rossmann_frame() -> pd.DataFrame:
+def rossmann_stores(stores: int) -> pd.DataFrame:
+    """The real Rossmann sales of stores 1..``stores``, shaped as the ``sales`` table."""
     from tests.conftest import DATASETS_DIR
 
     path = DATASETS_DIR / "rossmann" / "train.csv.gz"
     if not path.exists():
         pytest.skip(f"real datasets not found at {DATASETS_DIR}")
     frame = pd.read_csv(path, dtype={"StateHoliday": str}, parse_dates=["Date"])
-    frame = frame[frame["Store"] <= STORES].rename(columns=SALES.source_names)
+    frame = frame[frame["Store"] <= stores].rename(columns=SALES.source_names)
     frame["date"] = frame["date"].dt.date
     frame["run_id"] = "fixture"
     frame["run_date"] = dt.date(2015, 8, 1)
     return frame.reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def rossmann_frame() -> pd.DataFrame:
+    return rossmann_stores(STORES)
 
 
 def write_sales(spark, tables, frame: pd.DataFrame) -> None:

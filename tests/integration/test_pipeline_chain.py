@@ -166,11 +166,42 @@ def _comparable(home, table: str):
     return frame.sort_values(keys, ignore_index=True) if keys else frame
 
 
+def champions(home) -> dict:
+    """Registered model -> (versions, aliases, the champion's metric tags) in a home's registry."""
+    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return {
+        model.name: (
+            sorted(v.version for v in client.search_model_versions(f"name = '{model.name}'")),
+            model.aliases,
+            {k: v for k, v in client.get_model_version_by_alias(model.name, "champion").tags.items()
+             if k.startswith("mlcore.metric")},
+        )
+        for model in client.search_registered_models()
+    }  # fmt: skip
+
+
+def assert_same_chain_outputs(left, right) -> None:
+    """Two homes after the same chain: the same tables with equal rows (floats within 1e-9;
+    run ids, times and engine aside) and the same registered champions."""
+    import pandas as pd
+
+    tables = sorted(p.name for p in (left / "lake").iterdir())
+    assert tables == sorted(p.name for p in (right / "lake").iterdir())
+    assert {"forecasts", "bank_scores", "ride_anomaly_scores", "drift_metrics"} <= set(tables)
+    for table in tables:
+        pd.testing.assert_frame_equal(
+            _comparable(left, table), _comparable(right, table), check_exact=False, rtol=1e-9, obj=table
+        )
+    expected = champions(left)
+    assert set(expected) == {"store_forecaster", "bank_classifier", "ride_anomaly_model"}
+    assert champions(right) == expected
+
+
 def test_the_nightly_chain_on_native_delta_equals_the_delta_rs_run(spark, tmp_path, monkeypatch, capsys):
     """run_pipeline, every step, once on delta-rs and once on native Delta (delta-spark's jars):
     every output table holds the same rows (floats within 1e-9), the same champions are
     registered and the manifest records each run's engine."""
-    import pandas as pd
 
     from tests.conftest import require_native_delta
 
@@ -183,30 +214,9 @@ def test_the_nightly_chain_on_native_delta_equals_the_delta_rs_run(spark, tmp_pa
         assert run_job("run_pipeline", [*FULL_CHAIN, "--set", f"storage.delta_engine={engine}"]) == 0
         assert f"engine={engine}" in capsys.readouterr().out
 
-    tables = sorted(p.name for p in (homes["deltars"] / "lake").iterdir())
-    assert tables == sorted(p.name for p in (homes["spark"] / "lake").iterdir())
-    assert {"forecasts", "bank_scores", "ride_anomaly_scores", "drift_metrics"} <= set(tables)
-    for table in tables:
-        rs, native = (_comparable(homes[e], table) for e in ("deltars", "spark"))
-        pd.testing.assert_frame_equal(rs, native, check_exact=False, rtol=1e-9, obj=table)
+    assert_same_chain_outputs(homes["deltars"], homes["spark"])
     for engine, home in homes.items():
         manifest_rows = DeltaTable(str(home / "lake" / "run_manifest")).to_pandas().set_index("job")
         assert set(manifest_rows["delta_engine"]) == {engine}
         # Lineage names what a job read, not the outputs it counted after writing them.
         assert set(json.loads(manifest_rows.loc["score_batch", "inputs"])) == {"bank", "rides"}
-
-    registries = {}
-    for engine, home in homes.items():
-        uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        registries[engine] = {
-            model.name: (
-                sorted(v.version for v in client.search_model_versions(f"name = '{model.name}'")),
-                model.aliases,
-                {k: v for k, v in client.get_model_version_by_alias(model.name, "champion").tags.items()
-                 if k.startswith("mlcore.metric")},
-            )
-            for model in client.search_registered_models()
-        }  # fmt: skip
-    assert set(registries["deltars"]) == {"store_forecaster", "bank_classifier", "ride_anomaly_model"}
-    assert registries["deltars"] == registries["spark"]

@@ -19,13 +19,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
 
 from mlcore.runner import run_job
 from tests.conftest import REPO_ROOT
-from tests.integration.test_pipeline_chain import FULL_CHAIN, _comparable
+from tests.integration.test_pipeline_chain import FULL_CHAIN, assert_same_chain_outputs
 
 pytestmark = pytest.mark.slow
 SCRIPT = REPO_ROOT / "scripts" / "connect_server.sh"
@@ -63,15 +61,6 @@ def connect_server() -> Iterator[str]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _registry(home: Path) -> dict:
-    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    return {
-        model.name: (model.aliases, client.get_model_version_by_alias(model.name, "champion").tags)
-        for model in client.search_registered_models()
-    }
-
-
 def test_the_chain_over_spark_connect_equals_the_classic_run(
     spark, connect_server, tmp_path, monkeypatch, capsys
 ):
@@ -101,15 +90,4 @@ def test_the_chain_over_spark_connect_equals_the_classic_run(
         print(f"\nrun_pipeline seconds: classic {seconds['classic']:.0f} (in-process session), "
               f"Spark Connect {seconds['connect']:.0f} (client process incl. start-up)")  # fmt: skip
 
-    tables = sorted(p.name for p in (homes["classic"] / "lake").iterdir())
-    assert tables == sorted(p.name for p in (homes["connect"] / "lake").iterdir())
-    assert {"forecasts", "bank_scores", "ride_anomaly_scores", "drift_metrics"} <= set(tables)
-    for table in tables:
-        classic, connect = (_comparable(homes[k], table) for k in ("classic", "connect"))
-        pd.testing.assert_frame_equal(classic, connect, check_exact=False, rtol=1e-9, obj=table)
-    classic, connect = (_registry(homes[k]) for k in ("classic", "connect"))
-    assert set(classic) == {"store_forecaster", "bank_classifier", "ride_anomaly_model"}
-    for model, (aliases, tags) in classic.items():
-        assert connect[model][0] == aliases
-        metrics = {k: v for k, v in tags.items() if k.startswith("mlcore.metric")}
-        assert {k: v for k, v in connect[model][1].items() if k.startswith("mlcore.metric")} == metrics
+    assert_same_chain_outputs(homes["classic"], homes["connect"])

@@ -31,7 +31,7 @@ from mlcore.runner import run_job
 from tests.conftest import CONF_DIR, REPO_ROOT
 from tests.integration.test_anomaly_jobs import RUN_DATE as RIDES_RUN_DATE
 from tests.integration.test_anomaly_jobs import ride_frame
-from tests.integration.test_forecasting_jobs import write_sales
+from tests.integration.test_forecasting_jobs import rossmann_stores, write_sales
 
 pytestmark = pytest.mark.slow
 SCRIPT = REPO_ROOT / "scripts" / "tracking_server.sh"
@@ -89,18 +89,7 @@ def _args(server: str, run_date: dt.date, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def hundred_stores() -> pd.DataFrame:
-    from mlcore.ingest.schemas import SALES
-    from tests.conftest import DATASETS_DIR
-
-    path = DATASETS_DIR / "rossmann" / "train.csv.gz"
-    if not path.exists():
-        pytest.skip(f"real datasets not found at {DATASETS_DIR}")
-    frame = pd.read_csv(path, dtype={"StateHoliday": str}, parse_dates=["Date"])
-    frame = frame[frame["Store"] <= 100].rename(columns=SALES.source_names)
-    frame["date"] = frame["date"].dt.date
-    frame["run_id"] = "fixture"
-    frame["run_date"] = dt.date(2015, 8, 1)
-    return frame.reset_index(drop=True)
+    return rossmann_stores(100)
 
 
 def _write_rides(spark, tables) -> None:
