@@ -39,10 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = commands.add_parser("run", help="run a job", add_help=False)
     run.add_argument("job", choices=sorted(JOBS), help="job name")
     run.add_argument("job_args", nargs=argparse.REMAINDER, help="arguments for the job")
-    sql = commands.add_parser(
-        "sql", help='query the tables by name: mlcore sql "SELECT ..."', add_help=False
-    )
-    sql.add_argument("sql_args", nargs=argparse.REMAINDER, help="see: mlcore sql --help")
+    # Listed for --help only: "sql" is handed to mlcore.query above, before this parser runs.
+    commands.add_parser("sql", help='query the tables by name: mlcore sql "SELECT ..." (--help)')
     args = parser.parse_args(args_list)
     if args.command == "list":
         for name, spec in JOBS.items():

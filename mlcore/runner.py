@@ -165,10 +165,7 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
             )
             _log_artifacts(run, ctx)
     except JobFailed as exc:
-        log.error("%s failed: %s", job, exc)
-        _record(ctx, None, "failed", started_at, str(exc), strict=False)
-        print(f"{job}: FAILED: {redact(exc)}", file=sys.stderr)
-        return 1
+        return _failed(job, ctx, started_at, str(exc))
     except Exception as exc:  # noqa: BLE001 - the job's exit code is the contract
         failing = _tracking_server_failure(exc)
         if failing is not None:  # an expected outage, not a bug: one line, no traceback
@@ -180,10 +177,7 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
                 else "nothing was published"
             )
             line = f"MLflow tracking server failed during the job ({failing}); {outcome}"
-            log.error("%s failed: %s", job, redact(line))
-            _record(ctx, None, "failed", started_at, line, strict=False)
-            print(f"{job}: FAILED: {redact(line)}", file=sys.stderr)
-            return 1
+            return _failed(job, ctx, started_at, line)
         log.exception("%s crashed", job)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         _record(
@@ -196,6 +190,17 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
             warmup.join()  # never exit while the store's schema is being created
     print(_format_summary(job, ctx, summary, wall))
     return 0
+
+
+def _failed(job: str, ctx: JobContext | None, started_at: datetime, reason: str) -> int:
+    """An expected failure: one log line (redacted by the log formatter), the run_manifest row,
+    one FAILED line on stderr; exit code 1."""
+    from mlcore.logging_setup import redact
+
+    log.error("%s failed: %s", job, reason)
+    _record(ctx, None, "failed", started_at, reason, strict=False)
+    print(f"{job}: FAILED: {redact(reason)}", file=sys.stderr)
+    return 1
 
 
 def _tracking_server_failure(exc: BaseException) -> str | None:

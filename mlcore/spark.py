@@ -81,14 +81,20 @@ def _connect_session(config: SparkConfig, remote: str) -> SparkSession:
     from pyspark.sql import SparkSession
 
     spark = SparkSession.builder.remote(remote).getOrCreate()
+    _apply_runtime_confs(spark, config)
+    return spark
+
+
+def _apply_runtime_confs(spark: SparkSession, config: SparkConfig) -> None:
+    """Set the config's runtime (SQL) settings on a session someone else started (a cluster's,
+    a Connect server's); launch-time ones cannot apply and static ones are refused."""
     for key, value in config.conf.items():
         if key in _LAUNCH_ONLY:
             continue
         try:
             spark.conf.set(key, conf_value(value))
         except Exception as exc:  # noqa: BLE001 - static or server-owned confs are refused
-            log.debug("not applying %s over Spark Connect: %s", key, exc)
-    return spark
+            log.debug("not applying %s on a running session: %s", key, exc)
 
 
 def get_spark(config: SparkConfig, app_name: str) -> SparkSession:
@@ -112,13 +118,6 @@ def get_spark(config: SparkConfig, app_name: str) -> SparkSession:
     if jars_note:
         spark.conf.set(DELTA_JARS_NOTE, jars_note)
     if managed:
-        # Runtime (SQL) settings still apply on a cluster; launch-time ones cannot.
-        for key, value in config.conf.items():
-            if key in _LAUNCH_ONLY:
-                continue
-            try:
-                spark.conf.set(key, conf_value(value))
-            except Exception as exc:  # noqa: BLE001 - static confs are refused at runtime
-                log.debug("not applying %s on a running session: %s", key, exc)
+        _apply_runtime_confs(spark, config)
     set_log_level(spark, config.log_level)
     return spark

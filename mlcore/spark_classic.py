@@ -85,9 +85,9 @@ def set_log_level(spark: Any, level: str) -> None:
 def optimized_plan_kind(df: Any) -> str | None:
     """The class name of ``df``'s optimised logical plan (e.g. ``LocalRelation``) on classic
     Spark; None over Connect or for shapes it cannot tell."""
-    if not is_classic(df.sparkSession):
-        return None
     try:
+        if not is_classic(df.sparkSession):
+            return None
         plan = df._jdf.queryExecution().optimizedPlan()
         return str(plan.getClass().getSimpleName())
     except Exception:  # noqa: BLE001 - mocks and unknown plans
@@ -101,7 +101,6 @@ def activate_on_this_thread(spark: Any) -> None:
     jsession = getattr(spark, "_jsparkSession", None)
     if jvm is not None and jsession is not None:
         jvm.org.apache.spark.sql.SparkSession.setActiveSession(jsession)
-
 
 
 class StageProgress:

@@ -21,7 +21,9 @@ VENV="${MLCORE_VENV:-$ROOT/.venv}"
 MASTER="${MLCORE_CONNECT_MASTER:-local[2]}"
 
 die() { echo "connect_server: $*" >&2; exit 1; }
-server_pid() { [[ -f "$BASE/server.pid" ]] && kill -0 "$(cat "$BASE/server.pid")" 2>/dev/null && cat "$BASE/server.pid"; }
+# shellcheck source=scripts/_daemon.sh
+source "$ROOT/scripts/_daemon.sh"
+server_pid() { daemon_pid "$BASE/server.pid"; }
 
 start() {
   if server_pid >/dev/null; then echo "sc://127.0.0.1:$PORT"; return; fi
@@ -36,24 +38,12 @@ start() {
   PYSPARK_PYTHON="$VENV/bin/python" SPARK_LOCAL_IP=127.0.0.1 \
     setsid "$VENV/bin/spark-submit" "${args[@]}" spark-internal >"$BASE/server.log" 2>&1 </dev/null &
   echo $! >"$BASE/server.pid"
-  local deadline=$((SECONDS + 180))
-  until "$VENV/bin/python" -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 1).close()" 2>/dev/null; do
-    kill -0 "$(cat "$BASE/server.pid")" 2>/dev/null || die "the server exited (see $BASE/server.log)"
-    (( SECONDS < deadline )) || die "no server on port $PORT within 180 s (see $BASE/server.log)"
-    sleep 1
-  done
+  daemon_wait "$BASE/server.pid" 180 "$BASE/server.log" \
+    "$VENV/bin/python" -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 1).close()"
   echo "sc://127.0.0.1:$PORT"
 }
 
-stop() {
-  local pid
-  if pid="$(server_pid)"; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-  fi
-  rm -f "$BASE/server.pid"
-}
+stop() { daemon_stop "$BASE/server.pid"; }
 
 case "${1:-}" in
   start) start ;;

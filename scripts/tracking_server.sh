@@ -26,6 +26,8 @@ VENV="${MLCORE_VENV:-$ROOT/.venv}"
 DB=mlflow
 
 die() { echo "tracking_server: $*" >&2; exit 1; }
+# shellcheck source=scripts/_daemon.sh
+source "$ROOT/scripts/_daemon.sh"
 
 pg_bin() {
   local dir
@@ -42,7 +44,7 @@ as_pg() {
 }
 
 pg_running() { [[ -f "$PG_DATA/postmaster.pid" ]] && as_pg "$(pg_bin)/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; }
-server_pid() { [[ -f "$BASE/server.pid" ]] && kill -0 "$(cat "$BASE/server.pid")" 2>/dev/null && cat "$BASE/server.pid"; }
+server_pid() { daemon_pid "$BASE/server.pid"; }
 
 start_pg() {
   local bin; bin="$(pg_bin)"
@@ -81,22 +83,13 @@ start() {
     --host 127.0.0.1 --port "$PORT" --workers 1 \
     >"$LOG" 2>&1 < /dev/null &
   echo $! >"$BASE/server.pid"
-  local deadline=$((SECONDS + 120))
-  until "$VENV/bin/python" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/health', timeout=2)" 2>/dev/null; do
-    kill -0 "$(cat "$BASE/server.pid")" 2>/dev/null || die "mlflow server exited (see $LOG)"
-    (( SECONDS < deadline )) || die "mlflow server did not answer within 120 s (see $LOG)"
-    sleep 1
-  done
+  daemon_wait "$BASE/server.pid" 120 "$LOG" \
+    "$VENV/bin/python" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/health', timeout=2)"
   echo "http://127.0.0.1:$PORT"
 }
 
 stop() {
-  if pid="$(server_pid)"; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-  fi
-  rm -f "$BASE/server.pid"
+  daemon_stop "$BASE/server.pid"
   if pg_running; then as_pg "$(pg_bin)/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null; fi
 }
 

@@ -39,6 +39,7 @@ from mlcore.io.predicates import (
 from mlcore.io.schema import as_nullable, check_duplicate_columns, check_write_schema
 from mlcore.io.tables import TableRef, WriteToken, check_identifier
 from mlcore.io.transform import ArrowTransform
+from mlcore.spark_classic import activate_on_this_thread, status_tracker
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -130,18 +131,6 @@ def _short(exc: BaseException) -> str:
 # ----------------------------------------------------------------------------------------------
 # delta-rs engine
 # ----------------------------------------------------------------------------------------------
-def activate_session(spark: SparkSession) -> None:
-    """Make ``spark`` the JVM's active session on this thread.
-
-    Python data sources are looked up in the *active* session; a thread that never touched the
-    session (e.g. a scorer thread in ``score_batch``) has none and the lookup fails with
-    DATA_SOURCE_NOT_FOUND. Classic (py4j) sessions only; Spark Connect has no JVM handle.
-    """
-    from mlcore.spark_classic import activate_on_this_thread
-
-    activate_on_this_thread(spark)
-
-
 @dataclass(frozen=True)
 class LeaseSettings:
     """How the delta-rs engine's writes hold leases (``mlcore.io.write_leases``)."""
@@ -428,7 +417,9 @@ class DeltaRsEngine:
             totals=tuple(totals),
             table_name=table.name,
         )
-        activate_session(self.spark)
+        # Python data sources are looked up in the JVM's *active* session, which a thread that
+        # never touched the session (a score_batch scorer thread) lacks: DATA_SOURCE_NOT_FOUND.
+        activate_on_this_thread(self.spark)
         try:
             if transform is None and is_driver_local(df):
                 self._driver_write(df, target, options)
@@ -521,7 +512,6 @@ class DeltaRsEngine:
         import time
 
         from mlcore.io.deltars_writer import sweep_write_files
-        from mlcore.spark_classic import status_tracker
 
         tracker = status_tracker(self.spark)
         deadline = time.monotonic() + timeout

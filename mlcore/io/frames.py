@@ -62,7 +62,4 @@ def is_driver_local(df: DataFrame) -> bool:
     driver, so collecting them runs no Spark job (a projection of local rows folds into one)."""
     from mlcore.spark_classic import optimized_plan_kind
 
-    try:
-        return optimized_plan_kind(df) == "LocalRelation"
-    except Exception:  # noqa: BLE001 - unknown plan shapes (mocks): not local
-        return False
+    return optimized_plan_kind(df) == "LocalRelation"  # None (unknown, Connect): not local
