@@ -12,6 +12,7 @@ laptop and on a cluster.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import re
@@ -36,7 +37,12 @@ from mlcore.io.predicates import (
     to_spark_column,
     to_sql,
 )
-from mlcore.io.schema import as_nullable, check_duplicate_columns, check_write_schema
+from mlcore.io.schema import (
+    as_nullable,
+    check_duplicate_columns,
+    check_write_schema,
+    with_default_string_types,
+)
 from mlcore.io.tables import TableRef, WriteToken, check_identifier
 from mlcore.io.transform import ArrowTransform
 from mlcore.spark_classic import activate_on_this_thread, status_tracker
@@ -79,15 +85,20 @@ class WriteResult:
 # ----------------------------------------------------------------------------------------------
 # Engine detection
 # ----------------------------------------------------------------------------------------------
-def is_data_source_not_found(exc: BaseException) -> bool:
-    condition = None
+def error_condition(exc: BaseException) -> str | None:
+    """Spark's error class of ``exc`` (classic and Spark Connect errors both carry it)."""
     for getter in ("getCondition", "getErrorClass"):
         fn = getattr(exc, getter, None)
         if callable(fn):
             with contextlib.suppress(Exception):
                 condition = fn()
-            if condition:
-                break
+                if condition:
+                    return str(condition)
+    return None
+
+
+def is_data_source_not_found(exc: BaseException) -> bool:
+    condition = error_condition(exc)
     if condition:
         return condition == "DATA_SOURCE_NOT_FOUND"
     text = str(exc)
@@ -865,25 +876,40 @@ def native_merge_condition(keys: Sequence[str]) -> str:
     return " AND ".join(f"t.`{check_identifier(k)}` = s.`{k}`" for k in keys)
 
 
+def native_merge_statement(target: str, source_view: str, keys: Sequence[str]) -> str:
+    """An upsert on ``keys``: matched rows take the source's values, new keys are inserted."""
+    return (
+        f"MERGE INTO {target} AS t USING {source_view} AS s ON {native_merge_condition(keys)} "
+        "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+    )
+
+
 NO_DELTA_JARS = (
-    "storage.delta_engine is 'spark' but this session has no Delta classes on the JVM classpath; "
-    "add the Delta jars (e.g. ./spark-submit.sh --with-delta) or use 'auto'/'deltars'"
+    "storage.delta_engine is 'spark' but this session has no Delta classes on the JVM classpath "
+    "(a Spark Connect server needs them too); add the Delta jars (e.g. ./spark-submit.sh "
+    "--with-delta, scripts/connect_server.sh start --with-delta) or use 'auto'/'deltars'"
 )
+# Delta's answers for a path that holds no Delta table (missing, empty or another format).
+NOT_A_DELTA_TABLE = ("DELTA_TABLE_ONLY_OPERATION", "DELTA_MISSING_DELTA_TABLE")
 
 
-@contextlib.contextmanager
-def _needs_delta_jars() -> Iterator[None]:
-    """Turn py4j's "'JavaPackage' object is not callable" (no Delta jars) into a clear error."""
-    try:
-        yield
-    except TypeError as exc:
-        if "JavaPackage" in str(exc):
-            raise EngineUnavailableError(NO_DELTA_JARS) from exc
-        raise
+def _is_missing_delta_sql(exc: BaseException) -> bool:
+    """What Spark without the Delta extension says to Delta SQL: DESCRIBE HISTORY does not
+    parse, and ``delta.`path``` is looked up as a table in a schema named ``delta``."""
+    condition = error_condition(exc)
+    text = str(exc)
+    return condition == "PARSE_SYNTAX_ERROR" or (
+        condition == "TABLE_OR_VIEW_NOT_FOUND" and "`delta`." in text
+    )
 
 
 class SparkDeltaEngine:
-    """Native ``format("delta")``: used wherever the Delta jars are on the classpath."""
+    """Native ``format("delta")``: used wherever the Delta jars are on the classpath.
+
+    Everything beyond reads and writes (history, existence, MERGE) is Delta SQL, not the
+    ``delta.tables`` API: SQL works the same on a classic session and over Spark Connect, where
+    the Python API needs Delta's Connect plugin on the server (Databricks has it; a plain Spark
+    Connect server with the Delta jars does not)."""
 
     name = "spark"
 
@@ -891,26 +917,48 @@ class SparkDeltaEngine:
         self.spark = spark
         self._schemas: set[str] = set()  # catalog schemas known to exist
 
-    def _delta_table(self, table: TableRef):
+    @staticmethod
+    def sql_name(table: TableRef) -> str:
+        """The table as Delta SQL names it: its catalog name, else ``delta.`path```."""
+        if table.catalog_name:
+            return table.catalog_name
+        return "delta.`" + table.uri.replace("`", "``") + "`"
+
+    def _delta_sql(self, statement: str) -> DataFrame:
+        """Run one Delta SQL statement; a session without Delta says so in one line."""
         try:
-            from delta.tables import DeltaTable
-        except ImportError as exc:  # pragma: no cover - delta-spark is a dependency
-            raise EngineUnavailableError("delta-spark is not installed") from exc
-        with _needs_delta_jars():
-            if table.catalog_name:
-                return DeltaTable.forName(self.spark, table.catalog_name)
-            return DeltaTable.forPath(self.spark, table.uri)
+            return self.spark.sql(statement)
+        except Exception as exc:
+            if _is_missing_delta_sql(exc):
+                raise EngineUnavailableError(NO_DELTA_JARS) from None
+            raise
+
+    def _history(self, table: TableRef, count: int) -> list[Mapping[str, Any]] | None:
+        """The newest ``count`` commits (version, userMetadata, operationMetrics), newest
+        first; None where the table's path holds no Delta table."""
+        try:
+            rows = self._delta_sql(
+                f"DESCRIBE HISTORY {self.sql_name(table)} LIMIT {int(count)}"
+            ).select("version", "userMetadata", "operationMetrics").collect()
+        except EngineUnavailableError:
+            raise
+        except Exception as exc:
+            if error_condition(exc) in NOT_A_DELTA_TABLE:
+                return None
+            raise
+        return [row.asDict() for row in rows]
+
+    def _is_delta_path(self, table: TableRef) -> bool:
+        path_only = dataclasses.replace(table, catalog_name=None) if table.catalog_name else table
+        return self._history(path_only, 1) is not None
 
     def exists(self, table: TableRef) -> bool:
-        from delta.tables import DeltaTable
-
         if table.catalog_name:
             if self.spark.catalog.tableExists(table.catalog_name):
                 return True
             if not table.external:
                 return False
-            with _needs_delta_jars():
-                at_path = bool(DeltaTable.isDeltaTable(self.spark, table.uri))
+            at_path = self._is_delta_path(table)
             if at_path:  # a lake table the catalog does not know yet: register it, unchanged
                 self._create_schema(table)
                 location = table.uri.replace("'", "\\'")
@@ -918,8 +966,7 @@ class SparkDeltaEngine:
                     f"CREATE TABLE IF NOT EXISTS {table.catalog_name} USING DELTA LOCATION '{location}'"
                 )
             return at_path
-        with _needs_delta_jars():
-            return bool(DeltaTable.isDeltaTable(self.spark, table.uri))
+        return self._is_delta_path(table)
 
     def _create_schema(self, table: TableRef) -> None:
         """The catalog schema of an external table (storage.catalog_schema), created if missing."""
@@ -935,7 +982,10 @@ class SparkDeltaEngine:
 
     def _latest_version(self, table: TableRef) -> int:
         """The version of a table known to exist."""
-        return int(self._delta_table(table).history(1).select("version").first()[0])
+        commits = self._history(table, 1)
+        if not commits:
+            raise DeltaIOError(f"table {table.name!r} has no Delta history at {table.uri}")
+        return int(commits[0]["version"])
 
     def transaction_version(self, table: TableRef, app_id: str) -> int | None:
         """The latest txn version of ``app_id`` in the table, so that a replayed job skips its
@@ -977,6 +1027,7 @@ class SparkDeltaEngine:
         are not counted here (the result's ``totals`` stay None: read the table back)."""
         if transform is not None:
             df = transform.apply(df)
+        df = with_default_string_types(df)  # the table schema readable by delta-rs (Connect)
         _check_totals(table.name, df.schema, totals)
         exists = self.exists(table)
         before = self._latest_version(table) if exists else None
@@ -1067,9 +1118,7 @@ class SparkDeltaEngine:
 
     def _recent_commits(self, table: TableRef, count: int) -> list[Mapping[str, Any]]:
         """The newest ``count`` commits: version, userMetadata, operationMetrics."""
-        history = self._delta_table(table).history(count)
-        rows = history.select("version", "userMetadata", "operationMetrics").collect()
-        return [row.asDict() for row in rows]
+        return self._history(table, count) or []
 
     @contextlib.contextmanager
     def _session_txn(
@@ -1105,14 +1154,12 @@ class SparkDeltaEngine:
             return self.write(df, table, "append", None, token, False, metadata)
         before = self.version(table)
         check_merge_source(df, table.name, keys)
-        with self._session_txn(token, metadata):
-            (
-                self._delta_table(table)
-                .alias("t")
-                .merge(df.alias("s"), native_merge_condition(keys))
-                .whenMatchedUpdateAll()
-                .whenNotMatchedInsertAll()
-                .execute()
-            )
+        source = f"mlcore_merge_source_{uuid.uuid4().hex}"
+        with_default_string_types(df).createOrReplaceTempView(source)
+        try:
+            with self._session_txn(token, metadata):
+                self._delta_sql(native_merge_statement(self.sql_name(table), source, keys))
+        finally:
+            df.sparkSession.catalog.dropTempView(source)
         after = self.version(table)
         return WriteResult(table.name, self.name, after, committed=after != before)

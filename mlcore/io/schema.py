@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql.types import DataType, StructField, StructType
+from pyspark.sql import DataFrame
+from pyspark.sql.types import ArrayType, DataType, MapType, StringType, StructField, StructType
 
 from mlcore.io.errors import SchemaMismatchError
 
@@ -86,3 +87,37 @@ def check_duplicate_columns(table_name: str, data: StructType) -> None:
 def as_nullable(schema: StructType) -> StructType:
     """New tables get nullable columns (as native Delta creates them)."""
     return StructType([StructField(f.name, f.dataType, True, f.metadata) for f in schema.fields])
+
+
+def _has_string(data_type: DataType) -> bool:
+    if isinstance(data_type, StringType):
+        return True
+    if isinstance(data_type, ArrayType):
+        return _has_string(data_type.elementType)
+    if isinstance(data_type, MapType):
+        return _has_string(data_type.keyType) or _has_string(data_type.valueType)
+    if isinstance(data_type, StructType):
+        return any(_has_string(field.dataType) for field in data_type.fields)
+    return False
+
+
+def with_default_string_types(df: DataFrame) -> DataFrame:
+    """``df`` with every string-bearing column cast to its type as the server parses it.
+
+    Over Spark Connect the output of a Python UDF (``mapInArrow``, ``applyInPandas``) carries
+    strings with an *explicit* UTF8_BINARY collation, which native Delta records in the table
+    schema as ``string collate UTF8_BINARY``: delta-rs, and every reader without collation
+    support, then cannot open the table. A cast to the type's name gives the plain ``string``
+    back (SQL text: the server parses the type); on a classic session the cast is to the same
+    type and the optimizer drops it.
+    """
+    if not any(_has_string(field.dataType) for field in df.schema.fields):
+        return df
+    return df.selectExpr(
+        *[
+            f"CAST(`{field.name}` AS {field.dataType.simpleString()}) AS `{field.name}`"
+            if _has_string(field.dataType)
+            else f"`{field.name}`"
+            for field in df.schema.fields
+        ]
+    )

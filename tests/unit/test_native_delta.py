@@ -1,6 +1,6 @@
 """The native Spark Delta engine (``SparkDeltaEngine``) beyond what test_delta_engines.py covers.
 
-Recording stand-ins for Spark's reader, writer and DeltaTable check what the engine asks Spark
+Recording stand-ins for Spark's reader, writer and SQL check what the engine asks Spark
 for: how cluster envs select it, how it reads, writes into existing tables and merges, and that a
 session without the jars fails with a clear error. ``test_native_contract_*`` and the interop
 tests write and read real tables through native Delta: the test session loads the Delta jars
@@ -86,6 +86,10 @@ class _Frame:
 
     def filter(self, condition):
         self.log.append(("filter", str(condition)))
+        return self
+
+    def selectExpr(self, *exprs):  # noqa: N802 - Spark's API
+        self.log.append(("selectExpr", list(exprs)))
         return self
 
 
@@ -332,88 +336,83 @@ def test_native_write_failure_names_the_unchanged_version():
 # ----------------------------------------------------------------------------------------------
 # Native merge
 # ----------------------------------------------------------------------------------------------
-class _MergeRecorder:
-    """Stands in for delta.tables.DeltaTable: records the MERGE and the session confs it saw."""
+class _MergeRecorder(_Session):
+    """A session that records the Delta SQL it is sent and the session confs each statement
+    saw; the engine's MERGE is SQL (it runs the same over Spark Connect)."""
 
-    def __init__(self, session, fail_with: Exception | None = None) -> None:
-        self.session = session
+    def __init__(self, fail_with: Exception | None = None) -> None:
+        super().__init__()
         self.fail_with = fail_with
-        self.calls: list = []
+        self.statements: list[str] = []
         self.confs_at_execute: dict | None = None
 
-    def alias(self, name):
-        self.calls.append(("alias", name))
-        return self
-
-    def merge(self, source, condition):
-        self.calls.append(("merge", condition))
-        return self
-
-    def whenMatchedUpdateAll(self):  # noqa: N802 - delta-spark's API
-        self.calls.append(("whenMatchedUpdateAll",))
-        return self
-
-    def whenNotMatchedInsertAll(self):  # noqa: N802 - delta-spark's API
-        self.calls.append(("whenNotMatchedInsertAll",))
-        return self
-
-    def execute(self):
-        self.confs_at_execute = dict(self.session.conf)
+    def sql(self, statement):
+        self.statements.append(statement)
+        self.confs_at_execute = dict(self.conf)
         if self.fail_with:
             raise self.fail_with
 
 
-def _merge_engine(spark, monkeypatch, recorder_session, versions, fail_with=None):
+def _merge_engine(spark, monkeypatch, recorder, versions):
     engine = SparkDeltaEngine(spark)
-    recorder = _MergeRecorder(recorder_session, fail_with)
     sequence = iter(versions)
     monkeypatch.setattr(engine, "exists", lambda table: True)
     monkeypatch.setattr(engine, "version", lambda table: next(sequence))
-    monkeypatch.setattr(engine, "_delta_table", lambda table: recorder)
-    # Session confs go to the stand-in; the source DataFrame stays a real one (key checks).
-    engine.spark = recorder_session
-    return engine, recorder
+    # Statements go to the recorder; the source DataFrame stays a real one (key checks, view).
+    engine.spark = recorder
+    return engine
 
 
 def test_native_merge_is_an_upsert_with_txn_and_metadata_for_that_statement(spark, monkeypatch):
-    session = _Session()
+    session = _MergeRecorder()
     session.conf.set("unrelated.conf", "kept")
-    engine, recorder = _merge_engine(spark, monkeypatch, session, versions=[3, 4])
+    engine = _merge_engine(spark, monkeypatch, session, versions=[3, 4])
     source = spark.createDataFrame([(1, "s1", DAY1, 2.0), (2, "s2", DAY1, 3.0)], SCHEMA)
     result = engine.merge(source, PATH_TABLE, ["id", "day"], TOKEN, {"mlcore.job": "m"})
-    assert recorder.calls == [
-        ("alias", "t"),
-        ("merge", "t.`id` = s.`id` AND t.`day` = s.`day`"),
-        ("whenMatchedUpdateAll",),
-        ("whenNotMatchedInsertAll",),
-    ]
-    seen = recorder.confs_at_execute
+    (statement,) = session.statements
+    view = statement.split(" USING ")[1].split(" AS s ")[0]
+    assert statement == (
+        f"MERGE INTO delta.`/lake/sales` AS t USING {view} AS s "
+        "ON t.`id` = s.`id` AND t.`day` = s.`day` "
+        "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+    )
+    assert view.startswith("mlcore_merge_source_")
+    assert not spark.catalog.tableExists(view), "the source view is dropped after the merge"
+    seen = session.confs_at_execute
     assert seen[TXN_APP_ID] == TOKEN.app_id and seen[TXN_VERSION] == "1"
     assert json.loads(seen[USER_METADATA]) == {"mlcore.job": "m"}
     assert dict(session.conf) == {"unrelated.conf": "kept"}, "statement confs are unset after"
     assert (result.version, result.committed) == (4, True)
 
 
+def test_native_merge_names_a_catalog_table_by_its_catalog_name(spark, monkeypatch):
+    session = _MergeRecorder()
+    engine = _merge_engine(spark, monkeypatch, session, versions=[1, 2])
+    source = spark.createDataFrame([(1, "s1", DAY1, 2.0)], SCHEMA)
+    engine.merge(source, CATALOG_TABLE, ["id"], None, {})
+    assert session.statements[0].startswith("MERGE INTO main.mlcore.sales AS t USING ")
+
+
 def test_native_merge_unsets_its_confs_when_the_merge_fails(spark, monkeypatch):
-    session = _Session()
-    engine, _ = _merge_engine(
-        spark, monkeypatch, session, versions=[3], fail_with=RuntimeError("concurrent update")
-    )
+    session = _MergeRecorder(fail_with=RuntimeError("concurrent update"))
+    engine = _merge_engine(spark, monkeypatch, session, versions=[3])
     source = spark.createDataFrame([(1, "s1", DAY1, 2.0)], SCHEMA)
     with pytest.raises(RuntimeError, match="concurrent update"):
         engine.merge(source, PATH_TABLE, ["id"], TOKEN, {"mlcore.job": "m"})
     assert dict(session.conf) == {}
+    view = session.statements[0].split(" USING ")[1].split(" AS s ")[0]
+    assert not spark.catalog.tableExists(view)
 
 
 def test_native_merge_rejects_bad_sources_before_touching_the_table(spark, monkeypatch):
-    session = _Session()
-    engine, recorder = _merge_engine(spark, monkeypatch, session, versions=[3, 3])
+    session = _MergeRecorder()
+    engine = _merge_engine(spark, monkeypatch, session, versions=[3, 3])
     dupes = spark.createDataFrame([(7, "a", DAY1, 1.0), (7, "b", DAY1, 2.0)], SCHEMA)
     with pytest.raises(DeltaIOError, match="duplicate keys"):
         engine.merge(dupes, PATH_TABLE, ["id"], TOKEN, {})
     with pytest.raises(DeltaIOError, match="key column 'nope' not in data"):
         engine.merge(dupes, PATH_TABLE, ["nope"], TOKEN, {})
-    assert recorder.calls == [] and dict(session.conf) == {}
+    assert session.statements == [] and dict(session.conf) == {}
 
 
 def test_native_merge_into_a_missing_table_is_an_idempotent_append(spark, monkeypatch):
@@ -606,3 +605,34 @@ def test_interop_each_engine_reads_appends_merges_and_time_travels_the_others_ta
     assert (table.protocol().min_reader_version, table.protocol().min_writer_version) == (1, 2)
     assert table.metadata().partition_columns == ["day"]
     assert table.version() == 3 and len(frame(tables=second)) == 8
+
+
+def test_string_columns_are_recast_by_name_for_the_table_schema(spark):
+    """Over Spark Connect a Python UDF's strings carry an explicit collation that native Delta
+    would write into the table schema (unreadable by delta-rs); the write recasts every
+    string-bearing column, nested ones included, by its type's SQL name and leaves others be."""
+    from pyspark.sql.types import ArrayType, LongType, MapType
+
+    from mlcore.io.schema import with_default_string_types
+
+    schema = StructType([
+        StructField("id", LongType()),
+        StructField("name", StringType()),
+        StructField("tags", ArrayType(StringType())),
+        StructField("attrs", MapType(StringType(), LongType())),
+        StructField("nested", StructType([StructField("code", StringType())])),
+    ])  # fmt: skip
+    frame = _Frame(schema, [])
+    with_default_string_types(frame)
+    assert frame.log == [("selectExpr", [
+        "`id`",
+        "CAST(`name` AS string) AS `name`",
+        "CAST(`tags` AS array<string>) AS `tags`",
+        "CAST(`attrs` AS map<string,bigint>) AS `attrs`",
+        "CAST(`nested` AS struct<code:string>) AS `nested`",
+    ])]  # fmt: skip
+    real = spark.createDataFrame([(1, "a", ["x"], {"k": 1}, ("c",))], schema)
+    recast = with_default_string_types(real)
+    assert recast.schema == real.schema and recast.collect() == real.collect()
+    numbers = spark.range(2)
+    assert with_default_string_types(numbers) is numbers, "nothing to recast: the same frame"
