@@ -59,6 +59,10 @@ setup(
             # The tracking-server tests run `mlflow server` on PostgreSQL, as users deploy it;
             # SQLAlchemy's PostgreSQL driver (binary wheel: no libpq headers needed).
             "psycopg2-binary>=2.9,<3",
+            # The layer contract (scripts/importlinter.ini) is checked by import-linter, and the
+            # types of mlcore/ by mypy, in scripts/test.sh: tools, not hand-written checks.
+            "import-linter>=2.1,<3",
+            "mypy>=1.10,<3",
         ],
     },
     entry_points={"console_scripts": ["mlcore=mlcore.cli:main"]},

@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlcore.cache import cache_dir
+
 SCALA = "2.13"
 MARKER = "delta-jars.json"
 
@@ -58,8 +60,6 @@ def installed_versions() -> tuple[str, str]:
 
 
 def cache_folder(spark: str | None = None, delta: str | None = None) -> Path:
-    from mlcore.tracking.store_template import cache_dir
-
     if spark is None or delta is None:
         spark, delta = installed_versions()
     return cache_dir() / "delta" / f"spark{spark}-delta{delta}"

@@ -1,15 +1,27 @@
-"""The fixed registry of jobs (no import-by-arbitrary-name from the command line)."""
+"""The fixed registry of jobs (no import-by-arbitrary-name from the command line), with the
+tables each job needs and writes: the runner checks the needed ones before it starts Spark, and
+a missing one names the job that writes it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlcore.config.models import MlcoreConfig
 
 
 @dataclass(frozen=True)
 class JobSpec:
+    """A job: its pipeline module, one line for ``--help``, and its declared tables. A table is
+    a logical name (``sales``) or a config key naming one (``classification.input_table``)."""
+
     name: str
     module: str
     summary: str
+    requires: tuple[str, ...] = ()
+    produces: tuple[str, ...] = ()
 
 
 JOBS: dict[str, JobSpec] = {
@@ -19,51 +31,66 @@ JOBS: dict[str, JobSpec] = {
             "ingest_sales",
             "mlcore.pipelines.ingest_sales",
             "Rossmann train.csv + store.csv -> Delta sales, stores (+ quarantine)",
+            produces=("sales", "stores"),
         ),
         JobSpec(
             "ingest_bank",
             "mlcore.pipelines.ingest_bank",
             "UCI bank marketing CSV -> Delta bank (+ quarantine)",
+            produces=("bank",),
         ),
         JobSpec(
             "ingest_rides",
             "mlcore.pipelines.ingest_rides",
             "NYC TLC yellow trip CSV -> Delta rides by pickup_date (+ quarantine)",
+            produces=("rides",),
         ),
         JobSpec(
             "train_forecasts",
             "mlcore.pipelines.train_forecasts",
             "Per-store Prophet models (backtest, selection) -> forecast_models + MLflow registry",
+            requires=("sales",),
+            produces=("forecast_models", "forecast_metrics", "forecast_backtest"),
         ),
         JobSpec(
             "make_forecasts",
             "mlcore.pipelines.make_forecasts",
             "Champion models forecast run_date .. run_date+H-1 -> Delta forecasts, forecast_status",
+            requires=("forecast_models",),
+            produces=("forecasts", "forecast_status"),
         ),
         JobSpec(
             "train_classifier",
             "mlcore.pipelines.train_classifier",
             "bank -> SMOTE + random forest, randomized search on Spark -> MLflow bank_classifier",
+            requires=("classification.input_table",),
         ),
         JobSpec(
             "score_classifier",
             "mlcore.pipelines.score_classifier",
             "Champion bank_classifier scores a Delta table -> Delta bank_scores",
+            requires=("classification.score_table",),
+            produces=("classification.output_table",),
         ),
         JobSpec(
             "detect_anomalies",
             "mlcore.pipelines.detect_anomalies",
             "DBSCAN per daily batch of rides -> Delta ride_anomalies, ride_anomaly_batches (+ quarantine)",
+            requires=("anomaly.input_table",),
+            produces=("ride_anomalies", "ride_anomaly_batches"),
         ),
         JobSpec(
             "train_anomaly_model",
             "mlcore.pipelines.train_anomaly_model",
             "IsolationForest on a reference window, gated against DBSCAN -> MLflow ride_anomaly_model",
+            requires=("anomaly.input_table",),
         ),
         JobSpec(
             "score_anomalies",
             "mlcore.pipelines.score_anomalies",
             "Champion ride_anomaly_model scores rides -> Delta ride_anomaly_scores (+ quarantine)",
+            requires=("anomaly.input_table",),
+            produces=("ride_anomaly_scores",),
         ),
         JobSpec(
             "score_batch",
@@ -74,11 +101,13 @@ JOBS: dict[str, JobSpec] = {
             "monitor_drift",
             "mlcore.pipelines.monitor_drift",
             "PSI/KS/chi-square drift vs each model's reference, realised forecast WAPE -> Delta drift_metrics",
+            produces=("drift_metrics",),
         ),
         JobSpec(
             "validate_inputs",
             "mlcore.pipelines.validate_inputs",
             "Validation rules of validation.tables on the input tables -> Delta validation_results",
+            produces=("validation_results",),
         ),
         JobSpec(
             "run_pipeline",
@@ -87,3 +116,42 @@ JOBS: dict[str, JobSpec] = {
         ),
     )
 }
+
+
+def declared_tables(names: tuple[str, ...], config: MlcoreConfig) -> list[str]:
+    """Logical table names, config keys (``section.key``) resolved through ``config``."""
+    tables = []
+    for name in names:
+        if "." in name:
+            section, key = name.split(".", 1)
+            name = str(getattr(getattr(config, section), key))
+        tables.append(name)
+    return tables
+
+
+def writer_of(table: str, config: MlcoreConfig) -> str | None:
+    """The job that writes ``table`` under ``config``, if one does."""
+    for spec in JOBS.values():
+        if table in declared_tables(spec.produces, config):
+            return spec.name
+    return None
+
+
+def missing_input(job: str, config: MlcoreConfig) -> str | None:
+    """One line for the first table ``job`` needs that does not exist, else None. Checked
+    without Spark where the table is a local path (a catalog or object-store table is checked
+    by the engine when the job reads it)."""
+    from mlcore.io.tables import resolve_table
+
+    for table in declared_tables(JOBS[job].requires, config):
+        try:
+            ref = resolve_table(config, table)
+        except (KeyError, ValueError):
+            continue  # the loader and the job report a bad table config in their own words
+        if ref.catalog_name or "://" in ref.uri or ref.uri.startswith("dbfs:"):
+            continue
+        if not (Path(ref.uri) / "_delta_log").is_dir():
+            writer = writer_of(table, config)
+            hint = f": run {writer} first" if writer else ""
+            return f"input table {table!r} does not exist at {ref.uri}{hint}"
+    return None

@@ -16,6 +16,7 @@ import argparse
 import re
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from mlcore.config.loader import ConfigError, load_config
 
@@ -78,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = spark.sql(args.statement)
         if args.format == "csv":
-            result.limit(args.limit).toPandas().to_csv(sys.stdout, index=False)
+            frame: Any = result.limit(args.limit).toPandas()
+            frame.to_csv(sys.stdout, index=False)
         else:
             result.show(args.limit, truncate=False)
     except (AnalysisException, ParseException) as exc:

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import importlib
 import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -19,14 +20,22 @@ from datetime import date, datetime, timezone
 import yaml
 
 from mlcore.config.loader import ConfigError, config_as_flat_dict, load_config
-from mlcore.job_catalog import JOBS
+from mlcore.errors import MlcoreError
+from mlcore.job_catalog import JOBS, missing_input
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 
 log = logging.getLogger("mlcore.runner")
 
 
+_RUN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
+
+
 def parse_run_date(text: str) -> date:
+    """``YYYY-MM-DD`` only: Python's ``fromisoformat`` also takes ``20150614`` and week dates,
+    which the error message and every table's ``run_date`` would not show the same way."""
     try:
+        if not _RUN_DATE.match(text):
+            raise ValueError(text)
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
@@ -99,6 +108,10 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"{job}: config error: {exc}", file=sys.stderr)
         return 2
+    missing = missing_input(job, config)  # before Spark starts: seconds, not half a minute
+    if missing is not None:
+        print(f"{job}: FAILED: {missing}", file=sys.stderr)
+        return 1
     from mlcore.tracking.runs import (
         TrackingUnavailable,
         apply_client_settings,
@@ -164,8 +177,8 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
                 yaml.safe_dump(_public_config(config), sort_keys=False), "config/resolved.yml"
             )
             _log_artifacts(run, ctx)
-    except JobFailed as exc:
-        return _failed(job, ctx, started_at, str(exc))
+    except MlcoreError as exc:  # expected (a gate, a missing table, a conflict): one line
+        return _failed(job, ctx, started_at, str(exc), exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - the job's exit code is the contract
         failing = _tracking_server_failure(exc)
         if failing is not None:  # an expected outage, not a bug: one line, no traceback
@@ -178,7 +191,7 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
             )
             line = f"MLflow tracking server failed during the job ({failing}); {outcome}"
             return _failed(job, ctx, started_at, line)
-        log.exception("%s crashed", job)
+        log.exception("%s crashed (a bug in mlcore or a library, not an expected error)", job)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         _record(
             ctx, None, "failed", started_at, f"{type(exc).__name__}: {first[:500]}", strict=False
@@ -192,15 +205,17 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _failed(job: str, ctx: JobContext | None, started_at: datetime, reason: str) -> int:
+def _failed(
+    job: str, ctx: JobContext | None, started_at: datetime, reason: str, exit_code: int = 1
+) -> int:
     """An expected failure: one log line (redacted by the log formatter), the run_manifest row,
-    one FAILED line on stderr; exit code 1."""
+    one FAILED line on stderr; the error's exit code (1: runtime)."""
     from mlcore.logging_setup import redact
 
     log.error("%s failed: %s", job, reason)
     _record(ctx, None, "failed", started_at, reason, strict=False)
     print(f"{job}: FAILED: {redact(reason)}", file=sys.stderr)
-    return 1
+    return exit_code
 
 
 def _tracking_server_failure(exc: BaseException) -> str | None:

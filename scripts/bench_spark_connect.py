@@ -175,8 +175,7 @@ def probe(mode: str, home: str, rows: int, partitions: int, remote: str | None) 
     from mlcore.classification import scoring as classifier_scoring
     from mlcore.classification.features import FeatureSpec
     from mlcore.config.loader import load_config
-    from mlcore.io import DeltaTables
-    from mlcore.serving import model_files
+    from mlcore.io import DeltaTables, model_files
     from mlcore.spark import get_spark
     from mlcore.spark_classic import Captured
 

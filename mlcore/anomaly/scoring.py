@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from mlcore.anomaly.detector import anomaly_scores
-from mlcore.serving import model_files
+from mlcore.io import model_files
 from mlcore.spark_classic import share
 
 if TYPE_CHECKING:

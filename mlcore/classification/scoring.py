@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlcore.classification.features import FeatureSpec
-from mlcore.ingest.schemas import RUN_COLUMNS
+from mlcore.io import model_files
+from mlcore.io.tables import RUN_COLUMNS
 from mlcore.io.transform import ArrowTransform
-from mlcore.serving import model_files
 from mlcore.spark_classic import share
 
 if TYPE_CHECKING:
@@ -253,7 +253,7 @@ def arrow_feature_frame(batch: pa.RecordBatch, spec: FeatureSpec) -> pd.DataFram
             distinct = encoded.dictionary.to_numpy(zero_copy_only=False)
             codes = encoded.indices
             if codes.null_count:  # nulls point at an extra None entry
-                distinct = np.append(distinct, None)
+                distinct = np.append(distinct, np.array([None], dtype=object))
                 codes = pc.fill_null(codes, len(distinct) - 1)
             objects = distinct.take(codes.to_numpy())
         else:  # not a Spark string column: exactly what feature_frame does with it

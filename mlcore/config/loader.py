@@ -14,11 +14,12 @@ import typing
 from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal, cast, get_args, get_origin, get_type_hints
 
 import yaml
 
 from mlcore.config.models import CONFIG_SECTIONS, MlcoreConfig
+from mlcore.errors import UsageError
 
 DEFAULT_ENV = "local"
 ENV_VAR_ENV = "MLCORE_ENV"
@@ -45,7 +46,7 @@ _CREDENTIALS = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#@\s]*@")
 _INT64 = (-(2**63), 2**63 - 1)
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """Invalid configuration; the message names the key and where it came from."""
 
 
@@ -564,7 +565,7 @@ def _build(tp: Any, value: Any, dotted: str, origin: Mapping[str, str]) -> Any:
             for name in names
             if name in value
         }
-        return tp(**kwargs)
+        return cast(Any, tp)(**kwargs)
 
     type_origin = get_origin(tp)
     if type_origin in (typing.Union, types.UnionType):

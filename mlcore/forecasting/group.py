@@ -63,7 +63,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import numpy as np
 import pandas as pd
@@ -182,7 +182,7 @@ def normalize_dates(values: pd.Series) -> np.ndarray:
             # mixed time zones (pandas coerces or rejects some of them) or mixed types:
             # convert value by value, keeping each value's local date
             s = pd.Series([_naive_timestamp(v) for v in values], dtype="datetime64[ns]")
-    return np.asarray(s.to_numpy(dtype="datetime64[ns]")).astype("datetime64[D]")
+    return np.asarray(cast(pd.Series, s).to_numpy(dtype="datetime64[ns]")).astype("datetime64[D]")
 
 
 def _numeric(values: pd.Series) -> np.ndarray:
@@ -216,8 +216,7 @@ def _used_columns(config: ForecastingConfig) -> list[str]:
     cols.extend(config.prophet.regressors)
     if config.prophet.holidays_column:
         cols.append(config.prophet.holidays_column)
-    seen: set[str] = set()
-    return [c for c in cols if not (c in seen or seen.add(c))]
+    return list(dict.fromkeys(cols))
 
 
 def _fingerprint(columns: list[str], parts: list[np.ndarray]) -> str:
@@ -246,7 +245,7 @@ def _reason(main: str, notes: list[str]) -> str:
     return text[:MAX_REASON_CHARS]
 
 
-def _error_fields(exc: BaseException) -> dict[str, str]:
+def _error_fields(exc: BaseException | None) -> dict[str, str]:
     return {
         "error_class": type(exc).__name__,
         "error_message": (str(exc) or repr(exc))[:MAX_MESSAGE_CHARS],

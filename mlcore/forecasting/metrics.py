@@ -12,6 +12,8 @@ Two layers:
   days with sales > 0 (closed days have sales 0 and a forecast of 0 by construction, so scoring
   them would flatter every model; this is also the Kaggle Rossmann rule). Pooled metrics over
   many groups computed with :func:`compute_metrics` therefore agree with the per-group ones.
+* :func:`scored_wape` is the same WAPE, under the same rule, as a Spark aggregate: the realised
+  WAPE that drift monitoring computes over the forecasts table is the backtest's WAPE.
 
 Definitions (``e = y - yhat``):
 
@@ -29,10 +31,13 @@ coverage   share of points with ``lower <= y <= upper``
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column
 
 ArrayLike = npt.ArrayLike
 
@@ -157,3 +162,14 @@ def compute_metrics(
         hi = np.asarray(upper, dtype=np.float64).reshape(-1)[mask]
         out["coverage"] = coverage(yv, lo, hi)
     return out
+
+
+def scored_wape(y: str, yhat: str) -> Column:
+    """:func:`wape` under the evaluation rule as a Spark aggregate over columns ``y``, ``yhat``:
+    ``sum(|y - yhat|) / sum(y)`` over rows with ``y > 0`` and a non-null, non-NaN forecast
+    (null when no row is scored)."""
+    from pyspark.sql import functions as F
+
+    actual, forecast = F.col(f"`{y}`").cast("double"), F.col(f"`{yhat}`").cast("double")
+    scored = (actual > 0) & forecast.isNotNull() & ~F.isnan(forecast)
+    return F.sum(F.when(scored, F.abs(actual - forecast))) / F.sum(F.when(scored, actual))

@@ -97,7 +97,7 @@ def _use_fast_stan_json(model: Any) -> None:
     backend = getattr(model, "stan_backend", None)
     stan_model = getattr(backend, "model", None)
     original = getattr(stan_model, "optimize", None)
-    if original is None:
+    if stan_model is None or original is None:
         return
 
     def optimize(data: Any = None, **kwargs: Any) -> Any:
@@ -208,6 +208,7 @@ class ProphetForecaster:
     """
 
     model_type: ClassVar[str] = "prophet"
+    model_: Any  # the fitted Prophet object, set by fit (or from_json)
 
     def __init__(self, prophet: ProphetConfig, seed: int = 0, init_json: str | None = None):
         self.prophet = prophet
@@ -555,7 +556,7 @@ def _day_numbers(ds: pd.Series) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------
 
-MODEL_TYPES: Final[dict[str, type]] = {
+MODEL_TYPES: Final[dict[str, Any]] = {
     ProphetForecaster.model_type: ProphetForecaster,
     SeasonalNaiveForecaster.model_type: SeasonalNaiveForecaster,
 }

@@ -177,6 +177,8 @@ def outside_period_check(
     for column in columns:
         which = (F.when if which is None else which.when)(outside[column], F.lit(f"{column} "))
         value = (F.when if value is None else value.when)(outside[column], _clean(column))
+    if which is None or value is None:
+        raise ValueError("an outside-period check needs at least one column")
     return Check(
         OUTSIDE_PERIOD,
         functools.reduce(lambda a, b: a | b, outside.values()),

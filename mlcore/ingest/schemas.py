@@ -25,11 +25,12 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from mlcore.io.tables import RUN_COLUMNS
+
 RUN_FIELDS = (
-    StructField("run_id", StringType(), False),
-    StructField("run_date", DateType(), False),
+    StructField(RUN_COLUMNS[0], StringType(), False),
+    StructField(RUN_COLUMNS[1], DateType(), False),
 )
-RUN_COLUMNS = tuple(f.name for f in RUN_FIELDS)
 # Extra quarantine columns: the malformed line as read, the short rule code, the readable reason.
 QUARANTINE_FIELDS = (
     StructField("raw_line", StringType(), True),

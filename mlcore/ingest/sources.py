@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlcore.config.models import IfMissing, MlcoreConfig
+from mlcore.errors import JobFailed
 from mlcore.ingest import synthetic
 from mlcore.ingest.rules import CORRUPT_COLUMN, LINE_COLUMN
 from mlcore.ingest.schemas import TableContract
-from mlcore.pipelines.context import JobFailed
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -357,6 +357,8 @@ class DeltaRsEngine:
                 nullable = as_nullable(StructType(new_fields)).fields
                 dt.alter.add_columns([Field.from_json(json.dumps(f.jsonValue())) for f in nullable])
                 dt = self.open(table)
+                if dt is None:
+                    raise DeltaIOError(f"table {table.name!r} vanished while its schema was extended")
             target = as_nullable(self.spark_schema(dt))
             if transform is None:
                 df = df.select(*[f"`{n}`" for n in target.fieldNames()])
@@ -469,7 +471,7 @@ class DeltaRsEngine:
 
         task = FusedWriteTask(options, transform.fn, transform.schema.json())
         rows = df.mapInArrow(task, MESSAGE_DDL).collect()
-        messages = [DeltaRsCommitMessage.from_json(row[0]) for row in rows]
+        messages: list[Any] = [DeltaRsCommitMessage.from_json(row[0]) for row in rows]
         DeltaRsArrowWriter(options).commit(messages)
 
     def _driver_write(self, df: DataFrame, target: StructType, options) -> None:
@@ -537,7 +539,7 @@ class DeltaRsEngine:
         dt = self.open(table)
         after = None if dt is None else dt.version()
         committed = after is not None and after != before
-        counted = _counted(dt.history(1)[0]) if committed else {}
+        counted = _counted(dt.history(1)[0]) if committed and dt is not None else {}
         return WriteResult(table.name, self.name, after, committed=committed, **counted)
 
     def _commit_properties(
@@ -1033,9 +1035,9 @@ class SparkDeltaEngine:
         before = self._latest_version(table) if exists else None
         check_duplicate_columns(table.name, df.schema)
         if exists:
-            current = self.spark.read.format("delta")
+            reader = self.spark.read.format("delta")
             current = (
-                current.table(table.catalog_name) if table.catalog_name else current.load(table.uri)
+                reader.table(table.catalog_name) if table.catalog_name else reader.load(table.uri)
             )
             check_write_schema(table.name, current.schema, df.schema, merge_schema)
             df = df.select(*[f"`{n}`" for n in current.columns], *[

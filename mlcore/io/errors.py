@@ -1,7 +1,9 @@
 """Errors raised by the Delta IO layer; each message says what to change."""
 
+from mlcore.errors import MlcoreError
 
-class DeltaIOError(RuntimeError):
+
+class DeltaIOError(MlcoreError, RuntimeError):
     """A Delta read or write could not be done; the table is unchanged."""
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame, Row, SparkSession
     from pyspark.sql.types import StructType
 
 
@@ -63,3 +63,12 @@ def is_driver_local(df: DataFrame) -> bool:
     from mlcore.spark_classic import optimized_plan_kind
 
     return optimized_plan_kind(df) == "LocalRelation"  # None (unknown, Connect): not local
+
+
+def aggregate_row(df: DataFrame) -> Row:
+    """The one row of a global aggregation (``df.agg(...)`` without grouping), which Spark
+    always returns, even over no input: typed as a ``Row`` where ``first()`` says ``Row | None``."""
+    row = df.first()
+    if row is None:
+        raise ValueError("a global aggregation returned no row")
+    return row

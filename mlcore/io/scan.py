@@ -220,7 +220,7 @@ def plan_scan(
     )
     partition_cols = list(dt.metadata().partition_columns)
     if batch_rows is None:
-        batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
+        batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", None) or 10000)
     partitions = partitions or default_parallelism(spark)
     if partitions < 1:
         raise ValueError("partitions must be >= 1")

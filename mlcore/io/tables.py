@@ -9,6 +9,8 @@ from pathlib import Path
 
 from mlcore.config.models import MlcoreConfig
 
+# Every output row carries the run that wrote it: its MLflow run id and its run date.
+RUN_COLUMNS = ("run_id", "run_date")
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^dbfs:")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")  # \Z: "$" accepts "name\n"
 

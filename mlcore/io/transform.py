@@ -63,7 +63,7 @@ class ArrowTransform:
         )
         if timezone is None:
             session = SparkSession.getActiveSession()
-            timezone = session.conf.get("spark.sql.session.timeZone", "UTC") if session else "UTC"
+            timezone = (session.conf.get("spark.sql.session.timeZone", None) if session else None) or "UTC"
         constants = _constant_specs(columns)
         return ArrowTransform(_AppendConstants(self.fn, constants, timezone), schema)
 

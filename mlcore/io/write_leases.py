@@ -359,8 +359,8 @@ def sweep_dead_writes(
         for info in fs.get_file_info(pafs.FileSelector(f"{root}/_delta_log", allow_not_found=True)):
             if info.type != pafs.FileType.File or not _STAGED_COMMIT.match(info.base_name):
                 continue
-            mtime = info.mtime.timestamp() if info.mtime is not None else None
-            if mtime is not None and any(low <= mtime <= high for low, high in windows):
+            modified = info.mtime.timestamp() if info.mtime is not None else None
+            if modified is not None and any(low <= modified <= high for low, high in windows):
                 doomed.append(info.path)
     for path in doomed:
         with contextlib.suppress(FileNotFoundError, OSError):

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mlcore.io import model_files
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
-from mlcore.serving import model_files
 
 METADATA_KEY = "mlcore"
 THRESHOLD_TAG = "mlcore.threshold"
@@ -48,14 +48,12 @@ def resolve_for_scoring(
 ) -> RegisteredModel:
     """The version to score with (explicit version, else alias), loaded on the driver first so
     that a missing alias or an unsafe file fails before any Spark work or output write."""
-    from mlflow.tracking import MlflowClient
-
-    from mlcore.tracking.registry import ModelNotFound, resolve_version
+    from mlcore.tracking.registry import ModelNotFound, ModelRegistry
 
     if not ctx.config.mlflow.enabled:
         raise JobFailed(f"{ctx.job} needs the MLflow registry (mlflow.enabled is false)")
     try:
-        found = resolve_version(MlflowClient(), name, alias, version)
+        found = ModelRegistry().resolve(name, alias, version)
         loaded = load_version(name, str(found.version))
         return dataclasses.replace(loaded, run_id=found.run_id)
     except ModelNotFound as exc:
@@ -66,13 +64,11 @@ def resolve_for_scoring(
 
 def load_champion(ctx: JobContext, name: str) -> tuple[RegisteredModel | None, str]:
     """The current champion, so it can be measured on the challenger's holdout (or why not)."""
-    from mlflow.tracking import MlflowClient
-
-    from mlcore.tracking.registry import champion_version
+    from mlcore.tracking.registry import ModelRegistry
 
     if not ctx.config.mlflow.enabled:
         return None, ""
-    current = champion_version(MlflowClient(), name)
+    current = ModelRegistry().champion(name)
     if current is None:
         return None, "no champion yet"
     try:
@@ -94,12 +90,14 @@ def log_and_register(
     tags: Mapping[str, str],
     predict_fn: str = "predict",
 ) -> Any:
-    """Log ``model`` (skops, signature, input example, mlcore metadata), register it, tag the version."""
+    """Log ``model`` (skops, signature, input example, mlcore metadata) and register it with its
+    tags and the run date in one call."""
     import mlflow
     from mlflow.models import infer_signature
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient()
+    from mlcore.tracking.registry import ModelRegistry
+    from mlcore.tracking.runs import TAG_RUN_DATE
+
     info = mlflow.sklearn.log_model(
         model,
         name="model",
@@ -109,12 +107,10 @@ def log_and_register(
         input_example=input_example,
         pyfunc_predict_fn=predict_fn,
         metadata={METADATA_KEY: dict(metadata)},
-        registered_model_name=name,
     )
-    version = client.get_model_version(name, str(info.registered_model_version))
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version.version, key, value)
-    return version
+    return ModelRegistry().register(
+        info.model_uri, name, {**tags, TAG_RUN_DATE: ctx.run_date.isoformat()}
+    )
 
 
 def apply_gate(
@@ -128,15 +124,15 @@ def apply_gate(
     champion_value: float | None = None,
     note: str = "",
     lower_is_better: bool = False,
+    groups: int | None = None,
 ) -> None:
     """Run the champion/challenger gate and report it in the summary (dry runs move nothing)."""
-    from mlflow.tracking import MlflowClient
+    from mlcore.tracking.registry import ModelRegistry
 
-    from mlcore.tracking.registry import decide_and_promote
-
-    decision = decide_and_promote(
-        MlflowClient(), name, version, metric, value, tolerance,
+    decision = ModelRegistry().decide_and_promote(
+        name, version, metric, value, tolerance=tolerance,
         lower_is_better=lower_is_better, dry_run=ctx.dry_run, champion_value=champion_value,
+        groups=groups,
     )  # fmt: skip
     report_decision(ctx, summary, decision, note)
 
@@ -170,14 +166,16 @@ def replay_registered(
     """A rerun whose run already registered a version re-applies the gate from stored tags only."""
     if ctx.dry_run or not ctx.config.mlflow.enabled:
         return False
-    from mlflow.tracking import MlflowClient
+    from mlcore.tracking.registry import METRIC_TAG, ModelRegistry, stored_gate
 
-    from mlcore.tracking.registry import METRIC_TAG, version_for_run
-
-    version = version_for_run(MlflowClient(), name, ctx.run_id)
+    version = ModelRegistry().version_for_run(name, ctx.run_id)
     if version is None:
         return False
-    value = float(version.tags[METRIC_TAG.format(metric)])
+    # The numbers the first attempt compared (same groups), else the version's own metric.
+    compared = stored_gate(version)
+    value = compared.pop("value", None)
+    if value is None:
+        value = float(version.tags[METRIC_TAG.format(metric)])
     summary.add(
         "status",
         f"already trained and registered for this run date (v{version.version}): no new version",
@@ -191,5 +189,6 @@ def replay_registered(
         value,
         tolerance,
         lower_is_better=lower_is_better,
+        **compared,
     )
     return True

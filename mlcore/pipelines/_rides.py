@@ -16,7 +16,7 @@ from mlcore.anomaly.features import (
     classify_rides,
     row_key,
 )
-from mlcore.ingest.schemas import RUN_COLUMNS
+from mlcore.io.tables import RUN_COLUMNS
 from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed
 
@@ -87,8 +87,7 @@ def split_usable(
         *[c for c in source],
         RULE,
         REASON,
-        F.lit(ctx.run_id).alias("run_id"),
-        F.lit(ctx.run_date).alias("run_date"),
+        *ctx.run_columns(),
     )
     return usable, quarantined
 

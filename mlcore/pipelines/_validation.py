@@ -214,8 +214,7 @@ def record_results(ctx: JobContext, job_succeeded: bool) -> None:
                 F.col("reason"),
                 F.to_json(F.struct(*[F.col(f"`{c}`") for c in payload])).alias("row_json"),
                 F.lit(ctx.job).alias("job"),
-                F.lit(ctx.run_id).alias("run_id"),
-                F.lit(ctx.run_date).cast("date").alias("run_date"),
+                *ctx.run_columns(),
             )
         )
     if frames:

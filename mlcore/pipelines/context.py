@@ -7,17 +7,14 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from mlcore.config.models import MlcoreConfig
+from mlcore.errors import JobFailed  # noqa: F401 - re-exported: the pipelines raise it from here
 from mlcore.io.engines import WriteResult
 from mlcore.io.tables import WriteToken
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
     from mlcore.io.delta import DeltaTables
-
-
-class JobFailed(RuntimeError):
-    """An expected failure (a gate, a budget, bad input): the job exits non-zero with this reason."""
 
 
 @dataclass
@@ -46,6 +43,29 @@ class JobContext:
     def output_columns(self) -> dict[str, Any]:
         """Values every output row carries: the run id and the run date."""
         return {"run_id": self.run_id, "run_date": self.run_date}
+
+    def run_columns(self) -> list[Column]:
+        """:meth:`output_columns` as Spark literal columns (``run_id``, ``run_date``), to stamp a
+        DataFrame's rows: ``df.select("*", *ctx.run_columns())``."""
+        from pyspark.sql import functions as F
+
+        return [F.lit(value).alias(name) for name, value in self.output_columns().items()]
+
+    def stamp(self, frame: DataFrame) -> DataFrame:
+        """``frame`` with the run columns set (added at the end, or replaced where present)."""
+        from pyspark.sql import functions as F
+
+        return frame.withColumns({name: F.lit(value) for name, value in self.output_columns().items()})
+
+    def publish(self, frame: DataFrame, table: str, **options: Any) -> WriteResult:
+        """Write ``frame`` as this run date's partition of ``table``: replace-where on
+        ``run_date`` (what an interrupted earlier attempt left is replaced, other dates are
+        untouched) with this job's idempotency token for the table, so a replay is a no-op.
+        ``options`` go to ``DeltaTables.write`` (transform, totals, merge_schema)."""
+        return self.tables.write(
+            frame, table, mode="replace_where", replace_where={"run_date": self.run_date},
+            token=self.token(table), **options,
+        )  # fmt: skip
 
 
 @dataclass

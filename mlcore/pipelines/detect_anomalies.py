@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlcore.anomaly.clustering import FAILED, DbscanSettings
 from mlcore.anomaly.distributed import cluster_batches
 from mlcore.anomaly.features import ROW_KEY, RULE
+from mlcore.io.frames import aggregate_row
 from mlcore.pipelines._rides import batch_keys, days_before, read_rides, split_usable
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 from mlcore.spark_classic import default_parallelism
@@ -47,7 +48,7 @@ def outputs(ctx: JobContext, results: DataFrame, keys: list[str]) -> tuple[DataF
     from pyspark.sql import functions as F
 
     names = list(ctx.config.anomaly.features)
-    run_columns = [F.lit(ctx.run_id).alias("run_id"), F.lit(ctx.run_date).alias("run_date")]
+    run_columns = ctx.run_columns()
     batches = results.drop("rides").select("*", *run_columns)
     rides = results.select(*keys, F.explode("rides").alias("r")).select(
         *keys,
@@ -123,9 +124,9 @@ def run(ctx: JobContext) -> JobSummary:
             StorageLevel.MEMORY_AND_DISK
         )
         statuses = {r["status"]: r["count"] for r in results.groupBy("status").count().collect()}
-        totals = results.agg(
-            F.sum("anomalies"), F.sum("noise"), F.avg("silhouette"), F.avg("eps")
-        ).first()
+        totals = aggregate_row(
+            results.agg(F.sum("anomalies"), F.sum("noise"), F.avg("silhouette"), F.avg("eps"))
+        )
     finally:
         usable.unpersist()
     summary.add("rides clustered", n_usable, metric="rides_usable")
@@ -147,7 +148,7 @@ def run(ctx: JobContext) -> JobSummary:
         summary.metrics["eps_mean"] = float(totals[3])
 
     failed = statuses.get(FAILED, 0)
-    batch_table = results.drop("rides").orderBy(*keys).toPandas()
+    batch_table: Any = results.drop("rides").orderBy(*keys).toPandas()
     ctx.artifacts["batches.csv"] = batch_table.to_csv(index=False)
     if n_batches and failed / n_batches > ac.batch_failure_budget:
         results.unpersist()
@@ -163,15 +164,7 @@ def run(ctx: JobContext) -> JobSummary:
     rides, batches = outputs(ctx, results, keys)
     if not ctx.dry_run:
         for name, frame in ((ANOMALIES, rides), (BATCHES, batches), (QUARANTINE, quarantined)):
-            summary.writes.append(
-                ctx.tables.write(
-                    frame,
-                    name,
-                    mode="replace_where",
-                    replace_where={"run_date": ctx.run_date},
-                    token=tokens[name],
-                )
-            )
+            summary.writes.append(ctx.publish(frame, name))
     results.unpersist()
     quarantined.unpersist()
     return summary

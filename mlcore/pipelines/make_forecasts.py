@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlcore.forecasting.distributed import forecast_groups, group_partitions
 from mlcore.pipelines._validation import check_inputs
@@ -98,9 +98,8 @@ def future_calendar(ctx: JobContext, groups: DataFrame) -> tuple[DataFrame, int]
 
 
 def run(ctx: JobContext) -> JobSummary:
-    from mlflow.tracking import MlflowClient
-
-    from mlcore.tracking.registry import champion_version
+    from mlcore.tracking.registry import ModelRegistry
+    from mlcore.tracking.runs import TAG_RUN_DATE
 
     fc = ctx.config.forecasting
     keys = list(fc.group_keys)
@@ -115,14 +114,14 @@ def run(ctx: JobContext) -> JobSummary:
         return summary
     if not ctx.config.mlflow.enabled:
         raise JobFailed("make_forecasts needs the model registry (mlflow.enabled=false)")
-    champion = champion_version(MlflowClient(), fc.model_name)
+    champion = ModelRegistry().champion(fc.model_name)
     if champion is None:
         raise JobFailed(
             f"no '{fc.model_name}' version has the champion alias: run train_forecasts first"
         )
     try:
         models_version = int(champion.tags["mlcore.forecast_models_version"])
-        trained_on = dt.date.fromisoformat(champion.tags["mlcore.run_date"])
+        trained_on = dt.date.fromisoformat(champion.tags[TAG_RUN_DATE])
     except (KeyError, ValueError) as exc:
         raise JobFailed(
             f"{fc.model_name} v{champion.version} lacks its forecast_models tags: {exc}"
@@ -177,7 +176,7 @@ def _publish(
     fc = ctx.config.forecasting
     keys = list(fc.group_keys)
     forecast_rows, status_rows = split_forecast_results(results, keys)
-    statuses = status_rows.toPandas()
+    statuses: Any = status_rows.toPandas()
     skipped = pd.DataFrame(
         [
             {
@@ -228,23 +227,15 @@ def _publish(
         "model_name": F.lit(fc.model_name),
         "model_version": F.lit(str(champion.version)),
         "trained_run_date": F.lit(trained_on),
-        "run_id": F.lit(ctx.run_id),
-        "run_date": F.lit(ctx.run_date),
     }
-    forecasts = forecast_rows.withColumns(stamped).withColumn("created_at", F.current_timestamp())
-    status_frame = local_frame(
-        ctx.spark, statuses.to_dict("records"), status_rows.schema
-    ).withColumns(stamped)
+    forecasts = ctx.stamp(forecast_rows.withColumns(stamped)).withColumn(
+        "created_at", F.current_timestamp()
+    )
+    status_frame = ctx.stamp(
+        local_frame(ctx.spark, statuses.to_dict("records"), status_rows.schema).withColumns(stamped)
+    )
     for name, frame in ((FORECASTS, forecasts), (STATUS, status_frame)):
-        summary.writes.append(
-            ctx.tables.write(
-                frame,
-                name,
-                mode="replace_where",
-                replace_where={"run_date": ctx.run_date},
-                token=ctx.token(name),
-            )
-        )
+        summary.writes.append(ctx.publish(frame, name))
     return summary
 
 

@@ -33,6 +33,7 @@ from mlcore.drift.metrics import (
     psi,
     psi_noise_floor,
 )
+from mlcore.forecasting.metrics import scored_wape
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 
 if TYPE_CHECKING:
@@ -245,7 +246,8 @@ def sales_per_store(ctx: JobContext) -> list[Comparison]:
 
 
 def forecast_accuracy(ctx: JobContext) -> list[dict[str, Any]]:
-    """Realised WAPE per store of every past forecast run whose days have actuals by now."""
+    """Realised WAPE per store of every past forecast run whose days have actuals by now, under
+    the backtest's evaluation rule (days with sales > 0; ``forecasting.metrics.scored_wape``)."""
     from pyspark.sql import functions as F
 
     fc, cfg = ctx.config.forecasting, ctx.config.drift
@@ -265,7 +267,7 @@ def forecast_accuracy(ctx: JobContext) -> list[dict[str, Any]]:
     )
     joined = forecasts.join(actuals, [*keys, "_day"])
     per_group = joined.groupBy(*keys, "forecast_run").agg(
-        (F.sum(F.abs(F.col("_y") - F.col("yhat"))) / F.sum(F.abs("_y"))).alias("wape"),
+        scored_wape("_y", "yhat").alias("wape"),
         F.count("*").alias("days"),
         F.min("_day").alias("first"),
         F.max("_day").alias("last"),
@@ -406,18 +408,6 @@ def run(ctx: JobContext) -> JobSummary:
     ctx.artifacts["drift/drift_metrics.csv"] = frame.to_csv(index=False)
     ctx.artifacts["drift/drift_report.html"] = report_html(ctx, frame, skipped)
     if not ctx.dry_run:
-        from pyspark.sql import functions as F
-
-        out = ctx.spark.createDataFrame(frame if len(frame) else [], SCHEMA).select(
-            "*", F.lit(ctx.run_id).alias("run_id"), F.lit(ctx.run_date).alias("run_date")
-        )
-        summary.writes.append(
-            ctx.tables.write(
-                out,
-                OUTPUT,
-                mode="replace_where",
-                replace_where={"run_date": ctx.run_date},
-                token=token,
-            )
-        )
+        out = ctx.spark.createDataFrame(frame if len(frame) else [], SCHEMA)
+        summary.writes.append(ctx.publish(out.select("*", *ctx.run_columns()), OUTPUT))
     return summary

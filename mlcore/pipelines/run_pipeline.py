@@ -69,16 +69,14 @@ def champion_age_days(ctx: JobContext, model_name: str) -> tuple[int | None, str
     """Age in days of the champion's training run date (None when there is no champion)."""
     if not ctx.config.mlflow.enabled:
         return None, "MLflow disabled"
-    from mlflow.tracking import MlflowClient
-
-    from mlcore.tracking.registry import champion_version
+    from mlcore.tracking.registry import ModelRegistry
     from mlcore.tracking.runs import TAG_RUN_DATE
 
-    client = MlflowClient()
-    champion = champion_version(client, model_name)
+    registry = ModelRegistry()
+    champion = registry.champion(model_name)
     if champion is None:
         return None, f"{model_name} has no champion"
-    trained = client.get_run(champion.run_id).data.tags.get(TAG_RUN_DATE)
+    trained = registry.training_run_tag(champion, TAG_RUN_DATE)
     if trained is None:
         return None, f"{model_name} v{champion.version} has no training run date"
     return (ctx.run_date - dt.date.fromisoformat(trained)).days, f"{model_name} v{champion.version}"

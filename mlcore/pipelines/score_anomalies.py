@@ -14,6 +14,7 @@ import logging
 
 from mlcore.anomaly.features import check_feature_names
 from mlcore.anomaly.scoring import score_rides
+from mlcore.io.frames import aggregate_row
 from mlcore.pipelines._models import resolve_for_scoring
 from mlcore.pipelines._rides import PASSTHROUGH, batch_keys, days_before, read_rides, split_usable
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
@@ -66,34 +67,21 @@ def run(ctx: JobContext) -> JobSummary:
         F.lit(ac.model_name).alias("model_name"),
         F.lit(int(registered.version)).alias("model_version"),
         F.lit(threshold).alias("threshold"),
-        F.lit(ctx.run_id).alias("run_id"),
-        F.lit(ctx.run_date).alias("run_date"),
+        *ctx.run_columns(),
         F.lit(scored_at).cast("timestamp").alias("scored_at"),
     )
     if ctx.dry_run:
-        counts = scores.agg(F.count("*"), F.sum(F.col("is_anomaly").cast("int"))).first()
+        counts = aggregate_row(scores.agg(F.count("*"), F.sum(F.col("is_anomaly").cast("int"))))
         quarantined_rows = quarantined.count()
     else:
-        result = ctx.tables.write(
-            scores,
-            SCORES,
-            mode="replace_where",
-            replace_where={"run_date": ctx.run_date},
-            token=tokens[SCORES],
-        )
-        q_result = ctx.tables.write(
-            quarantined,
-            QUARANTINE,
-            mode="replace_where",
-            replace_where={"run_date": ctx.run_date},
-            token=tokens[QUARANTINE],
-        )
+        result = ctx.publish(scores, SCORES)
+        q_result = ctx.publish(quarantined, QUARANTINE)
         summary.writes.extend([result, q_result])
         # Counting what this run wrote: its own outputs, not inputs of the run (record_input).
         written = ctx.tables.read(
             SCORES, version=result.version, where={"run_date": ctx.run_date}, record_input=False
         )
-        counts = written.agg(F.count("*"), F.sum(F.col("is_anomaly").cast("int"))).first()
+        counts = aggregate_row(written.agg(F.count("*"), F.sum(F.col("is_anomaly").cast("int"))))
         quarantined_rows = ctx.tables.read(
             QUARANTINE,
             version=q_result.version,

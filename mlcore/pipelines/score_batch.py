@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from mlcore.pipelines import score_anomalies, score_classifier
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
@@ -61,7 +61,7 @@ def _run_one(ctx: JobContext, scorer: str, pool: bool) -> Outcome:
     return outcome
 
 
-def run_scorers(ctx: JobContext, scorers: list[str], parallel: bool) -> list[Outcome]:
+def run_scorers(ctx: JobContext, scorers: Sequence[str], parallel: bool) -> list[Outcome]:
     if not parallel:
         return [_run_one(ctx, s, pool=False) for s in scorers]
     from pyspark import InheritableThread

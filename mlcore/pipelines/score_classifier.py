@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from mlcore.classification.features import FeatureSpec, check_spark_columns
 from mlcore.classification.scoring import (
@@ -35,6 +36,7 @@ from mlcore.classification.scoring import (
     scoring,
     unhashable_in_python,
 )
+from mlcore.io.frames import aggregate_row
 from mlcore.pipelines._models import resolve_for_scoring
 from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
@@ -98,19 +100,12 @@ def run(ctx: JobContext) -> JobSummary:
     )
     previous = ctx.spark.conf.get(BATCH_CONF, None)
     ctx.spark.conf.set(BATCH_CONF, str(cc.score_batch_rows))
+    counts: Sequence[Any]  # (rows, positives)
     try:
         if ctx.dry_run:
-            counts = transform.apply(rows_in).agg(F.count("*"), F.sum("label")).first()
+            counts = aggregate_row(transform.apply(rows_in).agg(F.count("*"), F.sum("label")))
         else:
-            result = ctx.tables.write(
-                rows_in,
-                cc.output_table,
-                mode="replace_where",
-                replace_where={"run_date": ctx.run_date},
-                token=token,
-                transform=transform,
-                totals=["label"],
-            )
+            result = ctx.publish(rows_in, cc.output_table, transform=transform, totals=["label"])
             summary.writes.append(result)
             if result.committed and result.rows is not None and result.totals is not None:
                 counts = (result.rows, result.totals.get("label"))  # counted by the write itself
@@ -121,7 +116,7 @@ def run(ctx: JobContext) -> JobSummary:
                     where={"run_date": ctx.run_date},
                     record_input=False,
                 )
-                counts = written.agg(F.count("*"), F.sum("label")).first()
+                counts = aggregate_row(written.agg(F.count("*"), F.sum("label")))
     finally:
         if previous is None:
             ctx.spark.conf.unset(BATCH_CONF)

@@ -24,6 +24,7 @@ from mlcore.anomaly.detector import (
     threshold_of,
 )
 from mlcore.anomaly.features import ROW_KEY
+from mlcore.io import model_files
 from mlcore.pipelines._models import (
     THRESHOLD_TAG,
     apply_gate,
@@ -34,7 +35,6 @@ from mlcore.pipelines._models import (
 from mlcore.pipelines._rides import batch_keys, days_before, read_rides, split_usable
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 from mlcore.pipelines.detect_anomalies import dbscan_settings
-from mlcore.serving import model_files
 from mlcore.tracking.registry import METRIC_TAG
 
 if TYPE_CHECKING:
@@ -181,7 +181,7 @@ def run(ctx: JobContext) -> JobSummary:
     champion_value = None
     if champion is not None:
         champion_value, note = champion_on_holdout(champion, holdout, noise)
-    gate = {"metric": METRIC, "value": value, "tolerance": ac.promotion_tolerance}
+    gate: dict[str, Any] = {"metric": METRIC, "value": value, "tolerance": ac.promotion_tolerance}
     if ctx.dry_run:
         apply_gate(
             ctx,
@@ -194,12 +194,11 @@ def run(ctx: JobContext) -> JobSummary:
         )
         return summary
     example = holdout[names].head(5).astype("float64")
-    tags = {
+    tags: dict[str, str] = {
         METRIC_TAG.format(METRIC): f"{value:.6f}",
         THRESHOLD_TAG: f"{threshold:.6f}",
-        "mlcore.run_date": ctx.run_date.isoformat(),
         "mlcore.detector": ac.detector,
-        "mlcore.model_sha256": metadata["model_sha256"],
+        "mlcore.model_sha256": str(metadata["model_sha256"]),
     }
     version = log_and_register(
         ctx, ac.model_name, model, example, model.predict(example), metadata, tags, "predict"

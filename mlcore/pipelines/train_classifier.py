@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +47,7 @@ from mlcore.classification.search import (
     search_local,
     validate_candidates,
 )
+from mlcore.io import model_files
 from mlcore.pipelines._models import (
     THRESHOLD_TAG,
     RegisteredModel,
@@ -57,7 +58,6 @@ from mlcore.pipelines._models import (
 )
 from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
-from mlcore.serving import model_files
 from mlcore.tracking.registry import METRIC_TAG
 
 if TYPE_CHECKING:
@@ -288,7 +288,7 @@ def run(ctx: JobContext) -> JobSummary:
         champion_value, note = champion_on_holdout(
             champion, frame.iloc[holdout_rows], y_holdout, cc.promotion_metric
         )
-    gate = {"metric": cc.promotion_metric, "value": value, "tolerance": cc.promotion_tolerance}
+    gate: dict[str, Any] = {"metric": cc.promotion_metric, "value": value, "tolerance": cc.promotion_tolerance}
     if ctx.dry_run:
         apply_gate(
             ctx,
@@ -304,7 +304,6 @@ def run(ctx: JobContext) -> JobSummary:
     tags = {
         METRIC_TAG.format(cc.promotion_metric): f"{value:.6f}",
         THRESHOLD_TAG: f"{threshold:.6f}",
-        "mlcore.run_date": ctx.run_date.isoformat(),
         "mlcore.estimator": cc.estimator,
         "mlcore.model_sha256": metadata["model_sha256"],
     }

@@ -9,16 +9,19 @@ date, idempotent), logs aggregates and artifacts to MLflow and registers ``store
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import math
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mlcore.forecasting.distributed import fingerprint_groups, group_partitions, train_groups
+from mlcore.forecasting.metrics import compute_metrics
 from mlcore.pipelines._models import replay_registered, report_decision
 from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
@@ -114,12 +117,6 @@ class _Progress(threading.Thread):
             self.stages.close()
 
 
-def _with_run_columns(ctx: JobContext, df: DataFrame) -> DataFrame:
-    from pyspark.sql import functions as F
-
-    return df.withColumn("run_id", F.lit(ctx.run_id)).withColumn("run_date", F.lit(ctx.run_date))
-
-
 def model_rows(ctx: JobContext, results: DataFrame) -> DataFrame:
     """``forecast_models`` rows: the per-group results without the nested backtest columns."""
     from pyspark.sql import functions as F
@@ -127,7 +124,7 @@ def model_rows(ctx: JobContext, results: DataFrame) -> DataFrame:
     models = results.drop(*_NESTED).withColumn(
         "model_name", F.lit(ctx.config.forecasting.model_name)
     )
-    return _with_run_columns(ctx, models.withColumn("created_at", F.current_timestamp()))
+    return ctx.stamp(models.withColumn("created_at", F.current_timestamp()))
 
 
 _GROUP_COLUMNS = (
@@ -215,7 +212,7 @@ def exploded_outputs(
         (METRICS, collected.metrics, "metrics"),
         (BACKTEST, collected.points, "backtest_points"),
     ):
-        items = fields[nested].dataType.elementType.fields
+        items = cast(Any, fields[nested].dataType).elementType.fields
         schema = StructType([fields[k] for k in keys] + list(items) + tail)
         n = table.num_rows
         arrays = [table.column(f.name) for f in schema.fields[: len(keys) + len(items)]]
@@ -234,31 +231,26 @@ def aggregate_metrics(groups: pd.DataFrame, points: pd.DataFrame) -> dict[str, f
     ``groups``/``points`` come from :func:`collect_results` (already limited to trained groups).
     Status counts are not repeated here: ``run`` counts them once, for the failure budget.
     """
-    import numpy as np
-
     out: dict[str, float] = {}
     for champion, count in groups["champion"].dropna().value_counts().items():
         out[f"champion_{champion}"] = float(count)
     out["compute_seconds"] = float(
         groups["fit_seconds"].fillna(0).sum() + groups["backtest_seconds"].fillna(0).sum()
     )
-    scored = points[points["yhat"].notna() & (points["y"] > 0)]
-    error = (scored["y"] - scored["yhat"]).abs()
-    relative = (error / scored["y"]) ** 2
-    scored = scored.assign(error=error, relative=relative)
     for name in ("wape", "rmspe"):
         values = groups[f"champion_{name}"].dropna()
         if len(values):
             out[f"{name}_mean"] = float(values.mean())
             out[f"{name}_median"] = float(values.quantile(0.5))
             out[f"{name}_p90"] = float(values.quantile(0.9))
-    for model, part in scored.groupby("model"):
-        out[f"pooled_wape_{model}"] = float(part["error"].sum() / part["y"].abs().sum())
-        out[f"pooled_rmspe_{model}"] = float(np.sqrt(part["relative"].mean()))
-    best = scored[scored["model"] == scored["champion"]]
-    if len(best):
-        out["pooled_wape_champion"] = float(best["error"].sum() / best["y"].abs().sum())
-        out["pooled_rmspe_champion"] = float(np.sqrt(best["relative"].mean()))
+    # Pooled over every group's backtest points, by the same rule as the per-group metrics.
+    pooled = {str(model): part for model, part in points.groupby("model")}
+    pooled["champion"] = points[points["model"] == points["champion"]]
+    for model, part in pooled.items():
+        metrics = compute_metrics(part["y"], part["yhat"])
+        if math.isfinite(metrics["wape"]):  # a model with no scored point reports nothing
+            out[f"pooled_wape_{model}"] = metrics["wape"]
+            out[f"pooled_rmspe_{model}"] = metrics["rmspe"]
     return out
 
 
@@ -306,17 +298,85 @@ def _model_code_file(module: Any) -> str:
     return str(target)
 
 
-def register_and_promote(ctx: JobContext, models_version: int | None, metric_value: float) -> Any:
-    """Register the store_forecaster version serving this run's models; run the promotion gate."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
+BACKTEST_VERSION_TAG = "mlcore.forecast_backtest_version"
 
-    from mlcore.serving import store_forecaster
-    from mlcore.tracking.registry import METRIC_TAG, decide_and_promote, version_for_run
+
+@dataclass(frozen=True)
+class GateComparison:
+    """Challenger and champion measured on the groups both backtested (the same rule, the same
+    groups): what the promotion gate compares. ``groups`` 0: nothing in common."""
+
+    challenger_value: float
+    champion_value: float | None
+    groups: int
+
+
+def champion_backtest(ctx: JobContext) -> pd.DataFrame | None:
+    """The registered champion's own backtest points (group keys, y, yhat of each group's
+    champion model), read before this run publishes: at the ``forecast_backtest`` version the
+    champion recorded, else that run date's rows as the table holds them now. None when there
+    is no champion or nothing to read."""
+    from pyspark.sql import functions as F
+
+    from mlcore.tracking.registry import ModelRegistry
+    from mlcore.tracking.runs import TAG_RUN_DATE
 
     fc = ctx.config.forecasting
-    client = MlflowClient()
-    version = version_for_run(client, fc.model_name, ctx.run_id)
+    if not ctx.config.mlflow.enabled or not ctx.tables.exists(BACKTEST):
+        return None
+    champion = ModelRegistry().champion(fc.model_name)
+    if champion is None or TAG_RUN_DATE not in champion.tags:
+        return None
+    trained_on = champion.tags[TAG_RUN_DATE]
+    version = champion.tags.get(BACKTEST_VERSION_TAG)
+    keys = list(fc.group_keys)
+    where = {"run_date": dt.date.fromisoformat(trained_on)}
+    for at in ([int(version)] if version else []) + [None]:
+        try:  # the recorded version may have been vacuumed away: then the rows as they are now
+            rows = ctx.tables.read(BACKTEST, version=at, where=where, record_input=False)
+            return rows.filter(F.col("is_champion")).select(*keys, "y", "yhat").toPandas()
+        except Exception as exc:  # noqa: BLE001 - an unreadable version: try the next source
+            log.warning("champion backtest unreadable at version %s: %s", at, exc)
+    return None
+
+
+def compare_on_common_groups(
+    challenger: pd.DataFrame, champion: pd.DataFrame | None, keys: list[str], metric: str
+) -> GateComparison | None:
+    """``metric`` of both sides' champion backtest points over the groups present in both (the
+    evaluation rule of ``compute_metrics``): a 1,115-store challenger is judged against a
+    100-store champion on those 100 stores, not on different store sets."""
+    if champion is None:  # no champion, or one without backtest rows: its stored metric is used
+        return None
+    common = challenger[keys].drop_duplicates().merge(champion[keys].drop_duplicates(), on=keys)
+    mine = challenger.merge(common, on=keys)
+    theirs = champion.merge(common, on=keys)
+    return GateComparison(
+        compute_metrics(mine["y"], mine["yhat"])[metric],
+        compute_metrics(theirs["y"], theirs["yhat"])[metric] if len(common) else None,
+        len(common),
+    )
+
+
+def register_and_promote(
+    ctx: JobContext,
+    models_version: int | None,
+    metric_value: float,
+    backtest_version: int | None = None,
+    comparison: GateComparison | None = None,
+) -> Any:
+    """Register the store_forecaster version serving this run's models (its pooled metric and
+    the table versions it was built from as tags); run the promotion gate on ``comparison``
+    (both sides on the same groups) when there is a champion to compare with."""
+    import mlflow
+
+    from mlcore.serving import store_forecaster
+    from mlcore.tracking.registry import METRIC_TAG, ModelRegistry, gate_tags
+    from mlcore.tracking.runs import TAG_RUN_DATE
+
+    fc = ctx.config.forecasting
+    registry = ModelRegistry()
+    version = registry.version_for_run(fc.model_name, ctx.run_id)
     if version is None and not ctx.dry_run:
         model_config = {
             "forecasting": asdict(fc),
@@ -333,30 +393,26 @@ def register_and_promote(ctx: JobContext, models_version: int | None, metric_val
         tags = {
             METRIC_TAG.format(fc.promotion_metric): f"{metric_value:.6f}",
             "mlcore.forecast_models_version": str(models_version),
-            "mlcore.run_date": ctx.run_date.isoformat(),
+            TAG_RUN_DATE: ctx.run_date.isoformat(),
         }
-        # Registered with its tags in one call: a version never exists without its metric.
-        registered = mlflow.register_model(info.model_uri, fc.model_name, tags=tags)
-        version = client.get_model_version(fc.model_name, str(registered.version))
+        if backtest_version is not None:
+            tags[BACKTEST_VERSION_TAG] = str(backtest_version)
+        if comparison is not None:
+            tags.update(gate_tags(*astuple(comparison)))
+        version = registry.register(info.model_uri, fc.model_name, tags)
+    gate: dict[str, Any] = {"tolerance": fc.promotion_tolerance}
+    value = metric_value
+    if comparison is not None:
+        value = comparison.challenger_value
+        gate.update(champion_value=comparison.champion_value, groups=comparison.groups)
     if version is None:  # dry run before any registration: decide against the champion only
-        return decide_and_promote(
-            client,
-            fc.model_name,
-            "(dry-run)",
-            fc.promotion_metric,
-            metric_value,
-            fc.promotion_tolerance,
-            dry_run=True,
+        return registry.decide_and_promote(
+            fc.model_name, "(dry-run)", fc.promotion_metric, value, dry_run=True, **gate
         )
-    return decide_and_promote(
-        client,
-        fc.model_name,
-        str(version.version),
-        fc.promotion_metric,
-        metric_value,
-        fc.promotion_tolerance,
-        dry_run=ctx.dry_run,
-    )
+    return registry.decide_and_promote(
+        fc.model_name, str(version.version), fc.promotion_metric, value,
+        dry_run=ctx.dry_run, **gate,
+    )  # fmt: skip
 
 
 def _kept_rows(kept: DataFrame, results: DataFrame, keys: list[str]) -> DataFrame:
@@ -447,13 +503,10 @@ def _published(ctx: JobContext, tokens: dict[str, Any]) -> bool:
         return False
     if not ctx.config.mlflow.enabled:
         return True
-    from mlflow.tracking import MlflowClient
+    from mlcore.tracking.registry import ModelRegistry
 
-    from mlcore.tracking.registry import version_for_run
-
-    return (
-        version_for_run(MlflowClient(), ctx.config.forecasting.model_name, ctx.run_id) is not None
-    )
+    model_name = ctx.config.forecasting.model_name
+    return ModelRegistry().version_for_run(model_name, ctx.run_id) is not None
 
 
 def run(ctx: JobContext) -> JobSummary:
@@ -573,6 +626,14 @@ def run(ctx: JobContext) -> JobSummary:
     ]
     ctx.artifacts["group_summary.csv"] = per_group.to_csv(index=False)
     models_version = ctx.tables.version(MODELS)
+    backtest_version = ctx.tables.version(BACKTEST)
+    # The gate compares this run with the champion on the groups both backtested: the
+    # champion's points are read now, before this run's rows replace a same-date partition.
+    challenger_points = points.merge(trained_groups[keys], on=keys)
+    challenger_points = challenger_points[challenger_points["model"] == challenger_points["champion"]]
+    comparison = compare_on_common_groups(
+        challenger_points, champion_backtest(ctx), keys, fc.promotion_metric
+    )
     # The plot renders on a driver thread while the tables are written (executor and delta-rs
     # work that leaves the driver's interpreter mostly waiting): ~1 s off the job at any scale.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcore-plot") as background:
@@ -581,18 +642,13 @@ def run(ctx: JobContext) -> JobSummary:
             outputs = {MODELS: model_rows(ctx, results)}
             outputs.update(exploded_outputs(ctx, collected, results.schema))
             for name, frame in outputs.items():
-                result = ctx.tables.write(
-                    frame,
-                    name,
-                    mode="replace_where",
-                    replace_where={"run_date": ctx.run_date},
-                    token=tokens[name],
-                    # forecast_models written before content hashes gains those columns
-                    merge_schema=name == MODELS,
-                )
+                # forecast_models written before content hashes gains those columns
+                result = ctx.publish(frame, name, merge_schema=name == MODELS)
                 summary.writes.append(result)
                 if name == MODELS:
                     models_version = result.version
+                elif name == BACKTEST:
+                    backtest_version = result.version
         plot_path = plot.result()
     if plot_path:
         ctx.artifact_files["plots"] = plot_path
@@ -602,6 +658,8 @@ def run(ctx: JobContext) -> JobSummary:
 
     metric_key = f"pooled_{fc.promotion_metric}_champion"
     if metric_key in aggregates and ctx.config.mlflow.enabled:
-        decision = register_and_promote(ctx, models_version, aggregates[metric_key])
+        decision = register_and_promote(
+            ctx, models_version, aggregates[metric_key], backtest_version, comparison
+        )
         report_decision(ctx, summary, decision)
     return summary

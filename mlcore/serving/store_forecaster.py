@@ -15,11 +15,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import mlflow
 import pandas as pd
+from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
 
 
-class StoreForecasterModel(mlflow.pyfunc.PythonModel):
+class StoreForecasterModel(PythonModel):
     def load_context(self, context: Any) -> None:
         from mlcore.config.loader import build_section
         from mlcore.config.models import ForecastingConfig
@@ -74,4 +75,4 @@ class StoreForecasterModel(mlflow.pyfunc.PythonModel):
         return pd.concat(outputs, ignore_index=True)
 
 
-mlflow.models.set_model(StoreForecasterModel())
+set_model(StoreForecasterModel())

@@ -21,6 +21,7 @@ from typing import Any
 
 from mlcore._version import __version__
 from mlcore.config.models import MlcoreConfig
+from mlcore.errors import MlcoreError
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def configure_mlflow(config: MlcoreConfig) -> TrackingUris:
     return uris
 
 
-class TrackingUnavailable(RuntimeError):
+class TrackingUnavailable(MlcoreError, RuntimeError):
     """The tracking server could not be reached within ``mlflow.request_timeout_seconds``."""
 
 

@@ -20,18 +20,9 @@ import shutil
 import uuid
 from pathlib import Path
 
+from mlcore.cache import CACHE_ENV, cache_dir  # noqa: F401 - CACHE_ENV: named here for callers
+
 log = logging.getLogger(__name__)
-
-CACHE_ENV = "MLCORE_CACHE_DIR"
-
-
-def cache_dir() -> Path:
-    """``$MLCORE_CACHE_DIR``, else ``$XDG_CACHE_HOME/mlcore``, else ``~/.cache/mlcore``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mlcore"
-
 
 def template_path(folder: Path | None = None) -> Path:
     import mlflow

@@ -18,6 +18,7 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from mlcore.config.models import TableRules
+from mlcore.io.frames import aggregate_row
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -269,7 +270,7 @@ def validate_frame(
         good = ~functools.reduce(lambda a, b: a | b, [c.failed for c in compiled], F.lit(False))
         latest = F.when(good, F.to_date(F.col(f"`{fresh_col}`")))
         aggregates.append(F.max(latest).alias("_latest"))
-    row = df.agg(*aggregates).first()
+    row = aggregate_row(df.agg(*aggregates))
     rows = int(row["_rows"])
     validation = TableValidation(table, rows, results)
 
@@ -295,7 +296,7 @@ def validate_frame(
                     observed=f"no {fresh_col} values", expected=expected,
                     detail=f"{fresh_col} is null in every row")  # fmt: skip
             else:
-                ok = stale <= rules.max_staleness_days
+                ok = stale <= (rules.max_staleness_days or 0)  # set: check_freshness
                 add(FRESHNESS, "batch", "passed" if ok else "failed", fresh_col,
                     observed=f"latest {latest} ({stale} days stale)", expected=expected,
                     detail=None if ok else f"latest {fresh_col} {latest} is {stale} days stale "
@@ -308,12 +309,11 @@ def validate_frame(
             add(UNIQUE_KEYS, "batch", "failed", ",".join(keys),
                 detail=f"key columns {missing_keys} not in the input")  # fmt: skip
         else:
-            dup = (
+            dup = aggregate_row(
                 df.groupBy(*[F.col(f"`{k}`") for k in keys])
                 .count()
                 .where(F.col("count") > 1)
                 .agg(F.count(F.lit(1)).alias("keys"), F.sum(F.col("count") - 1).alias("extra"))
-                .first()
             )
             extra, dup_keys = int(dup["extra"] or 0), int(dup["keys"] or 0)
             add(UNIQUE_KEYS, "batch", "failed" if extra else "passed", ",".join(keys),

@@ -146,7 +146,7 @@ def test_scoring_needs_no_pickle_and_refuses_a_pickled_champion(trained, mlcore_
     from mlflow.exceptions import MlflowException
     from sklearn.dummy import DummyClassifier
 
-    from mlcore.serving import model_files
+    from mlcore.io import model_files
 
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     client = trained

@@ -240,3 +240,34 @@ def test_only_needed_retrains_restated_and_drifted_groups(spark, tables, mlcore_
     third = tables.read("forecast_models", where={"run_date": week_later + dt.timedelta(days=1)}).toPandas()
     actions = dict(zip(third["store"], third["action"], strict=True))
     assert actions == {1: "trained", 2: "trained", 3: "kept", 4: "trained", 5: "kept", 6: "trained"}
+
+
+def test_promotion_gate_compares_on_the_champions_groups(spark, tables, mlcore_home, rossmann_frame, capsys):
+    """A champion trained on 4 stores and a challenger on 8: the gate measures both on the 4
+    stores they share (the champion's own backtest rows, at the table version it recorded), not
+    the challenger's 8 against the champion's 4, and says on how many groups it compared."""
+    import re
+
+    from mlcore.forecasting.metrics import compute_metrics
+
+    write_sales(spark, tables, rossmann_frame)
+    assert run_job("train_forecasts", [*ARGS, "--set", "forecasting.limit_groups=4"]) == 0
+    capsys.readouterr()
+    champion = registry(mlcore_home).get_model_version_by_alias("store_forecaster", "champion")
+    recorded = int(champion.tags["mlcore.forecast_backtest_version"])
+
+    assert run_job("train_forecasts", [*ARGS, "--set", "forecasting.limit_groups=8",
+                                       "--set", "run.revision=2"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    decision = next(line for line in out.splitlines() if "store_forecaster v2" in line)
+    assert decision.endswith("both on the same 4 groups"), decision
+    challenger_value, champion_value = map(float, re.findall(r"(\d\.\d{4})", decision)[:2])
+
+    def pooled(version: int | None) -> float:
+        path = str(mlcore_home / "lake" / "forecast_backtest")
+        rows = DeltaTable(path, version=version).to_pandas()
+        rows = rows[rows["is_champion"] & (rows["store"] <= 4) & (rows["run_date"] == RUN_DATE)]
+        return compute_metrics(rows["y"], rows["yhat"])["wape"]
+
+    assert champion_value == pytest.approx(pooled(recorded), abs=1e-4), "the champion's own rows"
+    assert challenger_value == pytest.approx(pooled(None), abs=1e-4), "the challenger's 4 stores"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mlcore.serving import model_files
+from mlcore.io import model_files
 
 pytestmark = pytest.mark.reliability
 

@@ -25,7 +25,7 @@ from mlcore.classification.search import (
     sample_candidates,
     search_local,
 )
-from mlcore.serving import model_files
+from mlcore.io import model_files
 
 SPEC = FeatureSpec(categorical=("job", "contact"), numeric=("age", "balance", "noise"), label="y", positive_label="yes")
 SPACE = {"n_estimators": [5, 10, 20], "max_depth": [3, 5, None], "min_samples_leaf": [1, 3]}

@@ -109,3 +109,68 @@ def test_perfect_forecast():
     m = compute_metrics(y, y, y, y)
     assert m["mae"] == m["rmse"] == m["wape"] == m["rmspe"] == m["smape"] == m["mape"] == 0.0
     assert m["coverage"] == 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# One WAPE: backtest (per group and pooled) and realised (Spark) share the evaluation rule
+# ----------------------------------------------------------------------------------------------
+POINTS_Y = [100.0, 0.0, 50.0, 80.0, 0.0, 120.0]  # closed / zero-sales days score nothing
+POINTS_YHAT = [90.0, 30.0, float("nan"), 100.0, 5.0, 150.0]
+
+
+def test_realised_wape_in_spark_is_the_backtest_wape(spark):
+    from pyspark.sql import functions as F
+
+    from mlcore.forecasting.metrics import scored_wape
+
+    frame = spark.createDataFrame(
+        [(y, None if math.isnan(f) else f) for y, f in zip(POINTS_Y, POINTS_YHAT, strict=True)],
+        "y double, yhat double",
+    )
+    (realised,) = frame.agg(scored_wape("y", "yhat").alias("wape")).first()
+    expected = compute_metrics(POINTS_Y, POINTS_YHAT)["wape"]
+    assert realised == pytest.approx(expected)
+    assert expected == pytest.approx((10 + 20 + 30) / (100 + 80 + 120)), "zero-sales days excluded"
+    (none,) = frame.filter(F.col("y") == 0).agg(scored_wape("y", "yhat")).first()
+    assert none is None, "no scored day: no realised WAPE"
+
+
+def test_pooled_backtest_metrics_use_the_per_group_rule():
+    import pandas as pd
+
+    from mlcore.pipelines.train_forecasts import aggregate_metrics
+
+    points = pd.DataFrame({
+        "store": [1, 1, 1, 2, 2, 2], "model": ["prophet"] * 3 + ["seasonal_naive"] * 3,
+        "champion": ["prophet"] * 6, "y": POINTS_Y, "yhat": POINTS_YHAT,
+    })  # fmt: skip
+    groups = pd.DataFrame({
+        "store": [1, 2], "champion": ["prophet", "prophet"], "fit_seconds": [1.0, 1.0],
+        "backtest_seconds": [1.0, 1.0], "champion_wape": [0.1, 0.2], "champion_rmspe": [0.1, 0.2],
+    })  # fmt: skip
+    out = aggregate_metrics(groups, points)
+    prophet = compute_metrics(POINTS_Y[:3], POINTS_YHAT[:3])
+    naive = compute_metrics(POINTS_Y[3:], POINTS_YHAT[3:])
+    assert out["pooled_wape_prophet"] == pytest.approx(prophet["wape"]) == pytest.approx(10 / 100)
+    assert out["pooled_rmspe_seasonal_naive"] == pytest.approx(naive["rmspe"])
+    assert out["pooled_wape_champion"] == pytest.approx(prophet["wape"])
+
+
+def test_gate_compares_challenger_and_champion_on_their_common_groups():
+    import pandas as pd
+
+    from mlcore.pipelines.train_forecasts import compare_on_common_groups
+
+    challenger = pd.DataFrame({
+        "store": [1, 1, 2, 2, 3, 3], "y": [100.0, 100.0, 100.0, 100.0, 100.0, 0.0],
+        "yhat": [90.0, 110.0, 100.0, 100.0, 50.0, 10.0],
+    })  # fmt: skip
+    champion = pd.DataFrame({"store": [2, 2, 3, 3, 9], "y": [100.0, 100.0, 100.0, 0.0, 100.0],
+                             "yhat": [80.0, 80.0, 100.0, 5.0, 0.0]})  # fmt: skip
+    compared = compare_on_common_groups(challenger, champion, ["store"], "wape")
+    assert compared.groups == 2, "stores 2 and 3: store 1 is new, store 9 left"
+    assert compared.challenger_value == pytest.approx(50 / 300)
+    assert compared.champion_value == pytest.approx(40 / 300)
+    disjoint = compare_on_common_groups(challenger, champion[champion["store"] == 9], ["store"], "wape")
+    assert disjoint.groups == 0 and disjoint.champion_value is None
+    assert compare_on_common_groups(challenger, None, ["store"], "wape") is None

@@ -243,7 +243,7 @@ def test_with_delta_launcher_uses_the_cached_jars_else_delta_spark_own_coordinat
         if os.environ.get("CI"):
             pytest.fail("setup_env.sh caches the Delta jars in CI")
         pytest.skip("no Delta jars cached here (python -m mlcore.delta_jars fetch)")
-    from mlcore.tracking.store_template import cache_dir
+    from mlcore.cache import cache_dir
 
     argv = _launcher_argv(cache_dir())
     assert _after(argv, "--jars") == [",".join(jars.paths)] and not _after(argv, "--packages")

@@ -86,3 +86,20 @@ def test_champion_measured_on_the_challengers_holdout_overrides_its_stored_tag(c
     v3 = new_version(client, 0.40)
     dry = decide_and_promote(client, NAME, v3, "wape", 0.40, lower_is_better=False, dry_run=True, champion_value=0.46)
     assert not dry.promoted and not dry.applied and aliases(client) == {CHAMPION: v2, CHALLENGER: v2}
+
+
+def test_per_group_models_are_compared_on_the_same_groups(client):
+    """A challenger measured on other groups than the champion is never promoted on that
+    comparison: with no group in common the champion stays; with common groups the decision
+    says how many."""
+    v1 = new_version(client, 0.11)
+    decide_and_promote(client, NAME, v1, "wape", 0.11)
+    v2 = new_version(client, 0.10)
+    apart = decide_and_promote(client, NAME, v2, "wape", 0.10, champion_value=None, groups=0)
+    assert not apart.promoted and "no group in common" in apart.reason
+    assert aliases(client) == {CHAMPION: v1, CHALLENGER: v2}
+    v3 = new_version(client, 0.10)
+    same = decide_and_promote(client, NAME, v3, "wape", 0.105, champion_value=0.100, groups=100)
+    assert not same.promoted, "worse on the champion's own 100 groups, whatever the full pool says"
+    assert same.reason.endswith("both on the same 100 groups")
+    assert same.champion_value == pytest.approx(0.100) and same.challenger_value == pytest.approx(0.105)

@@ -73,6 +73,9 @@ def test_failed_gate_exits_1_with_reason_and_marks_run_failed(toy_job, mlcore_ho
 def test_bad_arguments_and_config_exit_2(toy_job, capsys):
     assert run_job(toy_job, [*ARGS, "--bogus"]) == 2
     assert run_job(toy_job, ["--run-date", "14/06/2015"]) == 2
+    for compact in ("20150614", "2015-W24-7", "2015-06-14T00:00"):  # fromisoformat takes these
+        assert run_job(toy_job, ["--run-date", compact]) == 2
+        assert f"invalid run date '{compact}': expected YYYY-MM-DD" in capsys.readouterr().err
     assert run_job(toy_job, [*ARGS, "--set", "ingest.nope=1"]) == 2
     assert "unknown key 'ingest.nope'" in capsys.readouterr().err
 
@@ -101,3 +104,33 @@ def test_cli_lists_every_job():
     assert {line.split("\t")[0] for line in listed if line} == set(JOBS)
     assert {"ingest_sales", "ingest_bank", "ingest_rides", "train_forecasts", "make_forecasts"} <= set(JOBS)
     assert {p.stem for p in (REPO_ROOT / "jobs").glob("*.py")} == set(JOBS), "one thin job file per job"
+
+
+def test_a_missing_input_table_is_one_line_naming_the_job_that_writes_it(mlcore_home, capsys):
+    """Checked before Spark or MLflow are touched: no traceback, no run, no manifest row; the
+    line names the table, its path and the job to run first."""
+    lake = mlcore_home / "lake"
+    for job, table, writer in (
+        ("train_forecasts", "sales", "ingest_sales"),
+        ("make_forecasts", "forecast_models", "train_forecasts"),
+        ("score_classifier", "bank", "ingest_bank"),
+        ("detect_anomalies", "rides", "ingest_rides"),
+    ):
+        assert run_job(job, ARGS) == 1
+        err = capsys.readouterr().err
+        assert err.strip() == (
+            f"{job}: FAILED: input table '{table}' does not exist at {lake / table}: "
+            f"run {writer} first"
+        )
+    assert not (mlcore_home / "mlflow").exists() and not lake.exists()
+
+
+def test_every_declared_table_is_a_configured_table_or_config_key(make_config):
+    """The declared inputs and outputs resolve under the shipped config (a typo would make the
+    pre-start check skip a table silently)."""
+    from mlcore.job_catalog import declared_tables
+
+    config = make_config()
+    for spec in JOBS.values():
+        for table in declared_tables((*spec.requires, *spec.produces), config):
+            assert table in config.tables, f"{spec.name}: {table!r} is not in tables"

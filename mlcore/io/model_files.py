@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from mlcore.errors import MlcoreError
+
 # Types skops does not trust by default that our pipelines contain (numpy dtypes and the fitted
 # tree and neighbour-index structures of the allowed estimators). Nothing here can run code when loaded.
 TRUSTED_TYPES = (
@@ -29,7 +31,7 @@ SKOPS_FILE = "model.skops"
 _WORKER_MODELS: dict[str, Any] = {}
 
 
-class UnsafeModelError(RuntimeError):
+class UnsafeModelError(MlcoreError, RuntimeError):
     """The model file would need pickle or an untrusted type to load: refused."""
 
 

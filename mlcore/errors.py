@@ -1,0 +1,26 @@
+"""The root of every error mlcore expects, and the exit code each kind maps to.
+
+An expected error (bad config, a missing input, a failed gate, a storage conflict, an unsafe
+model file) is one line on stderr and an exit code, never a traceback: ``mlcore.runner`` catches
+``MlcoreError`` and exits with its ``exit_code``. Anything else is a bug and is logged with its
+traceback. Each package raises its own subclass (``ConfigError``, ``DeltaIOError``,
+``TrackingUnavailable``, ...), so this module sits below all of them.
+"""
+
+from __future__ import annotations
+
+
+class MlcoreError(Exception):
+    """An expected failure: reported in one line; exit code 1 (runtime) unless a subclass says."""
+
+    exit_code: int = 1
+
+
+class UsageError(MlcoreError):
+    """Bad arguments or configuration: nothing ran; exit code 2."""
+
+    exit_code = 2
+
+
+class JobFailed(MlcoreError, RuntimeError):
+    """A job stopped on purpose (a gate, a failure budget, bad input): exit code 1."""
