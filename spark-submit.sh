@@ -46,6 +46,9 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# The job imports mlcore from dist/mlcore.zip, which knows no checkout: the checkout's .mlcore
+# stays the default home, as for python jobs/<job>.py (a cluster env sets its own).
+export MLCORE_HOME="${MLCORE_HOME:-$ROOT/.mlcore}"
 MASTER="${MLCORE_SPARK_MASTER:-local[2]}"
 DEPLOY_MODE="client"
 WITH_DELTA=0

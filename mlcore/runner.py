@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 import yaml
 
@@ -108,6 +109,9 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"{job}: config error: {exc}", file=sys.stderr)
         return 2
+    # The job's first line says where its tables and runs are (MLCORE_HOME never depends on the
+    # current directory, but a user should not have to guess which one it is).
+    print(f"{job}: run date {run_date}, env {config.env}, MLCORE_HOME {config.mlcore_home}", flush=True)
     missing = missing_input(job, config)  # before Spark starts: seconds, not half a minute
     if missing is not None:
         print(f"{job}: FAILED: {missing}", file=sys.stderr)
@@ -116,6 +120,8 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
         TrackingUnavailable,
         apply_client_settings,
         check_tracking_server,
+        published_config_diff,
+        safe_params,
     )
 
     apply_client_settings(config)  # before MLflow is imported: telemetry, bounded HTTP retries
@@ -124,12 +130,25 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
     except TrackingUnavailable as exc:
         print(f"{job}: FAILED: {redact(exc)}", file=sys.stderr)
         return 1
+    params = safe_params(config_as_flat_dict(_public_config(config)))
+    differs = [] if args.dry_run else published_config_diff(config, job, run_date, params)
+    if differs:  # a rerun must not silently keep what another config published
+        shown = "; ".join(f"{key}: {old or 'null'} -> {new or 'null'}" for key, old, new in differs[:5])
+        more = f" (+{len(differs) - 5} more)" if len(differs) > 5 else ""
+        revision = config.run.revision
+        print(
+            f"{job}: config error: run date {run_date} (revision {revision}) was already "
+            f"published with another config: {shown}{more}; to republish with this config add "
+            f"--set run.revision={revision + 1}",
+            file=sys.stderr,
+        )
+        return 2
     pipeline = importlib.import_module(JOBS[job].module).run
 
     from mlcore.io import DeltaTables
     from mlcore.spark import get_spark
     from mlcore.tracking import job_run
-    from mlcore.tracking.runs import TAG_ENGINE, safe_params, warm_tracking_store
+    from mlcore.tracking.runs import TAG_ENGINE, warm_tracking_store
 
     warmup = warm_tracking_store(config)  # overlaps the Spark session's start
     started = time.perf_counter()
@@ -150,7 +169,7 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
                 }
             )
             run.set_tags({TAG_ENGINE: tables.engine_name, "mlcore.dry_run": args.dry_run})
-            run.log_params(safe_params(config_as_flat_dict(_public_config(config))))
+            run.log_params(params)
             ctx = JobContext(
                 job=job,
                 config=config,
@@ -243,11 +262,21 @@ def _tracking_server_failure(exc: BaseException) -> str | None:
     return None
 
 
+def artifact_folder(artifact: str, path: str) -> str | None:
+    """The MLflow folder for a file logged as ``artifact`` (``plots/roc_curve.png``): MLflow
+    appends the file's own name, so the folder is the artifact path without it (logging under
+    the full path stored ``plots/roc_curve.png/roc_curve.png``, which the UI cannot preview)."""
+    folder, _, name = artifact.rpartition("/")
+    if name != Path(path).name:
+        raise ValueError(f"artifact {artifact!r} must end with its file's name {Path(path).name!r}")
+    return folder or None
+
+
 def _log_artifacts(run, ctx: JobContext) -> None:
     for name, text in ctx.artifacts.items():
         run.log_text(text, name)
-    for folder, path in ctx.artifact_files.items():
-        run.log_artifact(path, folder)
+    for artifact, path in ctx.artifact_files.items():
+        run.log_artifact(path, artifact_folder(artifact, path))
 
 
 def _record(

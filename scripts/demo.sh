@@ -15,7 +15,7 @@
 #   DRIFT_RUN_DATE  run date of monitor_drift and of the nightly run_pipeline (default 2015-08-01:
 #                the demo's forecasts have actuals by then, so their realised accuracy is measured)
 #   DEMO_STORES  stores to forecast without --all-stores (default 100)
-#   MLCORE_HOME  local state (default ./.mlcore)
+#   MLCORE_HOME  local state (default .mlcore in this checkout)
 #   other arguments are passed to every job, e.g.  ./scripts/demo.sh --set ingest.bad_row_budget=0.02
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

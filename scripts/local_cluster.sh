@@ -11,7 +11,7 @@
 # Then:  ./spark-submit.sh --master "$(scripts/local_cluster.sh url)" ingest_bank --env local
 #
 # State (logs, pid files, worker work dirs with executor logs) goes to $MLCORE_HOME/cluster
-# (MLCORE_HOME defaults to ./.mlcore in the repo). Settings, by env:
+# (MLCORE_HOME defaults to .mlcore in the checkout). Settings, by env:
 #   MLCORE_CLUSTER_MASTER_PORT   master RPC port            (default 7177)
 #   MLCORE_CLUSTER_WEBUI_PORT    master web UI / JSON port  (default 8180; workers' UIs: random)
 #   MLCORE_CLUSTER_WORKERS       number of workers          (default 2)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Open the MLflow UI on the embedded store ($MLCORE_HOME/mlflow, default ./.mlcore/mlflow).
+# Open the MLflow UI on the embedded store ($MLCORE_HOME/mlflow, default .mlcore/mlflow in the checkout).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HOME_DIR="${MLCORE_HOME:-$ROOT/.mlcore}"

@@ -104,10 +104,24 @@ def resolve_conf_dir(cli_conf_dir: str | None, environ: Mapping[str, str] | None
     raise ConfigError("no conf dir found: pass --conf-dir or set MLCORE_CONF_DIR")
 
 
+def source_checkout() -> Path | None:
+    """The source tree this package runs from (it holds ``setup.py`` and ``conf/base``), if any."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "setup.py").is_file() and (root / "conf" / "base").is_dir() else None
+
+
 def resolve_home(environ: Mapping[str, str] | None = None) -> Path:
-    """``MLCORE_HOME`` (default ``./.mlcore``) holds local tables and the MLflow store."""
+    """Where local tables and the MLflow store live: ``MLCORE_HOME``, else ``.mlcore`` in the
+    source checkout the package runs from, else ``$XDG_DATA_HOME/mlcore`` (``~/.local/share``).
+    Never the current directory: a job started from ``/tmp`` must find the same tables."""
     environ = os.environ if environ is None else environ
-    return Path(environ.get(ENV_VAR_HOME) or ".mlcore").expanduser().resolve()
+    if environ.get(ENV_VAR_HOME):
+        return Path(environ[ENV_VAR_HOME]).expanduser().resolve()
+    checkout = source_checkout()
+    if checkout is not None:
+        return checkout / ".mlcore"
+    data = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return (Path(data).expanduser() / "mlcore").resolve()
 
 
 def parse_override(text: str) -> tuple[str, Any]:

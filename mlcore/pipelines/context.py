@@ -30,7 +30,8 @@ class JobContext:
     dry_run: bool = False
     overrides: tuple[str, ...] = ()  # the run's --set values (run_pipeline passes them on)
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> text, logged by the runner
-    artifact_files: dict[str, str] = field(default_factory=dict)  # MLflow dir -> local file path
+    # MLflow artifact path (``plots/roc_curve.png``) -> local file of the same name
+    artifact_files: dict[str, str] = field(default_factory=dict)
     # Input validation (mlcore.pipelines._validation): results, flagged rows, problems found.
     validation: list[Any] = field(default_factory=list)
     quarantine: list[tuple[str, Any]] = field(default_factory=list)

@@ -159,7 +159,7 @@ def run(ctx: JobContext) -> JobSummary:
         )
     plot = _plot(ctx, results, keys)
     if plot:
-        ctx.artifact_files["plots"] = plot
+        ctx.artifact_files[f"plots/{Path(plot).name}"] = plot
 
     rides, batches = outputs(ctx, results, keys)
     if not ctx.dry_run:

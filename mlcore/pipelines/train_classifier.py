@@ -56,6 +56,7 @@ from mlcore.pipelines._models import (
     log_and_register,
     replay_registered,
 )
+from mlcore.pipelines._progress import StageReporter
 from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 from mlcore.tracking.registry import METRIC_TAG
@@ -109,8 +110,11 @@ def run_search(
     if cc.search_backend == "spark":
         from mlcore.classification.distributed import search_on_spark
 
-        return search_on_spark(ctx.spark, X, y, settings, candidates, splits)
-    return search_local(X, y, settings, candidates, splits)
+        fits = len(candidates) * len(splits)
+        with StageReporter(ctx.spark, "search", fits, "fits"):
+            return search_on_spark(ctx.spark, X, y, settings, candidates, splits)
+    with StageReporter(None, "search (in process)", len(candidates) * len(splits), "fits"):
+        return search_local(X, y, settings, candidates, splits)
 
 
 def champion_on_holdout(
@@ -243,7 +247,8 @@ def run(ctx: JobContext) -> JobSummary:
     pipeline.set_params(**qualify_params(pipeline, search.candidates[best]))
     if "n_jobs" in pipeline.named_steps["model"].get_params():
         pipeline.set_params(model__n_jobs=cc.final_fit_n_jobs)
-    pipeline.fit(X_train, y_train)
+    with StageReporter(None, "final fit", 1, "model"):
+        pipeline.fit(X_train, y_train)
     model = serving_pipeline(pipeline)
     fit_seconds = time.perf_counter() - started
     proba = model.predict_proba(X_holdout)[:, 1]

@@ -13,7 +13,6 @@ import datetime as dt
 import logging
 import math
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, astuple, dataclass
@@ -23,9 +22,10 @@ from typing import TYPE_CHECKING, Any, cast
 from mlcore.forecasting.distributed import fingerprint_groups, group_partitions, train_groups
 from mlcore.forecasting.metrics import compute_metrics
 from mlcore.pipelines._models import replay_registered, report_decision
+from mlcore.pipelines._progress import StageReporter
 from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
-from mlcore.spark_classic import StageProgress, default_parallelism
+from mlcore.spark_classic import default_parallelism
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -79,42 +79,6 @@ def latest_models(ctx: JobContext) -> DataFrame | None:
     )
     order = Window.partitionBy(*keys).orderBy(F.col("run_date").desc())
     return models.withColumn("_rank", F.row_number().over(order)).filter("_rank = 1").drop("_rank")
-
-
-class _Progress(threading.Thread):
-    """Logs groups done / total, rate and ETA from the running stages' task counts while
-    training runs (Spark's status tracker, or the Connect client's progress reports)."""
-
-    def __init__(self, spark: Any, total_groups: int, interval: float = 10.0) -> None:
-        super().__init__(daemon=True)
-        self.stages = StageProgress(spark)
-        self.total = total_groups
-        self.interval = interval
-        self.started = time.perf_counter()
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self.done.wait(self.interval):
-                stages = self.stages.active()
-                if not stages:
-                    continue
-                completed, tasks = max(stages, key=lambda stage: stage[1])
-                elapsed = time.perf_counter() - self.started
-                groups = int(completed / tasks * self.total)
-                rate = groups / elapsed if elapsed else 0.0
-                eta = (self.total - groups) / rate if rate else float("nan")
-                log.info(
-                    "training: tasks %d/%d (~%d/%d groups), %.1f groups/s, ETA %.0f s",
-                    completed,
-                    tasks,
-                    groups,
-                    self.total,
-                    rate,
-                    eta,
-                )
-        finally:
-            self.stages.close()
 
 
 def model_rows(ctx: JobContext, results: DataFrame) -> DataFrame:
@@ -564,13 +528,9 @@ def run(ctx: JobContext) -> JobSummary:
     if kept is not None:
         results = results.unionByName(_kept_rows(kept, results, keys))
 
-    progress = _Progress(ctx.spark, total)
-    progress.start()
-    try:
+    with StageReporter(ctx.spark, "training", total, "groups"):
         results = results.persist(StorageLevel.MEMORY_AND_DISK)
         trained = results.filter("action = 'trained'").count()
-    finally:
-        progress.done.set()
     train_seconds = time.perf_counter() - started
     collected = collect_results(results, keys)
     groups, points = collected.groups, collected.points.to_pandas()
@@ -651,7 +611,7 @@ def run(ctx: JobContext) -> JobSummary:
                     backtest_version = result.version
         plot_path = plot.result()
     if plot_path:
-        ctx.artifact_files["plots"] = plot_path
+        ctx.artifact_files[f"plots/{Path(plot_path).name}"] = plot_path
     results.unpersist()
     if unchanged is not None:
         unchanged.unpersist()

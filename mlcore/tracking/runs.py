@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ TAG_VERSION = "mlcore.version"
 TAG_GIT_SHA = "mlcore.git_sha"
 TAG_ENGINE = "mlcore.delta_engine"
 TAG_ATTEMPTS = "mlcore.attempts"
+# Seconds each attempt of a resumed run took (``mlcore.attempt.2.seconds``) and their sum.
+TAG_ATTEMPT_SECONDS = "mlcore.attempt.{}.seconds"
+TAG_WORK_SECONDS = "mlcore.work_seconds"
 TAG_STATUS = "mlcore.status"
 _MAX_PARAM_LENGTH = 6000
 
@@ -276,6 +280,49 @@ class JobRun:
             mlflow.log_text(_clean(text), artifact_file)
 
 
+# Settings that change how a job runs, not what it publishes: a rerun may differ in them.
+_RUNTIME_ONLY = ("spark.", "mlflow.", "storage.delta_engine", "conf_dir", "mlcore_home")
+
+
+def published_config_diff(
+    config: MlcoreConfig, job: str, run_date: date, params: Mapping[str, str]
+) -> list[tuple[str, str, str]]:
+    """``(key, published, now)`` for every setting that differs from the config this job
+    published this run date and revision with (its MLflow run finished); empty when it has not
+    published yet, or with the same config. ``params`` is this run's ``safe_params``."""
+    if not config.mlflow.enabled:
+        return []
+    from mlflow.tracking import MlflowClient
+
+    uris = configure_mlflow(config)
+    store = uris.tracking_uri.removeprefix("sqlite:///")
+    if store != uris.tracking_uri and not Path(store).is_file():
+        return []  # no local store yet: nothing published (and no schema creation here)
+    client = MlflowClient(tracking_uri=uris.tracking_uri, registry_uri=uris.registry_uri)
+    experiment = client.get_experiment_by_name(experiment_name(config, job))
+    if experiment is None:
+        return []
+    identity = (
+        f"tags.`{TAG_JOB}` = '{job}' AND tags.`{TAG_ENV}` = '{config.env}' AND "
+        f"tags.`{TAG_RUN_DATE}` = '{run_date.isoformat()}' AND "
+        f"tags.`{TAG_REVISION}` = '{config.run.revision}' AND tags.`{TAG_STATUS}` = 'finished'"
+    )
+    found = client.search_runs([experiment.experiment_id], filter_string=identity, max_results=1)
+    if not found:
+        return []
+    published = found[0].data.params
+    return [
+        (key, published[key], _clean(value))
+        for key, value in sorted(params.items())
+        if key in published and published[key] != _clean(value) and not key.startswith(_RUNTIME_ONLY)
+    ]
+
+
+def run_name(job: str, run_date: date, revision: int) -> str:
+    """``train_forecasts-2015-06-14``, and ``...-r2`` for a republished revision."""
+    return f"{job}-{run_date.isoformat()}" + (f"-r{revision}" if revision != 1 else "")
+
+
 @contextlib.contextmanager
 def job_run(config: MlcoreConfig, job: str, run_date: date) -> Iterator[JobRun]:
     """Open (or resume) the MLflow run for this job run; close it FINISHED or FAILED."""
@@ -307,14 +354,17 @@ def job_run(config: MlcoreConfig, job: str, run_date: date) -> Iterator[JobRun]:
     previous = client.search_runs([experiment_id], filter_string=identity, max_results=1)
     # A job started by run_pipeline (same process) nests under the pipeline's run.
     nested = mlflow.active_run() is not None
+    worked = 0.0  # seconds of the earlier attempts
     if previous:
         run = mlflow.start_run(run_id=previous[0].info.run_id, nested=nested)
         attempts = int(previous[0].data.tags.get(TAG_ATTEMPTS, "1")) + 1
+        worked = float(previous[0].data.tags.get(TAG_WORK_SECONDS, "0"))
     else:
         run = mlflow.start_run(
-            experiment_id=experiment_id, run_name=f"{job}-{run_date.isoformat()}", nested=nested
+            experiment_id=experiment_id, run_name=run_name(job, run_date, revision), nested=nested
         )
         attempts = 1
+    started = time.monotonic()
     handle = JobRun(run.info.run_id, enabled=True)
     handle.set_tags(
         {
@@ -333,5 +383,19 @@ def job_run(config: MlcoreConfig, job: str, run_date: date) -> Iterator[JobRun]:
         yield handle
         status = "FINISHED"
     finally:
-        handle.set_tags({TAG_STATUS: status.lower()})
+        seconds = time.monotonic() - started
+        handle.set_tags({
+            TAG_STATUS: status.lower(), TAG_ATTEMPT_SECONDS.format(attempts): f"{seconds:.1f}",
+            TAG_WORK_SECONDS: f"{worked + seconds:.1f}",
+        })  # fmt: skip
         mlflow.end_run(status=status)
+        if attempts > 1:
+            # A resumed run would show first start -> last end (hours between attempts) as its
+            # duration: it ends at its start plus the attempts' own time instead; each attempt's
+            # seconds are in its tags.
+            try:
+                start_ms = client.get_run(handle.run_id).info.start_time
+                end_ms = start_ms + int((worked + seconds) * 1000)
+                client.set_terminated(handle.run_id, status, end_time=end_ms)
+            except Exception:  # noqa: BLE001 - cosmetic: never mask the job's own outcome
+                log.debug("could not set the resumed run's end time", exc_info=True)

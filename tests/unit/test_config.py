@@ -164,3 +164,17 @@ def test_cli_override_accepts_flat_lists_but_not_mappings():
         parse_override("classification.search_spaces={random_forest: {}}")
     with pytest.raises(ConfigError, match="flat lists"):
         parse_override("forecasting.group_keys=[[store]]")
+
+
+def test_the_default_home_never_depends_on_the_current_directory(tmp_path, monkeypatch):
+    """Unset MLCORE_HOME: the checkout's .mlcore from any directory (a job run from /tmp must
+    find the demo's tables), else the user's data folder; MLCORE_HOME still wins."""
+    from mlcore.config import loader
+
+    monkeypatch.chdir(tmp_path)
+    checkout = loader.source_checkout()
+    assert checkout is not None and (checkout / "setup.py").is_file()
+    assert loader.resolve_home({}) == checkout / ".mlcore"
+    assert loader.resolve_home({"MLCORE_HOME": str(tmp_path / "h")}) == tmp_path / "h"
+    monkeypatch.setattr(loader, "source_checkout", lambda: None)
+    assert loader.resolve_home({"XDG_DATA_HOME": str(tmp_path / "data")}) == tmp_path / "data" / "mlcore"

@@ -59,6 +59,19 @@ def test_job_run_is_tracked_and_rerun_resumes_the_same_run(toy_job, mlcore_home,
     assert runs_after[0].data.tags["mlcore.attempts"] == "2"
     assert DeltaTable(table_uri).version() == 0
     assert "already written" in capsys.readouterr().out
+    # A resumed run lasts as long as its attempts worked, not from the first start to the
+    # last end; each attempt's seconds are tagged.
+    resumed = runs_after[0]
+    work = float(resumed.data.tags["mlcore.work_seconds"])
+    attempts = [float(resumed.data.tags[f"mlcore.attempt.{n}.seconds"]) for n in (1, 2)]
+    assert work == pytest.approx(sum(attempts), abs=0.2)
+    assert (resumed.info.end_time - resumed.info.start_time) / 1000 == pytest.approx(work, abs=0.2)
+    assert resumed.info.run_name == "toy_job-2015-06-14"
+
+    # Another revision is another run, and its name says so.
+    assert run_job(toy_job, [*ARGS, "--set", "run.revision=2"]) == 0
+    _, runs_after = _runs(mlcore_home)
+    assert sorted(r.info.run_name for r in runs_after) == ["toy_job-2015-06-14", "toy_job-2015-06-14-r2"]
 
 
 def test_failed_gate_exits_1_with_reason_and_marks_run_failed(toy_job, mlcore_home, capsys):
@@ -117,8 +130,10 @@ def test_a_missing_input_table_is_one_line_naming_the_job_that_writes_it(mlcore_
         ("detect_anomalies", "rides", "ingest_rides"),
     ):
         assert run_job(job, ARGS) == 1
-        err = capsys.readouterr().err
-        assert err.strip() == (
+        captured = capsys.readouterr()
+        first = captured.out.strip().splitlines()[0]
+        assert first == f"{job}: run date 2015-06-14, env test, MLCORE_HOME {mlcore_home}"
+        assert captured.err.strip() == (
             f"{job}: FAILED: input table '{table}' does not exist at {lake / table}: "
             f"run {writer} first"
         )
@@ -134,3 +149,55 @@ def test_every_declared_table_is_a_configured_table_or_config_key(make_config):
     for spec in JOBS.values():
         for table in declared_tables((*spec.requires, *spec.produces), config):
             assert table in config.tables, f"{spec.name}: {table!r} is not in tables"
+
+
+def test_an_artifact_file_is_logged_under_its_own_path_not_a_folder_named_like_it():
+    from mlcore.runner import artifact_folder
+
+    assert artifact_folder("plots/roc_curve.png", "/tmp/x/roc_curve.png") == "plots"
+    assert artifact_folder("report.html", "/tmp/report.html") is None
+    with pytest.raises(ValueError, match="must end with its file's name"):
+        artifact_folder("plots", "/tmp/x/roc_curve.png")
+
+
+def test_a_rerun_with_another_config_stops_and_says_what_differs(toy_job, mlcore_home, capsys):
+    """Published run date, same revision, different config: exit 2 with the differing keys and
+    the flag that republishes, before anything runs; the same config stays a quiet no-op."""
+    assert run_job(toy_job, ARGS) == 0
+    capsys.readouterr()
+    changed = [*ARGS, "--set", "ingest.bad_row_budget=0.5"]
+    assert run_job(toy_job, changed) == 2
+    err = capsys.readouterr().err
+    assert "toy_job: config error: run date 2015-06-14 (revision 1) was already published with " \
+           "another config: ingest.bad_row_budget: " in err  # fmt: skip
+    assert "-> 0.5; to republish with this config add --set run.revision=2" in err
+    _, runs = _runs(mlcore_home)
+    assert [r.data.tags["mlcore.attempts"] for r in runs] == ["1"], "the published run untouched"
+    assert run_job(toy_job, [*changed, "--set", "run.revision=2"]) == 0
+    assert run_job(toy_job, ARGS) == 0, "the first config again: nothing differs"
+    assert run_job(toy_job, [*changed, "--dry-run"]) == 0, "a dry run publishes nothing"
+
+
+def test_stage_progress_never_goes_backwards_and_waits_for_a_rate(caplog):
+    """A restarted stage (retry, re-plan) resets Spark's task counter: the reported count keeps
+    its best. No ETA before the first unit is done (not 'ETA nan s'); a closing line at the end."""
+    import logging
+
+    from mlcore.pipelines._progress import StageReporter
+
+    reporter = StageReporter(None, "training", 1115, "groups")
+    assert reporter.line(5.0) == "training: 0/1115 groups, 5 s elapsed, ETA after the first groups"
+    reporter.observe(6, 16)
+    assert reporter.best == 418
+    reporter.observe(0, 16)  # the stage restarted
+    reporter.observe(3, 16)
+    assert reporter.best == 418
+    assert reporter.line(20.0) == "training: 418/1115 groups, 20.9 groups/s, ETA 33 s"
+    with caplog.at_level(logging.INFO, logger="mlcore.progress"):
+        with StageReporter(None, "final fit", 1, "model", interval=0.05):
+            import time
+
+            time.sleep(0.2)
+    lines = [r.getMessage() for r in caplog.records if r.name == "mlcore.progress"]
+    assert len(lines) >= 3 and lines[0].startswith("final fit: 0/1 model, 0 s elapsed")
+    assert lines[-1].startswith("final fit: 1/1 model in ")
