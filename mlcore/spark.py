@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlcore.config.models import SparkConfig
@@ -56,6 +57,11 @@ def embedded_confs(config: SparkConfig) -> tuple[dict[str, str], str]:
     (``spark.delta_jars: true``) unless the config already names its own Delta setup. Only the
     cache is looked at (once): a job never downloads."""
     confs = {key: conf_value(value) for key, value in config.conf.items()}
+    java_options = confs.get("spark.driver.extraJavaOptions", "")
+    quiet = Path(__file__).with_name("log4j2.properties")
+    # The config's own logging wins; a path with spaces would split the JVM options.
+    if "log4j2.configurationFile" not in java_options and " " not in str(quiet):
+        confs["spark.driver.extraJavaOptions"] = f"{java_options} -Dlog4j2.configurationFile={quiet}".strip()
     if not config.delta_jars:
         return confs, "no Delta jars (spark.delta_jars: false)"
     if "spark.sql.extensions" in confs:
@@ -110,6 +116,8 @@ def get_spark(config: SparkConfig, app_name: str) -> SparkSession:
     if not managed and config.master:
         # Embedded run: Python workers must use this interpreter (and so this venv).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        if config.master.startswith("local"):  # one machine: bind to loopback, say nothing
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.master(config.master)
         confs, jars_note = embedded_confs(config)
         for key, value in confs.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,7 +84,11 @@ def test_embedded_session_is_launched_with_the_jvm_options(monkeypatch: pytest.M
     )
     mlcore.spark.get_spark(config, "t")
     assert builder.configured["master"] == "local[2]"
-    assert builder.configured["spark.driver.extraJavaOptions"] == "-XX:TieredStopAtLevel=1"
+    quiet = Path(mlcore.spark.__file__).with_name("log4j2.properties")
+    assert builder.configured["spark.driver.extraJavaOptions"] == (
+        f"-XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile={quiet}"
+    ), "the config's options, plus mlcore's quiet JVM logging (no start-up banner)"
+    assert quiet.is_file()
     # only the note saying whether (and why) the session has native Delta
     assert set(session.conf.values) == {mlcore.spark.DELTA_JARS_NOTE}
 
