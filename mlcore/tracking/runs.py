@@ -310,12 +310,32 @@ def published_config_diff(
     found = client.search_runs([experiment.experiment_id], filter_string=identity, max_results=1)
     if not found:
         return []
-    published = found[0].data.params
+    published = _published_params(client, found[0])
     return [
         (key, published[key], _clean(value))
         for key, value in sorted(params.items())
         if key in published and published[key] != _clean(value) and not key.startswith(_RUNTIME_ONLY)
     ]
+
+
+def _published_params(client: Any, run: Any) -> dict[str, str]:
+    """The config the run's finishing attempt ran with: its ``config/resolved.yml`` (written
+    by every successful attempt; MLflow params keep the first attempt's values), else the
+    params when the run had one attempt only, else nothing to compare."""
+    import tempfile
+
+    import yaml
+
+    from mlcore.config.loader import config_as_flat_dict
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlcore-published-") as folder:
+            path = client.download_artifacts(run.info.run_id, "config/resolved.yml", folder)
+            resolved = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        return safe_params(config_as_flat_dict(resolved))
+    except Exception:  # noqa: BLE001 - no artifact (an older run): fall back to the params
+        log.debug("no resolved config for run %s", run.info.run_id, exc_info=True)
+    return dict(run.data.params) if run.data.tags.get(TAG_ATTEMPTS, "1") == "1" else {}
 
 
 def run_name(job: str, run_date: date, revision: int) -> str:
