@@ -294,10 +294,10 @@ def published_config_diff(
         return []
     from mlflow.tracking import MlflowClient
 
+    embedded = Path(config.mlcore_home) / "mlflow" / "mlflow.db"
+    if config.mlflow.tracking_uri is None and not embedded.is_file():
+        return []  # no local store yet: nothing published (and nothing created here)
     uris = configure_mlflow(config)
-    store = uris.tracking_uri.removeprefix("sqlite:///")
-    if store != uris.tracking_uri and not Path(store).is_file():
-        return []  # no local store yet: nothing published (and no schema creation here)
     client = MlflowClient(tracking_uri=uris.tracking_uri, registry_uri=uris.registry_uri)
     experiment = client.get_experiment_by_name(experiment_name(config, job))
     if experiment is None:

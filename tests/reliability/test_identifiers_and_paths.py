@@ -102,16 +102,25 @@ VALID_SETTINGS = [
 
 
 @pytest.mark.parametrize("setting", VALID_SETTINGS)
-def test_valid_names_and_paths_pass(setting, spies, capsys):
-    # The config is accepted; the run then reaches the (blocked) Spark session, or, with a
-    # remote tracking server (unreachable here), stops at the server check that precedes it.
+def test_valid_names_and_paths_pass(setting, spies, capsys, mlcore_home):
+    # The config is accepted; the run then stops at the first runtime check: the declared input
+    # ``sales`` (not ingested here) at the path the setting resolved to, before Spark; for a
+    # catalog table (checked by the engine) the (blocked) Spark session; with a remote tracking
+    # server (unreachable here), the server check that precedes both.
+    if setting.startswith("mlflow.tracking_uri=https://"):  # past the input check, to the server's
+        (mlcore_home / "lake" / "sales" / "_delta_log").mkdir(parents=True)
     assert run_job("train_forecasts", [*ARGS, "--set", setting]) == 1
     err = capsys.readouterr().err
     assert "config error" not in err
     if setting.startswith("mlflow.tracking_uri=https://"):
         assert spies == [] and "MLflow tracking server" in err and "unreachable" in err, err
-    else:
+    elif setting.startswith("tables.sales.catalog_name="):
         assert spies == ["get_spark"], err
+    else:
+        assert spies == [] and "FAILED: input table 'sales' does not exist at " in err, err
+        if setting.startswith("tables.sales.path="):
+            path = setting.split("=", 1)[1]
+            assert f"/lake/{path}: run ingest_sales first" in err, err
 
 
 def test_absolute_table_paths_inside_the_lake_pass(mlcore_home):
