@@ -5,6 +5,7 @@ a missing one names the job that writes it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -155,3 +156,34 @@ def missing_input(job: str, config: MlcoreConfig) -> str | None:
             hint = f": run {writer} first" if writer else ""
             return f"input table {table!r} does not exist at {ref.uri}{hint}"
     return None
+
+
+def outputs_published(job: str, config: MlcoreConfig, run_date: date) -> bool | None:
+    """Whether every table ``job`` declares it writes already holds this run date's publication
+    at the configured revision (its idempotency token in the Delta log, read with delta-rs, no
+    Spark): a rerun would then write nothing. None when the job declares no tables or one
+    cannot be read here (a catalog or object-store table)."""
+    from mlcore.io.tables import WriteToken, resolve_table
+
+    tables = declared_tables(JOBS[job].produces, config)
+    if not tables:
+        return None
+    for table in tables:
+        try:
+            ref = resolve_table(config, table)
+        except (KeyError, ValueError):
+            return None
+        if ref.catalog_name or "://" in ref.uri or ref.uri.startswith("dbfs:"):
+            return None
+        if not (Path(ref.uri) / "_delta_log").is_dir():
+            return False
+        token = WriteToken.for_job(job, run_date, config.run.revision, table)
+        try:
+            from deltalake import DeltaTable
+
+            applied = DeltaTable(ref.uri).transaction_version(token.app_id)
+        except Exception:  # noqa: BLE001 - unreadable here: the engine will say why
+            return None
+        if applied is None or applied < token.version:
+            return False
+    return True

@@ -22,7 +22,7 @@ import yaml
 
 from mlcore.config.loader import ConfigError, config_as_flat_dict, load_config
 from mlcore.errors import MlcoreError
-from mlcore.job_catalog import JOBS, missing_input
+from mlcore.job_catalog import JOBS, missing_input, outputs_published
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 
 log = logging.getLogger("mlcore.runner")
@@ -131,7 +131,11 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
         print(f"{job}: FAILED: {redact(exc)}", file=sys.stderr)
         return 1
     params = safe_params(config_as_flat_dict(_public_config(config)))
-    differs = [] if args.dry_run else published_config_diff(config, job, run_date, params)
+    # Only where a rerun would publish nothing (its outputs hold this run date's token, or it
+    # declares none and MLflow says it finished): writing elsewhere is a new publication.
+    differs = []
+    if not args.dry_run and outputs_published(job, config, run_date) is not False:
+        differs = published_config_diff(config, job, run_date, params)
     if differs:  # a rerun must not silently keep what another config published
         shown = "; ".join(f"{key}: {old or 'null'} -> {new or 'null'}" for key, old, new in differs[:5])
         more = f" (+{len(differs) - 5} more)" if len(differs) > 5 else ""

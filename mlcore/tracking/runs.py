@@ -292,6 +292,16 @@ def published_config_diff(
     published yet, or with the same config. ``params`` is this run's ``safe_params``."""
     if not config.mlflow.enabled:
         return []
+    try:
+        return _published_config_diff(config, job, run_date, params)
+    except Exception:  # noqa: BLE001 - a failing server is the job's own check to report
+        log.debug("could not compare with the published config", exc_info=True)
+        return []
+
+
+def _published_config_diff(
+    config: MlcoreConfig, job: str, run_date: date, params: Mapping[str, str]
+) -> list[tuple[str, str, str]]:
     from mlflow.tracking import MlflowClient
 
     embedded = Path(config.mlcore_home) / "mlflow" / "mlflow.db"
@@ -308,8 +318,8 @@ def published_config_diff(
         f"tags.`{TAG_REVISION}` = '{config.run.revision}' AND tags.`{TAG_STATUS}` = 'finished'"
     )
     found = client.search_runs([experiment.experiment_id], filter_string=identity, max_results=1)
-    if not found:
-        return []
+    if not found or found[0].data.tags.get("mlcore.dry_run") == "True":
+        return []  # nothing finished, or only a dry run (which publishes nothing)
     published = _published_params(client, found[0])
     return [
         (key, published[key], _clean(value))

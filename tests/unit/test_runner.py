@@ -201,3 +201,26 @@ def test_stage_progress_never_goes_backwards_and_waits_for_a_rate(caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "mlcore.progress"]
     assert len(lines) >= 3 and lines[0].startswith("final fit: 0/1 model, 0 s elapsed")
     assert lines[-1].startswith("final fit: 1/1 model in ")
+
+
+def test_outputs_published_reads_the_jobs_tokens_from_the_delta_log(spark, tables, make_config):
+    """A rerun is a no-op (and so checked against the published config) only when every table
+    the job declares holds its token for the run date and revision; a new output table, a new
+    revision or a missing table means the job will publish."""
+    import datetime as dt
+
+    from mlcore.io.tables import WriteToken
+    from mlcore.job_catalog import outputs_published
+
+    day = dt.date(2015, 6, 14)
+    config = make_config()
+    assert outputs_published("make_forecasts", config, day) is False, "no table yet"
+    frame = spark.createDataFrame([(1, day)], "x int, run_date date")
+    tables.write(frame, "forecasts", mode="append", token=WriteToken.for_job("make_forecasts", day, 1, "forecasts"))
+    assert outputs_published("make_forecasts", config, day) is False, "forecast_status missing"
+    tables.write(frame, "forecast_status", mode="append",
+                 token=WriteToken.for_job("make_forecasts", day, 1, "forecast_status"))  # fmt: skip
+    assert outputs_published("make_forecasts", config, day) is True
+    assert outputs_published("make_forecasts", make_config("run.revision=2"), day) is False
+    assert outputs_published("make_forecasts", config, day + dt.timedelta(days=1)) is False
+    assert outputs_published("train_classifier", config, day) is None, "registry-only outputs"
