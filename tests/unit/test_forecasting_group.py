@@ -57,16 +57,26 @@ SOURCE_NAMES = {
     "SchoolHoliday": "school_holiday",
 }
 prophet_heavy = pytest.mark.slow
+# A few assertions are facts about the real stores (store 353 opens on public holidays and
+# every day): they hold on Rossmann's data and are left out on the synthetic stand-in.
+REAL_DATA = TRAIN_CSV.exists()
+real_stores_only = pytest.mark.skipif(not REAL_DATA, reason=f"a fact about the real stores ({TRAIN_CSV})")
 
 
 @pytest.fixture(scope="module")
 def stores() -> dict[int, pd.DataFrame]:
-    """The test stores' full rows (through 2015-07-31), snake_case, dates as datetime.date."""
-    if not TRAIN_CSV.exists():
-        pytest.skip(f"Rossmann data not found at {TRAIN_CSV}")
-    df = pd.read_csv(TRAIN_CSV, usecols=list(SOURCE_NAMES), dtype={"StateHoliday": str}).rename(
-        columns=SOURCE_NAMES
-    )
+    """The test stores' full rows (through 2015-07-31), snake_case, dates as datetime.date:
+    the real Rossmann stores where ``train.csv`` is present, else the same store ids from the
+    bundled synthetic generator (same schema and calendar), so these tests never skip."""
+    if TRAIN_CSV.exists():
+        source = pd.read_csv(TRAIN_CSV, usecols=list(SOURCE_NAMES), dtype={"StateHoliday": str})
+    else:
+        from mlcore.config.models import SyntheticConfig
+        from mlcore.ingest.synthetic import sales_frames
+
+        source = sales_frames(SyntheticConfig(stores=max(STORES)))[0][list(SOURCE_NAMES)]
+        source = source.astype({"StateHoliday": str})
+    df = source.rename(columns=SOURCE_NAMES)
     df = df[df["store"].isin(STORES)]
     df["date"] = pd.to_datetime(df["date"]).dt.date
     return {int(s): g.reset_index(drop=True) for s, g in df.groupby("store")}
@@ -137,6 +147,7 @@ def test_healthy_store_trains(trained, store):
 
 
 @prophet_heavy
+@real_stores_only
 def test_prophet_learns_and_applies_holidays(trained, stores):
     """Store 353 opens on public holidays: the model knows them and uses future holiday rows."""
     model = load_model(trained[353]["model_json"])
@@ -164,7 +175,8 @@ def test_forecast_group_on_the_real_future(trained, stores, store):
     assert (out["model_type"] == trained[store]["champion"]).all()
     assert (out["yhat_lower"] <= out["yhat"]).all() and (out["yhat"] <= out["yhat_upper"]).all()
     closed = future["open"].to_numpy() == 0
-    assert closed.any() == (store != 353)  # store 353 opens every day
+    if REAL_DATA:
+        assert closed.any() == (store != 353)  # store 353 opens every day
     assert (out.loc[closed, ["yhat", "yhat_lower", "yhat_upper"]].to_numpy() == 0).all()
     assert (out.loc[~closed, "yhat"] > 0).all()
     # an honest out-of-sample check on 48 unseen days
