@@ -13,14 +13,9 @@ from typing import TYPE_CHECKING
 
 from mlcore.config.models import MlcoreConfig
 from mlcore.io import faults
-from mlcore.io.engines import (
-    DeltaRsEngine,
-    SparkDeltaEngine,
-    WriteMode,
-    WriteResult,
-    detect_engine,
-)
+from mlcore.io.engines import DeltaRsEngine, WriteMode, WriteResult, detect_engine
 from mlcore.io.errors import EngineUnavailableError
+from mlcore.io.native_engine import SparkDeltaEngine
 from mlcore.io.predicates import Predicate, check_predicate
 from mlcore.io.tables import TableRef, WriteToken, resolve_table
 from mlcore.io.transform import ArrowTransform

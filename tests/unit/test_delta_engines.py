@@ -9,14 +9,9 @@ import json
 
 import pytest
 
-from mlcore.io.engines import (
-    SparkDeltaEngine,
-    detect_engine,
-    is_data_source_not_found,
-    native_merge_condition,
-    native_write_plan,
-)
+from mlcore.io.engines import detect_engine, is_data_source_not_found
 from mlcore.io.errors import ReplaceWhereViolation
+from mlcore.io.native_engine import SparkDeltaEngine, native_merge_condition, native_write_plan
 from mlcore.io.predicates import to_partition_filters, to_sql
 from mlcore.io.tables import TableRef, WriteToken
 

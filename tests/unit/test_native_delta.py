@@ -21,8 +21,8 @@ import pytest
 from pyspark.sql.types import StringType, StructField, StructType
 
 from mlcore.io import DeltaIOError, DeltaTables, ReplaceWhereViolation, SchemaMismatchError
-from mlcore.io.engines import NO_DELTA_JARS, SparkDeltaEngine
 from mlcore.io.errors import EngineUnavailableError
+from mlcore.io.native_engine import NO_DELTA_JARS, SparkDeltaEngine
 from mlcore.io.tables import TableRef, WriteToken
 from tests.conftest import (
     CONF_DIR,
