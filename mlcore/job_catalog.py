@@ -138,23 +138,28 @@ def writer_of(table: str, config: MlcoreConfig) -> str | None:
     return None
 
 
+def _local_table(table: str, config: MlcoreConfig) -> Path | None:
+    """The local folder of a declared table, None where it cannot be checked without the
+    engine (a catalog or object-store table) or its config is bad (the loader and the job
+    report that in their own words)."""
+    from mlcore.io.tables import local_path, resolve_table
+
+    try:
+        return local_path(resolve_table(config, table))
+    except (KeyError, ValueError):
+        return None
+
+
 def missing_input(job: str, config: MlcoreConfig) -> str | None:
     """One line for the first table ``job`` needs that does not exist, else None. Checked
     without Spark where the table is a local path (a catalog or object-store table is checked
     by the engine when the job reads it)."""
-    from mlcore.io.tables import resolve_table
-
     for table in declared_tables(JOBS[job].requires, config):
-        try:
-            ref = resolve_table(config, table)
-        except (KeyError, ValueError):
-            continue  # the loader and the job report a bad table config in their own words
-        if ref.catalog_name or "://" in ref.uri or ref.uri.startswith("dbfs:"):
-            continue
-        if not (Path(ref.uri) / "_delta_log").is_dir():
+        path = _local_table(table, config)
+        if path is not None and not (path / "_delta_log").is_dir():
             writer = writer_of(table, config)
             hint = f": run {writer} first" if writer else ""
-            return f"input table {table!r} does not exist at {ref.uri}{hint}"
+            return f"input table {table!r} does not exist at {path}{hint}"
     return None
 
 
@@ -163,25 +168,22 @@ def outputs_published(job: str, config: MlcoreConfig, run_date: date) -> bool | 
     at the configured revision (its idempotency token in the Delta log, read with delta-rs, no
     Spark): a rerun would then write nothing. None when the job declares no tables or one
     cannot be read here (a catalog or object-store table)."""
-    from mlcore.io.tables import WriteToken, resolve_table
+    from mlcore.io.tables import WriteToken
 
     tables = declared_tables(JOBS[job].produces, config)
     if not tables:
         return None
     for table in tables:
-        try:
-            ref = resolve_table(config, table)
-        except (KeyError, ValueError):
+        path = _local_table(table, config)
+        if path is None:
             return None
-        if ref.catalog_name or "://" in ref.uri or ref.uri.startswith("dbfs:"):
-            return None
-        if not (Path(ref.uri) / "_delta_log").is_dir():
+        if not (path / "_delta_log").is_dir():
             return False
         token = WriteToken.for_job(job, run_date, config.run.revision, table)
         try:
             from deltalake import DeltaTable
 
-            applied = DeltaTable(ref.uri).transaction_version(token.app_id)
+            applied = DeltaTable(str(path)).transaction_version(token.app_id)
         except Exception:  # noqa: BLE001 - unreadable here: the engine will say why
             return None
         if applied is None or applied < token.version:

@@ -152,7 +152,7 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
     from mlcore.io import DeltaTables
     from mlcore.spark import get_spark
     from mlcore.tracking import job_run
-    from mlcore.tracking.runs import TAG_ENGINE, warm_tracking_store
+    from mlcore.tracking.runs import TAG_DRY_RUN, TAG_ENGINE, warm_tracking_store
 
     warmup = warm_tracking_store(config)  # overlaps the Spark session's start
     started = time.perf_counter()
@@ -172,7 +172,7 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
                     "mlcore.run_date": run_date.isoformat(),
                 }
             )
-            run.set_tags({TAG_ENGINE: tables.engine_name, "mlcore.dry_run": args.dry_run})
+            run.set_tags({TAG_ENGINE: tables.engine_name, TAG_DRY_RUN: args.dry_run})
             run.log_params(params)
             ctx = JobContext(
                 job=job,

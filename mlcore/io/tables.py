@@ -50,6 +50,14 @@ class WriteToken:
         return cls(app_id=f"mlcore:{job}:{run_date.isoformat()}{suffix}", version=revision)
 
 
+def local_path(table: TableRef) -> Path | None:
+    """The local folder of a path table, None for a catalog table or an object-store URI (what
+    only the engine can check)."""
+    if table.catalog_name or _URI.match(table.uri):
+        return None
+    return Path(table.uri)
+
+
 def check_identifier(name: str, what: str = "column") -> str:
     """Reject names that could smuggle SQL into predicates or paths."""
     if not _IDENTIFIER.match(name):

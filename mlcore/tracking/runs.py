@@ -38,6 +38,7 @@ TAG_ATTEMPTS = "mlcore.attempts"
 TAG_ATTEMPT_SECONDS = "mlcore.attempt.{}.seconds"
 TAG_WORK_SECONDS = "mlcore.work_seconds"
 TAG_STATUS = "mlcore.status"
+TAG_DRY_RUN = "mlcore.dry_run"
 _MAX_PARAM_LENGTH = 6000
 
 
@@ -312,13 +313,10 @@ def _published_config_diff(
     experiment = client.get_experiment_by_name(experiment_name(config, job))
     if experiment is None:
         return []
-    identity = (
-        f"tags.`{TAG_JOB}` = '{job}' AND tags.`{TAG_ENV}` = '{config.env}' AND "
-        f"tags.`{TAG_RUN_DATE}` = '{run_date.isoformat()}' AND "
-        f"tags.`{TAG_REVISION}` = '{config.run.revision}' AND tags.`{TAG_STATUS}` = 'finished'"
-    )
+    identity = run_identity(job, config.env, run_date, config.run.revision)
+    identity += f" AND tags.`{TAG_STATUS}` = 'finished'"
     found = client.search_runs([experiment.experiment_id], filter_string=identity, max_results=1)
-    if not found or found[0].data.tags.get("mlcore.dry_run") == "True":
+    if not found or found[0].data.tags.get(TAG_DRY_RUN) == "True":
         return []  # nothing finished, or only a dry run (which publishes nothing)
     published = _published_params(client, found[0])
     return [
@@ -346,6 +344,14 @@ def _published_params(client: Any, run: Any) -> dict[str, str]:
     except Exception:  # noqa: BLE001 - no artifact (an older run): fall back to the params
         log.debug("no resolved config for run %s", run.info.run_id, exc_info=True)
     return dict(run.data.params) if run.data.tags.get(TAG_ATTEMPTS, "1") == "1" else {}
+
+
+def run_identity(job: str, env: str, run_date: date, revision: int) -> str:
+    """The MLflow search filter for the one run of a job, env, run date and revision."""
+    return (
+        f"tags.`{TAG_JOB}` = '{job}' AND tags.`{TAG_ENV}` = '{env}' AND "
+        f"tags.`{TAG_RUN_DATE}` = '{run_date.isoformat()}' AND tags.`{TAG_REVISION}` = '{revision}'"
+    )
 
 
 def run_name(job: str, run_date: date, revision: int) -> str:
@@ -377,10 +383,7 @@ def job_run(config: MlcoreConfig, job: str, run_date: date) -> Iterator[JobRun]:
         if experiment is not None
         else client.create_experiment(name, artifact_location=uris.artifact_location)
     )
-    identity = (
-        f"tags.`{TAG_JOB}` = '{job}' AND tags.`{TAG_ENV}` = '{config.env}' AND "
-        f"tags.`{TAG_RUN_DATE}` = '{run_date.isoformat()}' AND tags.`{TAG_REVISION}` = '{revision}'"
-    )
+    identity = run_identity(job, config.env, run_date, revision)
     previous = client.search_runs([experiment_id], filter_string=identity, max_results=1)
     # A job started by run_pipeline (same process) nests under the pipeline's run.
     nested = mlflow.active_run() is not None
