@@ -218,9 +218,11 @@ class SparkDeltaEngine:
             self._schemas.add(schema)
 
     def version(self, table: TableRef) -> int | None:
-        if not self.exists(table):
-            return None
-        return self._latest_version(table)
+        if table.catalog_name:  # exists() also registers an external lake table
+            return self._latest_version(table) if self.exists(table) else None
+        # A path table: one DESCRIBE HISTORY answers both "is it there" and "at which version".
+        commits = self._history(table, 1)
+        return int(commits[0]["version"]) if commits else None
 
     def _latest_version(self, table: TableRef) -> int:
         """The version of a table known to exist."""
