@@ -15,14 +15,28 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class JobSpec:
-    """A job: its pipeline module, one line for ``--help``, and its declared tables. A table is
-    a logical name (``sales``) or a config key naming one (``classification.input_table``)."""
+    """A job: its pipeline module, one line for ``--help``, and what it reads and writes.
+
+    A table is a logical name (``sales``) or a config key naming one or a list of them
+    (``classification.input_table``); a model is a config key naming a registered model.
+    ``requires``: tables that must exist (checked before Spark starts); ``reads``: tables read
+    when they exist; ``produces``: tables written; ``registers``: models it trains and gates;
+    ``serves``: models whose champion it uses; ``parts``: jobs it runs inside (score_batch).
+    ``partial``: it can run on part of its inputs when an earlier step of the nightly chain
+    failed to produce the others (it leaves those out and says so). ``gate``: it passes or holds
+    back the tables it reads (validate_inputs): in the chain, steps reading them come after it."""
 
     name: str
     module: str
     summary: str
     requires: tuple[str, ...] = ()
     produces: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
+    registers: tuple[str, ...] = ()
+    serves: tuple[str, ...] = ()
+    parts: tuple[str, ...] = ()
+    partial: bool = False
+    gate: bool = False
 
 
 JOBS: dict[str, JobSpec] = {
@@ -52,6 +66,8 @@ JOBS: dict[str, JobSpec] = {
             "Per-store Prophet models (backtest, selection) -> forecast_models + MLflow registry",
             requires=("sales",),
             produces=("forecast_models", "forecast_metrics", "forecast_backtest"),
+            reads=("drift_metrics",),
+            registers=("forecasting.model_name",),
         ),
         JobSpec(
             "make_forecasts",
@@ -59,12 +75,15 @@ JOBS: dict[str, JobSpec] = {
             "Champion models forecast run_date .. run_date+H-1 -> Delta forecasts, forecast_status",
             requires=("forecast_models",),
             produces=("forecasts", "forecast_status"),
+            reads=("forecast_calendar", "sales"),
+            serves=("forecasting.model_name",),
         ),
         JobSpec(
             "train_classifier",
             "mlcore.pipelines.train_classifier",
             "bank -> SMOTE + random forest, randomized search on Spark -> MLflow bank_classifier",
             requires=("classification.input_table",),
+            registers=("classification.model_name",),
         ),
         JobSpec(
             "score_classifier",
@@ -72,6 +91,7 @@ JOBS: dict[str, JobSpec] = {
             "Champion bank_classifier scores a Delta table -> Delta bank_scores",
             requires=("classification.score_table",),
             produces=("classification.output_table",),
+            serves=("classification.model_name",),
         ),
         JobSpec(
             "detect_anomalies",
@@ -85,6 +105,7 @@ JOBS: dict[str, JobSpec] = {
             "mlcore.pipelines.train_anomaly_model",
             "IsolationForest on a reference window, gated against DBSCAN -> MLflow ride_anomaly_model",
             requires=("anomaly.input_table",),
+            registers=("anomaly.model_name",),
         ),
         JobSpec(
             "score_anomalies",
@@ -92,23 +113,37 @@ JOBS: dict[str, JobSpec] = {
             "Champion ride_anomaly_model scores rides -> Delta ride_anomaly_scores (+ quarantine)",
             requires=("anomaly.input_table",),
             produces=("ride_anomaly_scores",),
+            serves=("anomaly.model_name",),
         ),
         JobSpec(
             "score_batch",
             "mlcore.pipelines.score_batch",
             "score_classifier and score_anomalies concurrently in one Spark application",
+            parts=("score_classifier", "score_anomalies"),
+            partial=True,
         ),
         JobSpec(
             "monitor_drift",
             "mlcore.pipelines.monitor_drift",
             "PSI/KS/chi-square drift vs each model's reference, realised forecast WAPE -> Delta drift_metrics",
             produces=("drift_metrics",),
+            reads=(
+                "classification.input_table",
+                "classification.output_table",
+                "anomaly.input_table",
+                "sales",
+                "forecasts",
+            ),
+            partial=True,
         ),
         JobSpec(
             "validate_inputs",
             "mlcore.pipelines.validate_inputs",
             "Validation rules of validation.tables on the input tables -> Delta validation_results",
             produces=("validation_results",),
+            reads=("validation.input_tables",),
+            partial=True,
+            gate=True,
         ),
         JobSpec(
             "run_pipeline",
@@ -120,14 +155,56 @@ JOBS: dict[str, JobSpec] = {
 
 
 def declared_tables(names: tuple[str, ...], config: MlcoreConfig) -> list[str]:
-    """Logical table names, config keys (``section.key``) resolved through ``config``."""
-    tables = []
+    """Logical table names, config keys (``section.key``) resolved through ``config`` (a key
+    may name a list of tables)."""
+    tables: list[str] = []
     for name in names:
-        if "." in name:
-            section, key = name.split(".", 1)
-            name = str(getattr(getattr(config, section), key))
-        tables.append(name)
-    return tables
+        if "." not in name:
+            tables.append(name)
+            continue
+        section, key = name.split(".", 1)
+        value = getattr(getattr(config, section), key)
+        if isinstance(value, (list, tuple)):
+            tables.extend(str(v) for v in value)
+        else:
+            tables.append(str(value))
+    return list(dict.fromkeys(tables))
+
+
+def model_artifact(name: str) -> str:
+    """How a registered model appears among a step's inputs and outputs (beside table names)."""
+    return f"model:{name}"
+
+
+def step_inputs(job: str, config: MlcoreConfig) -> set[str]:
+    """Every table and model ``job`` reads (its parts' too): what the nightly chain checks
+    against what earlier steps failed to produce."""
+    spec = JOBS[job]
+    found = set(declared_tables(spec.requires + spec.reads, config))
+    found |= {model_artifact(m) for m in declared_tables(spec.serves, config)}
+    for part in spec.parts:
+        found |= step_inputs(part, config)
+    return found
+
+
+def step_needs(job: str, config: MlcoreConfig) -> set[str]:
+    """The tables and models ``job`` cannot run without (its parts' too)."""
+    spec = JOBS[job]
+    found = set(declared_tables(spec.requires, config))
+    found |= {model_artifact(m) for m in declared_tables(spec.serves, config)}
+    for part in spec.parts:
+        found |= step_needs(part, config)
+    return found
+
+
+def step_outputs(job: str, config: MlcoreConfig) -> set[str]:
+    """Every table ``job`` writes and model it registers (its parts' too)."""
+    spec = JOBS[job]
+    found = set(declared_tables(spec.produces, config))
+    found |= {model_artifact(m) for m in declared_tables(spec.registers, config)}
+    for part in spec.parts:
+        found |= step_outputs(part, config)
+    return found
 
 
 def writer_of(table: str, config: MlcoreConfig) -> str | None:

@@ -23,7 +23,7 @@ import yaml
 from mlcore.config.loader import ConfigError, config_as_flat_dict, load_config
 from mlcore.errors import MlcoreError
 from mlcore.job_catalog import JOBS, missing_input, outputs_published
-from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+from mlcore.pipelines.context import JobContext, JobFailed, JobRequest, JobResult, JobSummary
 
 log = logging.getLogger("mlcore.runner")
 
@@ -94,8 +94,8 @@ def _format_summary(job: str, ctx: JobContext, summary: JobSummary, wall: float)
 
 
 def run_job(job: str, argv: Sequence[str] | None = None) -> int:
-    """Run one job; returns the process exit code."""
-    from mlcore.logging_setup import redact, setup_logging
+    """Run one job from its command line; returns the process exit code."""
+    from mlcore.logging_setup import setup_logging
 
     parser = build_parser(job)
     try:
@@ -109,13 +109,25 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"{job}: config error: {exc}", file=sys.stderr)
         return 2
+    request = JobRequest(job, config, run_date, tuple(args.overrides), args.dry_run)
+    return execute(request).exit_code
+
+
+def execute(request: JobRequest) -> JobResult:
+    """Run one job with its config already loaded: check inputs, start Spark, open the MLflow
+    run, call the pipeline, record the outcome. The nightly chain calls this for each step."""
+    job, config, run_date = request.job, request.config, request.run_date
     # The job's first line says where its tables and runs are (MLCORE_HOME never depends on the
     # current directory, but a user should not have to guess which one it is).
-    print(f"{job}: run date {run_date}, env {config.env}, MLCORE_HOME {config.mlcore_home}", flush=True)
+    print(
+        f"{job}: run date {run_date}, env {config.env}, MLCORE_HOME {config.mlcore_home}",
+        flush=True,
+    )
     missing = missing_input(job, config)  # before Spark starts: seconds, not half a minute
     if missing is not None:
         print(f"{job}: FAILED: {missing}", file=sys.stderr)
-        return 1
+        return JobResult(1, reason=missing)
+    from mlcore.logging_setup import redact
     from mlcore.tracking.runs import (
         TrackingUnavailable,
         apply_client_settings,
@@ -129,24 +141,26 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
         check_tracking_server(config)
     except TrackingUnavailable as exc:
         print(f"{job}: FAILED: {redact(exc)}", file=sys.stderr)
-        return 1
+        return JobResult(1, error=exc, reason=str(exc))
     params = safe_params(config_as_flat_dict(_public_config(config)))
     # Only where a rerun would publish nothing (its outputs hold this run date's token, or it
     # declares none and MLflow says it finished): writing elsewhere is a new publication.
     differs = []
-    if not args.dry_run and outputs_published(job, config, run_date) is not False:
+    if not request.dry_run and outputs_published(job, config, run_date) is not False:
         differs = published_config_diff(config, job, run_date, params)
     if differs:  # a rerun must not silently keep what another config published
-        shown = "; ".join(f"{key}: {old or 'null'} -> {new or 'null'}" for key, old, new in differs[:5])
+        shown = "; ".join(
+            f"{key}: {old or 'null'} -> {new or 'null'}" for key, old, new in differs[:5]
+        )
         more = f" (+{len(differs) - 5} more)" if len(differs) > 5 else ""
         revision = config.run.revision
-        print(
-            f"{job}: config error: run date {run_date} (revision {revision}) was already "
+        reason = (
+            f"run date {run_date} (revision {revision}) was already "
             f"published with another config: {shown}{more}; to republish with this config add "
-            f"--set run.revision={revision + 1}",
-            file=sys.stderr,
+            f"--set run.revision={revision + 1}"
         )
-        return 2
+        print(f"{job}: config error: {reason}", file=sys.stderr)
+        return JobResult(2, reason=reason)
     pipeline = importlib.import_module(JOBS[job].module).run
 
     from mlcore.io import DeltaTables
@@ -172,7 +186,7 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
                     "mlcore.run_date": run_date.isoformat(),
                 }
             )
-            run.set_tags({TAG_ENGINE: tables.engine_name, TAG_DRY_RUN: args.dry_run})
+            run.set_tags({TAG_ENGINE: tables.engine_name, TAG_DRY_RUN: request.dry_run})
             run.log_params(params)
             ctx = JobContext(
                 job=job,
@@ -181,8 +195,11 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
                 tables=tables,
                 run_date=run_date,
                 run_id=run.run_id,
-                dry_run=args.dry_run,
-                overrides=tuple(args.overrides),
+                dry_run=request.dry_run,
+                overrides=request.overrides,
+                pipeline_run_id=request.pipeline_run_id,
+                blocked=request.blocked,
+                run_step=execute,
             )
             try:
                 summary = pipeline(ctx)
@@ -201,7 +218,11 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
             )
             _log_artifacts(run, ctx)
     except MlcoreError as exc:  # expected (a gate, a missing table, a conflict): one line
-        return _failed(job, ctx, started_at, str(exc), exc.exit_code)
+        reported = getattr(exc, "summary", None)
+        if reported is not None and ctx is not None:  # e.g. the chain's table of step outcomes
+            print(_format_summary(job, ctx, reported, time.perf_counter() - started))
+        code = _failed(job, ctx, started_at, str(exc), exc.exit_code, reported)
+        return JobResult(code, reported, exc, str(exc))
     except Exception as exc:  # noqa: BLE001 - the job's exit code is the contract
         failing = _tracking_server_failure(exc)
         if failing is not None:  # an expected outage, not a bug: one line, no traceback
@@ -213,30 +234,35 @@ def run_job(job: str, argv: Sequence[str] | None = None) -> int:
                 else "nothing was published"
             )
             line = f"MLflow tracking server failed during the job ({failing}); {outcome}"
-            return _failed(job, ctx, started_at, line)
+            return JobResult(_failed(job, ctx, started_at, line), reason=line)
         log.exception("%s crashed (a bug in mlcore or a library, not an expected error)", job)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        _record(
-            ctx, None, "failed", started_at, f"{type(exc).__name__}: {first[:500]}", strict=False
-        )
-        print(f"{job}: FAILED: {type(exc).__name__}: {redact(first[:500])}", file=sys.stderr)
-        return 1
+        reason = f"{type(exc).__name__}: {first[:500]}"
+        _record(ctx, None, "failed", started_at, reason, strict=False)
+        print(f"{job}: FAILED: {redact(reason)}", file=sys.stderr)
+        return JobResult(1, reason=reason)
     finally:
         if warmup is not None:
             warmup.join()  # never exit while the store's schema is being created
     print(_format_summary(job, ctx, summary, wall))
-    return 0
+    return JobResult(0, summary)
 
 
 def _failed(
-    job: str, ctx: JobContext | None, started_at: datetime, reason: str, exit_code: int = 1
+    job: str,
+    ctx: JobContext | None,
+    started_at: datetime,
+    reason: str,
+    exit_code: int = 1,
+    summary: JobSummary | None = None,
 ) -> int:
-    """An expected failure: one log line (redacted by the log formatter), the run_manifest row,
-    one FAILED line on stderr; the error's exit code (1: runtime)."""
+    """An expected failure: one log line (redacted by the log formatter), the run_manifest row
+    (with what the job reported before it stopped, if anything), one FAILED line on stderr; the
+    error's exit code (1: runtime)."""
     from mlcore.logging_setup import redact
 
     log.error("%s failed: %s", job, reason)
-    _record(ctx, None, "failed", started_at, reason, strict=False)
+    _record(ctx, summary, "failed", started_at, reason, strict=False)
     print(f"{job}: FAILED: {redact(reason)}", file=sys.stderr)
     return exit_code
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MANIFEST = "run_manifest"
-PIPELINE_RUN_ENV = "MLCORE_PIPELINE_RUN_ID"
 MANIFEST_DDL = (
     "run_id string, run_date date, job string, env string, revision int, status string, pipeline_run_id string, "
     "started_at timestamp, finished_at timestamp, duration_seconds double, code_version string, "
@@ -105,7 +103,7 @@ def manifest_row(
         "env": ctx.config.env,
         "revision": ctx.config.run.revision,
         "status": status,
-        "pipeline_run_id": os.environ.get(PIPELINE_RUN_ENV)
+        "pipeline_run_id": ctx.pipeline_run_id
         or (ctx.run_id if ctx.job == "run_pipeline" else None),
         "started_at": started_at,
         "finished_at": finished_at,

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from mlcore.config.models import MlcoreConfig
-from mlcore.errors import JobFailed  # noqa: F401 - re-exported: the pipelines raise it from here
+from mlcore.errors import JobFailed, MlcoreError
+
+__all__ = [
+    "JobContext",
+    "JobFailed",
+    "JobRequest",
+    "JobResult",
+    "JobSummary",
+]  # JobFailed: the pipelines raise it from here
 from mlcore.io.engines import WriteResult
 from mlcore.io.tables import WriteToken
 
@@ -36,6 +46,12 @@ class JobContext:
     validation: list[Any] = field(default_factory=list)
     quarantine: list[tuple[str, Any]] = field(default_factory=list)
     validation_problems: list[str] = field(default_factory=list)
+    # Set for the steps of a nightly chain: the chain's run id (in every step's run_manifest
+    # row), the inputs an earlier step failed to produce tonight (table -> why; a step that can
+    # work on part of its inputs leaves those out), and how the chain runs a step.
+    pipeline_run_id: str | None = None
+    blocked: Mapping[str, str] = field(default_factory=dict)
+    run_step: Callable[[JobRequest], JobResult] | None = None
 
     def token(self, part: str = "") -> WriteToken:
         """Idempotency token for this job's writes for this run date (and config revision)."""
@@ -56,7 +72,9 @@ class JobContext:
         """``frame`` with the run columns set (added at the end, or replaced where present)."""
         from pyspark.sql import functions as F
 
-        return frame.withColumns({name: F.lit(value) for name, value in self.output_columns().items()})
+        return frame.withColumns(
+            {name: F.lit(value) for name, value in self.output_columns().items()}
+        )
 
     def publish(self, frame: DataFrame, table: str, **options: Any) -> WriteResult:
         """Write ``frame`` as this run date's partition of ``table``: replace-where on
@@ -90,3 +108,32 @@ class JobSummary:
         self.lines.append((label, f"{value:,}" if isinstance(value, int) else str(value)))
         if metric is not None and isinstance(value, (int, float)):
             self.metrics[metric] = float(value)
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """One job run, as the runner takes it from the command line or from the nightly chain:
+    typed values, not argv (the chain passes its loaded config and run date as they are)."""
+
+    job: str
+    config: MlcoreConfig
+    run_date: date
+    overrides: tuple[str, ...] = ()  # the --set values that made ``config`` (recorded, passed on)
+    dry_run: bool = False
+    pipeline_run_id: str | None = None
+    blocked: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """How a job run ended: its exit code, its summary when it finished, the expected error
+    that stopped it (None for success or a crash), and the one-line reason when it failed."""
+
+    exit_code: int
+    summary: JobSummary | None = None
+    error: MlcoreError | None = None
+    reason: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0

@@ -34,6 +34,7 @@ from mlcore.drift.metrics import (
     psi_noise_floor,
 )
 from mlcore.forecasting.metrics import scored_wape
+from mlcore.job_catalog import declared_tables
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 
 if TYPE_CHECKING:
@@ -291,6 +292,16 @@ def forecast_accuracy(ctx: JobContext) -> list[dict[str, Any]]:
     return rows
 
 
+# The tables each monitor reads (config keys or names): in the nightly chain, a monitor whose
+# table an earlier step failed to write tonight is skipped with that reason.
+MONITOR_INPUTS: dict[str, tuple[str, ...]] = {
+    "bank_features": ("classification.input_table",),
+    "bank_scores": ("classification.output_table",),
+    "ride_features": ("anomaly.input_table",),
+    "sales_per_store": ("sales",),
+    "forecast_accuracy": ("forecasts", "sales"),
+}
+
 MONITORS: dict[str, Callable[[JobContext], list[Any]]] = {
     "bank_features": bank_features,
     "bank_scores": bank_scores,
@@ -376,6 +387,11 @@ def run(ctx: JobContext) -> JobSummary:
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     for name in dict.fromkeys(ctx.config.drift.monitors):
+        held = [t for t in declared_tables(MONITOR_INPUTS[name], ctx.config) if t in ctx.blocked]
+        if held:
+            skipped[name] = f"{held[0]} was not written tonight ({ctx.blocked[held[0]]})"
+            summary.add(f"{name}", f"skipped: {skipped[name]}")
+            continue
         try:
             found: list[dict[str, Any]] = []
             small = 0

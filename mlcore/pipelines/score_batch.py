@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from mlcore.job_catalog import step_inputs, step_outputs
 from mlcore.pipelines import score_anomalies, score_classifier
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 from mlcore.spark_classic import set_local_property
@@ -91,9 +92,20 @@ def run(ctx: JobContext) -> JobSummary:
     if not scorers:
         raise JobFailed("score_batch.scorers is empty")
     summary = JobSummary()
+    # In the nightly chain, a scorer whose input or model an earlier step failed to produce
+    # tonight is not run (it would score stale data under tonight's token); the other still is.
+    held_back = {}
+    for scorer in scorers:
+        missing = sorted(step_inputs(SCORERS[scorer][0], ctx.config) & set(ctx.blocked))
+        if missing:
+            reasons = ", ".join(f"{a} ({ctx.blocked[a]})" for a in missing)
+            held_back[scorer] = Outcome(scorer, error=f"not run: needs {reasons}")
+    runnable = [s for s in scorers if s not in held_back]
     started = time.perf_counter()
-    outcomes = run_scorers(ctx, scorers, sb.mode == "parallel" and len(scorers) > 1)
+    ran = run_scorers(ctx, runnable, sb.mode == "parallel" and len(runnable) > 1)
     wall = time.perf_counter() - started
+    by_scorer = {o.scorer: o for o in [*ran, *held_back.values()]}
+    outcomes = [by_scorer[s] for s in scorers]
     summary.add("mode", f"{sb.mode} ({', '.join(scorers)})")
     for outcome in outcomes:
         state = "FAILED: " + outcome.error if outcome.error else "ok"
@@ -119,12 +131,14 @@ def run(ctx: JobContext) -> JobSummary:
     failed = [o for o in outcomes if o.error]
     if failed:
         committed = [w.table for w in summary.writes]
+        affected = {a for o in failed for a in step_outputs(SCORERS[o.scorer][0], ctx.config)}
         raise JobFailed(
             "; ".join(f"{o.scorer} failed: {o.error}" for o in failed)
             + (
                 f" (committed anyway: {', '.join(committed)})"
                 if committed
                 else " (nothing committed)"
-            )
+            ),
+            affects=sorted(affected),
         )
     return summary

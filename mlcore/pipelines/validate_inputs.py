@@ -26,8 +26,15 @@ def run(ctx: JobContext) -> JobSummary:
         return summary
     frames = {}
     missing = []
+    held_back = []
     for table in tables:
-        if ctx.tables.exists(table):
+        if table in ctx.blocked:  # the chain's earlier step failed to write tonight's
+            held_back.append(table)
+            result = RuleResult(
+                table, TABLE, "table", "skipped", detail=f"not validated: {ctx.blocked[table]}"
+            )
+            ctx.validation.append(RecordedResult(result, None, 0))
+        elif ctx.tables.exists(table):
             frames[table] = ctx.tables.read(table)
         else:
             missing.append(table)
@@ -42,8 +49,16 @@ def run(ctx: JobContext) -> JobSummary:
             summary.metrics[f"{r.table}.quarantined_rows"] = float(r.failed_rows or 0)
         elif r.rule == DISABLED:
             summary.add(f"{r.table}", "skipped (validation.enabled is false)")
-    problems = [f"{t}: table does not exist" for t in missing] + ctx.validation_problems
+    problems = (
+        [f"{t}: table does not exist" for t in missing]
+        + [f"{t}: {ctx.blocked[t]}, not validated" for t in held_back]
+        + ctx.validation_problems
+    )
     summary.metrics["problems"] = float(len(problems))
     if problems:
-        raise ValidationFailed(validation_message(problems))
+        # Confined to the tables that failed: the chain goes on with the steps that need none.
+        failed = {rec.result.table for rec in ctx.validation if rec.result.status == "failed"}
+        raise ValidationFailed(
+            validation_message(problems), affects=sorted(failed | set(missing) | set(held_back))
+        )
     return summary

@@ -154,3 +154,28 @@ def test_score_batch_commits_one_scorer_when_the_other_fails(rides, mlcore_home,
     assert "parallel (classifier, anomaly)" in out
     assert len(lake(mlcore_home, "bank_scores").to_pandas()) == 800
     assert lake(mlcore_home, "ride_anomaly_scores").to_pandas().groupby("run_date").size().tolist() == [153, 153]
+
+
+def test_score_batch_in_the_chain_leaves_out_a_scorer_whose_input_was_not_written(
+    rides, make_config, mlcore_home, capsys
+):
+    """The chain's typed request: bank was not written tonight (its ingest failed), so the
+    classifier scorer does not score yesterday's table under tonight's token; rides still are."""
+    from mlcore.pipelines.context import JobRequest
+    from mlcore.runner import execute
+
+    args = [*ARGS, "--run-date", RUN_DATE.isoformat()]
+    assert run_job("train_anomaly_model", args) == 0
+    assert run_job("ingest_bank", args) == 0
+    assert run_job("train_classifier", args) == 0
+    capsys.readouterr()
+    request = JobRequest(
+        "score_batch", make_config(), RUN_DATE, blocked={"bank": "ingest_bank failed"},
+        pipeline_run_id="chain",
+    )  # fmt: skip
+    result = execute(request)
+    assert result.exit_code == 1
+    assert result.error is not None and result.error.affects == ("bank_scores",)
+    assert "classifier failed: not run: needs bank (ingest_bank failed)" in result.reason
+    assert len(lake(mlcore_home, "ride_anomaly_scores").to_pandas()) == 153
+    assert not (mlcore_home / "lake" / "bank_scores").exists()

@@ -5,6 +5,7 @@ forecast?" with one query."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from deltalake import DeltaTable
@@ -25,19 +26,28 @@ def manifest(home):
     return DeltaTable(str(home / "lake" / "run_manifest")).to_pandas()
 
 
-def test_failed_gate_stops_the_chain_and_a_rerun_resumes(spark, make_config, mlcore_home, capsys):
+def test_a_failed_gate_holds_back_what_needs_its_table_and_a_rerun_resumes(
+    spark, make_config, mlcore_home, capsys
+):
     # rides is in validation.input_tables by default but not ingested by these steps: the
-    # validate_inputs gate fails, after both ingest steps succeeded.
+    # validate_inputs gate fails for rides, after both ingest steps succeeded. The forecasting
+    # workload needs no rides: it still runs (the chain is a DAG of independent workloads), and
+    # the chain says it failed.
     assert run_job("run_pipeline", ARGS) == 1
-    err = capsys.readouterr().err
-    assert "step validate_inputs failed" in err and "resume" in err
+    captured = capsys.readouterr()
+    assert "step validate_inputs failed" in captured.err and "resume" in captured.err
+    # The chain's table of step outcomes is printed even though it failed.
+    assert re.search(r"validate_inputs +FAILED \(exit 1\): .*rides: table does not exist", captured.out)
+    assert re.search(r"make_forecasts +succeeded", captured.out)
     first = manifest(mlcore_home).set_index("job")
     assert first.loc["ingest_sales", "status"] == "succeeded"
     assert first.loc["ingest_bank", "status"] == "succeeded"
     assert first.loc["validate_inputs", "status"] == "failed"
     assert "rides: table does not exist" in first.loc["validate_inputs", "message"]
     assert first.loc["run_pipeline", "status"] == "failed"
-    assert "train_forecasts" not in first.index, "nothing after the failed gate ran"
+    assert json.loads(first.loc["run_pipeline", "gates"])["step:validate_inputs"] == "failed (exit 1)"
+    for step in ("train_forecasts", "make_forecasts"):  # they need sales, which passed the gate
+        assert first.loc[step, "status"] == "succeeded", f"{step} was held back by rides"
     pipeline_run = first.loc["run_pipeline", "run_id"]
     assert set(first["pipeline_run_id"]) == {pipeline_run}
     results = DeltaTable(str(mlcore_home / "lake" / "validation_results")).to_pandas()
@@ -45,15 +55,17 @@ def test_failed_gate_stops_the_chain_and_a_rerun_resumes(spark, make_config, mlc
     assert set(failed["table"]) == {"rides"}
     sales_version = DeltaTable(str(mlcore_home / "lake" / "sales")).version()
 
-    # Fixed config: the chain resumes at validate_inputs; the ingest steps are not run again.
+    # Fixed config: the chain resumes at validate_inputs; the steps that succeeded are not run
+    # again.
     fixed = [*ARGS, "--set", "validation.input_tables=[sales,stores,bank]"]
     assert run_job("run_pipeline", fixed) == 0
     out = capsys.readouterr().out
-    assert out.count("already succeeded for this run date: not rerun (resume)") == 2
+    assert out.count("already succeeded for this run date: not rerun (resume)") == 4
     second = manifest(mlcore_home).set_index("job")
     assert len(second) == len(second.index.unique()), "one manifest row per step run"
-    for step in ("ingest_sales", "ingest_bank"):
+    for step in ("ingest_sales", "ingest_bank", "train_forecasts", "make_forecasts"):
         assert second.loc[step, "finished_at"] == first.loc[step, "finished_at"], f"{step} ran again"
+    assert second.loc["validate_inputs", "finished_at"] > first.loc["validate_inputs", "finished_at"]
     assert DeltaTable(str(mlcore_home / "lake" / "sales")).version() == sales_version
     assert set(second["status"]) == {"succeeded"}
     uri = f"sqlite:///{mlcore_home / 'mlflow' / 'mlflow.db'}"
