@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mlcore.config.models import ForecastingConfig  # noqa: E402
-from mlcore.forecasting.group import train_group  # noqa: E402
 from mlcore.forecasting.models import SeasonalNaiveForecaster  # noqa: E402
+from mlcore.forecasting.training import train_group  # noqa: E402
 from mlcore.ingest.schemas import SALES  # noqa: E402
 
 DATASETS = Path(os.environ.get("MLCORE_DATASETS_DIR", ROOT.parent / "shared" / "datasets"))

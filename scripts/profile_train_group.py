@@ -35,9 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mlcore.config.models import ForecastingConfig  # noqa: E402
-from mlcore.forecasting import group as group_mod  # noqa: E402
 from mlcore.forecasting import models as models_mod  # noqa: E402
-from mlcore.forecasting.group import train_group  # noqa: E402
+from mlcore.forecasting import training as training_mod  # noqa: E402
+from mlcore.forecasting.training import train_group  # noqa: E402
 
 DEFAULT_CSV = (
     Path(os.environ.get("MLCORE_DATASETS_DIR", ROOT.parent / "shared" / "datasets"))
@@ -77,7 +77,7 @@ def _instrument() -> None:
     _timed(models_mod.SeasonalNaiveForecaster, "fit", "naive")
     _timed(models_mod.SeasonalNaiveForecaster, "predict", "naive")
     _timed(models_mod.SeasonalNaiveForecaster, "to_json", "naive")
-    original = group_mod.prepare_history
+    original = training_mod.prepare_history
 
     def prepare(*args, **kwargs):
         t0 = time.perf_counter()
@@ -86,7 +86,7 @@ def _instrument() -> None:
         finally:
             TIMES["prepare"] += time.perf_counter() - t0
 
-    group_mod.prepare_history = prepare
+    training_mod.prepare_history = prepare
 
 
 def _cpu() -> float:

@@ -3,24 +3,25 @@
 * :mod:`~mlcore.forecasting.metrics`: MAE, RMSE, MAPE, sMAPE, WAPE, RMSPE, interval coverage.
 * :mod:`~mlcore.forecasting.models`: :class:`ProphetForecaster` and the
   :class:`SeasonalNaiveForecaster` baseline (``fit`` / ``predict`` / ``to_json`` / ``from_json``).
-* :mod:`~mlcore.forecasting.group`: :func:`train_group` (backtest, selection, final fit; one row
-  per group, never raises), :func:`forecast_group` and :func:`default_future_calendar`.
+* :mod:`~mlcore.forecasting.history`: the data rules (:func:`prepare_history`: dates, duplicates,
+  open flags, regressors, the history fingerprint).
+* :mod:`~mlcore.forecasting.training`: :func:`train_group` (backtest, selection, final fit; one
+  row per group, never raises).
+* :mod:`~mlcore.forecasting.prediction`: :func:`forecast_group` (a stored model's forecast,
+  checked) and :func:`default_future_calendar`.
 * :mod:`~mlcore.forecasting.schemas`: the Spark schemas and column order of those results.
 
 No Spark session, table IO or MLflow here; Prophet is imported only when a model is fitted or
 loaded. Importing this package imports ``pyspark.sql.types`` (for the schemas) and nothing heavier.
 """
 
-from mlcore.forecasting.group import (
+from mlcore.forecasting.history import (
     ForecastInputError,
     GroupSkipped,
     PreparedHistory,
-    default_future_calendar,
-    forecast_group,
     group_seed,
     normalize_dates,
     prepare_history,
-    train_group,
 )
 from mlcore.forecasting.metrics import (
     METRIC_NAMES,
@@ -39,6 +40,7 @@ from mlcore.forecasting.models import (
     SeasonalNaiveForecaster,
     load_model,
 )
+from mlcore.forecasting.prediction import default_future_calendar, forecast_group
 from mlcore.forecasting.schemas import (
     FORECAST_COLUMNS,
     MODEL_COLUMNS,
@@ -50,6 +52,7 @@ from mlcore.forecasting.schemas import (
     key_fields,
     model_schema,
 )
+from mlcore.forecasting.training import train_group
 
 __all__ = [
     "FORECAST_COLUMNS",

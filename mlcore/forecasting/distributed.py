@@ -23,13 +23,8 @@ import pyarrow as pa
 from pyspark.sql.types import StringType, StructField, StructType
 
 from mlcore.config.models import ForecastingConfig
-from mlcore.forecasting.group import (
-    ForecastInputError,
-    GroupForecast,
-    forecast_group_checked,
-    prepare_history,
-    train_group,
-)
+from mlcore.forecasting.history import ForecastInputError, prepare_history
+from mlcore.forecasting.prediction import GroupForecast, forecast_group_checked
 from mlcore.forecasting.schemas import (
     FORECAST_COLUMNS,
     FORECAST_STATUS_COLUMNS,
@@ -39,6 +34,7 @@ from mlcore.forecasting.schemas import (
     key_fields,
     model_schema,
 )
+from mlcore.forecasting.training import train_group
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -188,7 +184,7 @@ def fingerprint_groups(history: DataFrame, config: ForecastingConfig, run_date: 
     """Keys + ``data_fingerprint`` per group (the same hash ``train_group`` records), cheaply."""
     from pyspark.sql.types import StringType, StructField, StructType
 
-    from mlcore.forecasting.group import GroupSkipped
+    from mlcore.forecasting.history import GroupSkipped
 
     keys = list(config.group_keys)
     types = {f.name: f.dataType for f in history.schema.fields}

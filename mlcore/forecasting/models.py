@@ -5,7 +5,7 @@ state lives in attributes ending in ``_``), predicts with ``predict(future_df)``
 JSON text with ``to_json()`` / ``from_json()``. Models are never pickled: JSON is portable across
 library versions, readable, and safe to load.
 
-Column contract (the group functions in :mod:`mlcore.forecasting.group` produce it):
+Column contract (the group functions in :mod:`mlcore.forecasting.training` and :mod:`~mlcore.forecasting.prediction` produce it):
 
 * ``fit(df)``: ``ds`` (date-like), ``y`` (float), every configured regressor, and the configured
   holidays column (raw codes, optional).
@@ -20,6 +20,7 @@ that actually fit), and its INFO logging (and the cmdstanpy chatter) is silenced
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -569,3 +570,9 @@ def load_model(text: str) -> ProphetForecaster | SeasonalNaiveForecaster:
     if cls is None:
         raise ValueError(f"unknown model_type {model_type!r}")
     return cls.from_json(text)
+
+
+
+def model_digest(text: str) -> str:
+    """The content hash stored beside a model's JSON and checked before it is loaded."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -3,8 +3,8 @@
 The group key columns come first in every schema and are configurable, so each schema is built
 from the key fields: ``model_schema(key_fields)`` and ``forecast_schema(key_fields)``. The
 column order of a result is ``[*keys, *MODEL_COLUMNS]`` / ``[*keys, *FORECAST_COLUMNS]``; the
-dicts returned by :func:`mlcore.forecasting.group.train_group` and the frames returned by
-:func:`~mlcore.forecasting.group.forecast_group` follow exactly that order, with Python
+dicts returned by :func:`mlcore.forecasting.training.train_group` and the frames returned by
+:func:`~mlcore.forecasting.prediction.forecast_group` follow exactly that order, with Python
 values that Arrow converts to these types (``datetime.date`` for dates, lists of dicts for the
 nested arrays, ``None`` for nulls, ``NaN`` for an undefined metric).
 
@@ -146,12 +146,12 @@ def _check_keys(keys: Sequence[StructField], reserved: Sequence[str]) -> list[St
 
 
 def model_schema(keys: Sequence[StructField] = DEFAULT_KEY_FIELDS) -> StructType:
-    """Schema of :func:`~mlcore.forecasting.group.train_group` rows: keys, then MODEL_COLUMNS."""
+    """Schema of :func:`~mlcore.forecasting.training.train_group` rows: keys, then MODEL_COLUMNS."""
     return StructType([*_check_keys(keys, MODEL_COLUMNS), *MODEL_FIELDS])
 
 
 def forecast_schema(keys: Sequence[StructField] = DEFAULT_KEY_FIELDS) -> StructType:
-    """Schema of :func:`~mlcore.forecasting.group.forecast_group` frames: keys, FORECAST_COLUMNS."""
+    """Schema of :func:`~mlcore.forecasting.prediction.forecast_group` frames: keys, FORECAST_COLUMNS."""
     return StructType([*_check_keys(keys, FORECAST_COLUMNS), *FORECAST_FIELDS])
 
 

@@ -54,7 +54,7 @@ class StoreForecasterModel(PythonModel):
         return self._models
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
-        from mlcore.forecasting.group import forecast_group
+        from mlcore.forecasting.prediction import forecast_group
         from mlcore.forecasting.schemas import forecast_columns
 
         keys = list(self.forecasting.group_keys)

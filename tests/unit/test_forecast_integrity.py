@@ -15,12 +15,9 @@ import pandas as pd
 import pytest
 
 from mlcore.config.models import ForecastingConfig, ProphetConfig, SyntheticConfig
-from mlcore.forecasting.group import (
-    default_future_calendar,
-    forecast_group_checked,
-    model_digest,
-    train_group,
-)
+from mlcore.forecasting.models import model_digest
+from mlcore.forecasting.prediction import default_future_calendar, forecast_group_checked
+from mlcore.forecasting.training import train_group
 from mlcore.ingest import synthetic
 from mlcore.ingest.schemas import SALES
 

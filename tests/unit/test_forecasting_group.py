@@ -18,14 +18,8 @@ import pandas as pd
 import pytest
 
 from mlcore.config.models import ForecastingConfig
-from mlcore.forecasting import group as group_mod
-from mlcore.forecasting.group import (
-    default_future_calendar,
-    forecast_group,
-    group_seed,
-    prepare_history,
-    train_group,
-)
+from mlcore.forecasting import history, prediction
+from mlcore.forecasting.history import group_seed, prepare_history
 from mlcore.forecasting.metrics import METRIC_NAMES, compute_metrics
 from mlcore.forecasting.models import (
     ProphetForecaster,
@@ -33,6 +27,7 @@ from mlcore.forecasting.models import (
     holiday_name,
     load_model,
 )
+from mlcore.forecasting.prediction import default_future_calendar, forecast_group
 from mlcore.forecasting.schemas import (
     FORECAST_COLUMNS,
     MODEL_COLUMNS,
@@ -40,6 +35,7 @@ from mlcore.forecasting.schemas import (
     model_columns,
     model_schema,
 )
+from mlcore.forecasting.training import train_group
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATASETS_DIR = Path(os.environ.get("MLCORE_DATASETS_DIR", REPO_ROOT.parent / "shared" / "datasets"))
@@ -212,7 +208,7 @@ def test_json_round_trip_gives_identical_predictions(stores, trained):
     future = _future(history)
     prep = prepare_history(history, CONFIG, RUN_DATE)
     fit_frame = prep.train
-    canon = group_mod._canonical_future(future, CONFIG)
+    canon = prediction._canonical_future(future, CONFIG)
 
     prophet = ProphetForecaster(CONFIG.prophet, seed=7).fit(fit_frame)
     again = ProphetForecaster.from_json(prophet.to_json())
@@ -524,7 +520,7 @@ def test_seasonal_naive_definition():
 def test_normalize_dates_keeps_the_local_day():
     import datetime as _dt
 
-    from mlcore.forecasting.group import normalize_dates
+    from mlcore.forecasting.history import normalize_dates
 
     as_text = lambda a: [str(d) for d in a]  # noqa: E731
     plus2 = _dt.timezone(_dt.timedelta(hours=2))
@@ -573,7 +569,7 @@ def test_forecast_group_hygiene_on_the_future_frame(trained, stores):
     assert len(out) == CONFIG.horizon_days  # one row per date, sorted
     assert out["ds"].tolist() == sorted(future["date"])
     assert ((out["yhat"] > 0) == (future["open"].to_numpy() == 1)).all()
-    with pytest.raises(group_mod.ForecastInputError, match="date column"):
+    with pytest.raises(history.ForecastInputError, match="date column"):
         forecast_group(trained[1], future.drop(columns=["date"]), {"store": 1}, CONFIG)
 
 

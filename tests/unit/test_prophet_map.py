@@ -185,7 +185,7 @@ def test_real_rossmann_stores_match_or_beat_cmdstan(datasets_dir):
     import datetime as dt
 
     from mlcore.config.models import ForecastingConfig
-    from mlcore.forecasting.group import prepare_history
+    from mlcore.forecasting.history import prepare_history
     from mlcore.ingest.schemas import SALES
 
     frame = pd.read_csv(datasets_dir / "rossmann" / "train.csv.gz", dtype={"StateHoliday": str})
