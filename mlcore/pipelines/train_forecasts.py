@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, astuple, dataclass
+from dataclasses import asdict, astuple
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from mlcore.forecasting.distributed import fingerprint_groups, group_partitions, train_groups
-from mlcore.forecasting.metrics import compute_metrics
+from mlcore.forecasting.plots import backtest_plot
+from mlcore.forecasting.promotion import GateComparison, compare_on_common_groups
+from mlcore.forecasting.results import NESTED, CollectedResults, aggregate_metrics, collect_results
+from mlcore.forecasting.retrain import groups_to_keep, kept_rows
 from mlcore.pipelines._models import replay_registered, report_decision
 from mlcore.pipelines._progress import StageReporter
 from mlcore.pipelines._validation import check_inputs
@@ -29,14 +31,12 @@ from mlcore.spark_classic import default_parallelism
 
 if TYPE_CHECKING:
     import pandas as pd
-    import pyarrow as pa
     from pyspark.sql import DataFrame
     from pyspark.sql.types import StructType
 
 log = logging.getLogger(__name__)
 
 MODELS, METRICS, BACKTEST = "forecast_models", "forecast_metrics", "forecast_backtest"
-_NESTED = ("metrics", "backtest_points")
 
 
 def select_history(ctx: JobContext) -> tuple[DataFrame, list[Any]]:
@@ -85,73 +85,10 @@ def model_rows(ctx: JobContext, results: DataFrame) -> DataFrame:
     """``forecast_models`` rows: the per-group results without the nested backtest columns."""
     from pyspark.sql import functions as F
 
-    models = results.drop(*_NESTED).withColumn(
+    models = results.drop(*NESTED).withColumn(
         "model_name", F.lit(ctx.config.forecasting.model_name)
     )
     return ctx.stamp(models.withColumn("created_at", F.current_timestamp()))
-
-
-_GROUP_COLUMNS = (
-    "status", "champion", "action", "trained_run_date", "train_rows", "fit_seconds",
-    "backtest_seconds", "status_reason", "error_class", "error_message",
-)
-
-
-@dataclass(frozen=True)
-class CollectedResults:
-    """What the driver needs of the per-group results, from one collect (model JSON excluded).
-
-    ``groups``: one row per group (keys, status, champion, timings, reasons, the champion's
-    window-0 WAPE/RMSPE). ``metrics`` / ``points``: the nested metric and backtest-point arrays,
-    exploded to one row each with the group's keys and champion (Arrow; ~100 points per trained
-    group). Every summary, artifact, aggregate and plot is computed from these, and the
-    ``forecast_metrics`` / ``forecast_backtest`` rows are written from them on the driver.
-    """
-
-    groups: pd.DataFrame
-    metrics: pa.Table
-    points: pa.Table
-
-
-def explode_list(table: pa.Table, column: str, carry: list[str]) -> pa.Table:
-    """One row per element of the list-of-struct ``column``: the ``carry`` columns of its row,
-    then the struct's fields (what ``select(*carry, explode(column).alias("x")).select("x.*")``
-    gives in Spark, in the same order)."""
-    import pyarrow.compute as pc
-
-    lists = table.column(column).combine_chunks()
-    parents = pc.list_parent_indices(lists)
-    items = pc.list_flatten(lists)
-    out = table.select(carry).take(parents)
-    for field, values in zip(items.type, items.flatten(), strict=True):
-        out = out.append_column(field.name, values)
-    return out.combine_chunks()
-
-
-def collect_results(results: DataFrame, keys: list[str]) -> CollectedResults:
-    """One collect of the persisted results without the model JSON (see :class:`CollectedResults`).
-
-    Replaces two ``toPandas`` collects and two Spark writes of exploded arrays. With the plot
-    drawn during the writes, the work after training went from 6.2 to 4.8 s (1,115 stores, 2 cores).
-    """
-    from pyspark.sql import functions as F
-
-    def champion_metric(name: str) -> Any:
-        chosen = F.filter(
-            "metrics",
-            lambda m: (m["window"] == 0) & (m["model"] == F.col("champion")) & (m["metric"] == name),
-        )
-        return F.when(F.size(chosen) > 0, chosen[0]["value"]).alias(f"champion_{name}")
-
-    table = results.select(
-        *keys, *_GROUP_COLUMNS, champion_metric("wape"), champion_metric("rmspe"), *_NESTED
-    ).toArrow()
-    carry = [*keys, "champion"]
-    return CollectedResults(
-        groups=table.drop_columns(list(_NESTED)).to_pandas(),
-        metrics=explode_list(table, "metrics", carry),
-        points=explode_list(table, "backtest_points", carry),
-    )
 
 
 def exploded_outputs(
@@ -188,68 +125,6 @@ def exploded_outputs(
     return out
 
 
-def aggregate_metrics(groups: pd.DataFrame, points: pd.DataFrame) -> dict[str, float]:
-    """Aggregates of the trained groups for MLflow and the summary: champions, per-group
-    distributions of the champion's window-0 WAPE/RMSPE, pooled accuracy per model.
-
-    ``groups``/``points`` come from :func:`collect_results` (already limited to trained groups).
-    Status counts are not repeated here: ``run`` counts them once, for the failure budget.
-    """
-    out: dict[str, float] = {}
-    for champion, count in groups["champion"].dropna().value_counts().items():
-        out[f"champion_{champion}"] = float(count)
-    out["compute_seconds"] = float(
-        groups["fit_seconds"].fillna(0).sum() + groups["backtest_seconds"].fillna(0).sum()
-    )
-    for name in ("wape", "rmspe"):
-        values = groups[f"champion_{name}"].dropna()
-        if len(values):
-            out[f"{name}_mean"] = float(values.mean())
-            out[f"{name}_median"] = float(values.quantile(0.5))
-            out[f"{name}_p90"] = float(values.quantile(0.9))
-    # Pooled over every group's backtest points, by the same rule as the per-group metrics.
-    pooled = {str(model): part for model, part in points.groupby("model")}
-    pooled["champion"] = points[points["model"] == points["champion"]]
-    for model, part in pooled.items():
-        metrics = compute_metrics(part["y"], part["yhat"])
-        if math.isfinite(metrics["wape"]):  # a model with no scored point reports nothing
-            out[f"pooled_wape_{model}"] = metrics["wape"]
-            out[f"pooled_rmspe_{model}"] = metrics["rmspe"]
-    return out
-
-
-def _plot(ctx: JobContext, groups: pd.DataFrame, points: pd.DataFrame, keys: list[str]) -> str | None:
-    """PNG of backtest forecasts vs actuals for a few groups (first keys in order)."""
-    from matplotlib.figure import Figure  # no pyplot: safe to render off the main thread
-
-    n = ctx.config.forecasting.plot_groups
-    if n <= 0:
-        return None
-    chosen = groups[groups["status"].isin(["ok", "fallback"])].sort_values(keys).head(n)[keys]
-    frame = points[points["window"] == 0].merge(chosen, on=keys)
-    if frame.empty:
-        return None
-    groups = list(frame.groupby(keys))
-    fig = Figure(figsize=(10, 3 * len(groups)))
-    axes = fig.subplots(len(groups), 1, squeeze=False)
-    for ax, (key, part) in zip(axes[:, 0], groups, strict=True):
-        actual = part.drop_duplicates("ds").sort_values("ds")
-        ax.plot(actual["ds"], actual["y"], "k.-", label="actual", linewidth=1)
-        for model, series in part.groupby("model"):
-            series = series.sort_values("ds")
-            ax.plot(series["ds"], series["yhat"], label=model, linewidth=1.2)
-            if model == part["champion"].iloc[0]:
-                ax.fill_between(series["ds"], series["yhat_lower"], series["yhat_upper"], alpha=0.2)
-        ax.set_title(
-            f"{dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))} — champion: {part['champion'].iloc[0]}"
-        )
-        ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    path = Path(tempfile.mkdtemp(prefix="mlcore_plot_")) / "backtest_forecasts.png"
-    fig.savefig(path, dpi=90)
-    return str(path)
-
-
 def _model_code_file(module: Any) -> str:
     """A real file with the module's source (under spark-submit it is imported from a zip)."""
     import inspect
@@ -263,16 +138,6 @@ def _model_code_file(module: Any) -> str:
 
 
 BACKTEST_VERSION_TAG = "mlcore.forecast_backtest_version"
-
-
-@dataclass(frozen=True)
-class GateComparison:
-    """Challenger and champion measured on the groups both backtested (the same rule, the same
-    groups): what the promotion gate compares. ``groups`` 0: nothing in common."""
-
-    challenger_value: float
-    champion_value: float | None
-    groups: int
 
 
 def champion_backtest(ctx: JobContext) -> pd.DataFrame | None:
@@ -302,24 +167,6 @@ def champion_backtest(ctx: JobContext) -> pd.DataFrame | None:
         except Exception as exc:  # noqa: BLE001 - an unreadable version: try the next source
             log.warning("champion backtest unreadable at version %s: %s", at, exc)
     return None
-
-
-def compare_on_common_groups(
-    challenger: pd.DataFrame, champion: pd.DataFrame | None, keys: list[str], metric: str
-) -> GateComparison | None:
-    """``metric`` of both sides' champion backtest points over the groups present in both (the
-    evaluation rule of ``compute_metrics``): a 1,115-store challenger is judged against a
-    100-store champion on those 100 stores, not on different store sets."""
-    if champion is None:  # no champion, or one without backtest rows: its stored metric is used
-        return None
-    common = challenger[keys].drop_duplicates().merge(champion[keys].drop_duplicates(), on=keys)
-    mine = challenger.merge(common, on=keys)
-    theirs = champion.merge(common, on=keys)
-    return GateComparison(
-        compute_metrics(mine["y"], mine["yhat"])[metric],
-        compute_metrics(theirs["y"], theirs["yhat"])[metric] if len(common) else None,
-        len(common),
-    )
 
 
 def register_and_promote(
@@ -379,30 +226,6 @@ def register_and_promote(
     )  # fmt: skip
 
 
-def _kept_rows(kept: DataFrame, results: DataFrame, keys: list[str]) -> DataFrame:
-    """Previous model rows for unchanged groups, shaped like fresh results (action 'kept')."""
-    from pyspark.sql import functions as F
-
-    default_reason = F.concat(
-        F.lit("input unchanged: kept model trained on "), F.col("trained_run_date").cast("string")
-    )
-    derived = {
-        "status_reason": F.col("keep_reason") if "keep_reason" in kept.columns else default_reason,
-        "metrics": F.array().cast(results.schema["metrics"].dataType),
-        "backtest_points": F.array().cast(results.schema["backtest_points"].dataType),
-        "action": F.lit("kept"),
-    }
-    # Rows of a table written before model content hashes: sealed as they are carried over.
-    for text, digest in (("model_json", "model_sha256"), ("baseline_json", "baseline_sha256")):
-        if digest not in kept.columns:
-            derived[digest] = F.sha2(F.col(text), 256)
-    if "history_max" not in kept.columns:
-        derived["history_max"] = F.lit(None).cast("double")
-    return kept.select(
-        *[derived[c].alias(c) if c in derived else F.col(c) for c in results.columns]
-    )
-
-
 def drifted_groups(ctx: JobContext) -> DataFrame | None:
     """Groups that ``monitor_drift`` flagged (sales_per_store) for this run date, as key strings."""
     from pyspark.sql import functions as F
@@ -417,48 +240,6 @@ def drifted_groups(ctx: JobContext) -> DataFrame | None:
         .select(F.col("group_key").alias("_group_key"))
         .distinct()
     )
-
-
-def groups_to_keep(ctx: JobContext, history: DataFrame, previous: DataFrame) -> DataFrame:
-    """Groups whose current model needs no retraining, with the reason (``only_needed`` mode).
-
-    A group keeps its model when the data that model was trained on is unchanged (the fingerprint
-    of its history before the model's training date, recomputed now, equals the stored one: no
-    restated or late-arriving rows), ``monitor_drift`` did not flag it for this run date, and the
-    model is at most ``forecasting.max_model_age_days`` old. New days of data alone do not force
-    a retrain; new groups and groups without a usable model always train.
-    """
-    from pyspark.sql import functions as F
-
-    fc = ctx.config.forecasting
-    keys = list(fc.group_keys)
-    prev = previous.select(
-        *keys, "trained_run_date", F.col("data_fingerprint").alias("_previous_fp")
-    )
-    fingerprints = None
-    for (trained_on,) in prev.select("trained_run_date").distinct().collect():
-        members = prev.filter(F.col("trained_run_date") == F.lit(trained_on)).select(*keys)
-        part = fingerprint_groups(history.join(members, keys, "left_semi"), fc, trained_on)
-        part = part.withColumn("trained_run_date", F.lit(trained_on))
-        fingerprints = part if fingerprints is None else fingerprints.unionByName(part)
-    if fingerprints is None:
-        return prev.select(*keys, F.lit("").alias("keep_reason")).limit(0)
-    age = F.datediff(F.lit(ctx.run_date), F.col("trained_run_date"))
-    candidates = prev.join(fingerprints, [*keys, "trained_run_date"]).filter(
-        (F.col("data_fingerprint") == F.col("_previous_fp")) & (age <= F.lit(fc.max_model_age_days))
-    )
-    drifted = drifted_groups(ctx)
-    if drifted is not None:
-        key_text = F.concat_ws("|", *[F.col(k).cast("string") for k in keys])
-        candidates = candidates.join(drifted, key_text == F.col("_group_key"), "left_anti")
-    return candidates.select(
-        *keys,
-        F.concat(
-            F.lit("no retrain needed: history before "), F.col("trained_run_date").cast("string"),
-            F.lit(" unchanged, not drifted, model age "), age.cast("string"),
-            F.lit(f" d <= {fc.max_model_age_days}"),
-        ).alias("keep_reason"),
-    )  # fmt: skip
 
 
 def _published(ctx: JobContext, tokens: dict[str, Any]) -> bool:
@@ -515,7 +296,9 @@ def run(ctx: JobContext) -> JobSummary:
         kept = previous.join(unchanged, keys, "left_semi")
         to_train = history.join(unchanged, keys, "left_anti")
     elif fc.only_needed and previous is not None:
-        unchanged = groups_to_keep(ctx, history, previous).persist()
+        unchanged = groups_to_keep(
+            history, previous, ctx.config.forecasting, ctx.run_date, drifted_groups(ctx)
+        ).persist()
         kept = previous.join(unchanged, keys)
         to_train = history.join(unchanged.select(*keys), keys, "left_anti")
 
@@ -526,7 +309,7 @@ def run(ctx: JobContext) -> JobSummary:
         "trained_run_date", F.lit(ctx.run_date)
     )
     if kept is not None:
-        results = results.unionByName(_kept_rows(kept, results, keys))
+        results = results.unionByName(kept_rows(kept, results, keys))
 
     with StageReporter(ctx.spark, "training", total, "groups"):
         results = results.persist(StorageLevel.MEMORY_AND_DISK)
@@ -597,7 +380,9 @@ def run(ctx: JobContext) -> JobSummary:
     # The plot renders on a driver thread while the tables are written (executor and delta-rs
     # work that leaves the driver's interpreter mostly waiting): ~1 s off the job at any scale.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcore-plot") as background:
-        plot = background.submit(_plot, ctx, groups, points, keys)
+        plot = background.submit(
+            backtest_plot, groups, points, keys, ctx.config.forecasting.plot_groups
+        )
         if not ctx.dry_run:
             outputs = {MODELS: model_rows(ctx, results)}
             outputs.update(exploded_outputs(ctx, collected, results.schema))

@@ -11,14 +11,9 @@ import pyarrow as pa
 import pytest
 
 from mlcore.config.models import ForecastingConfig
+from mlcore.forecasting.results import collect_results, explode_list
 from mlcore.forecasting.schemas import model_schema
-from mlcore.pipelines.train_forecasts import (
-    BACKTEST,
-    METRICS,
-    collect_results,
-    explode_list,
-    exploded_outputs,
-)
+from mlcore.pipelines.train_forecasts import BACKTEST, METRICS, exploded_outputs
 
 RUN_DATE = dt.date(2015, 6, 14)
 

@@ -138,7 +138,7 @@ def test_realised_wape_in_spark_is_the_backtest_wape(spark):
 def test_pooled_backtest_metrics_use_the_per_group_rule():
     import pandas as pd
 
-    from mlcore.pipelines.train_forecasts import aggregate_metrics
+    from mlcore.forecasting.results import aggregate_metrics
 
     points = pd.DataFrame({
         "store": [1, 1, 1, 2, 2, 2], "model": ["prophet"] * 3 + ["seasonal_naive"] * 3,
@@ -159,7 +159,7 @@ def test_pooled_backtest_metrics_use_the_per_group_rule():
 def test_gate_compares_challenger_and_champion_on_their_common_groups():
     import pandas as pd
 
-    from mlcore.pipelines.train_forecasts import compare_on_common_groups
+    from mlcore.forecasting.promotion import compare_on_common_groups
 
     challenger = pd.DataFrame({
         "store": [1, 1, 2, 2, 3, 3], "y": [100.0, 100.0, 100.0, 100.0, 100.0, 0.0],
