@@ -19,20 +19,12 @@ champion, no table) is reported as skipped, not as an error.
 from __future__ import annotations
 
 import datetime as dt
-import html
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mlcore.drift.binned import categorical_counts, merge_bins, numeric_counts
-from mlcore.drift.metrics import (
-    chi_square_pvalue,
-    ks_critical_value,
-    ks_from_bins,
-    psi,
-    psi_noise_floor,
-)
+from mlcore.drift.compare import Comparison, compare
+from mlcore.drift.report import report_html
 from mlcore.forecasting.metrics import scored_wape
 from mlcore.job_catalog import declared_tables
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
@@ -52,95 +44,6 @@ SCHEMA = (
 
 class Skip(Exception):  # noqa: N818 - a monitor's inputs are missing: reported, not an error
     """This monitor has nothing to compare yet."""
-
-
-@dataclass
-class Comparison:
-    monitor: str
-    table: str
-    reference: DataFrame
-    current: DataFrame
-    reference_window: str
-    current_window: str
-    numeric: list[str] = field(default_factory=list)
-    categorical: list[str] = field(default_factory=list)
-    group_keys: list[str] = field(default_factory=list)
-
-
-def compare(ctx: JobContext, comparison: Comparison) -> tuple[list[dict[str, Any]], int]:
-    """Metric rows for every feature (and group), and how many groups were too small to compare."""
-    from pyspark import StorageLevel
-
-    cfg = ctx.config.drift
-    ref = comparison.reference.persist(StorageLevel.MEMORY_AND_DISK)
-    cur = comparison.current.persist(StorageLevel.MEMORY_AND_DISK)
-    rows: list[dict[str, Any]] = []
-    small = 0
-
-    def emit(
-        feature: str,
-        group: str | None,
-        metric: str,
-        value: float,
-        threshold: float,
-        drifted: bool,
-        n: tuple[int, int],
-    ) -> None:
-        rows.append(
-            {
-                "monitor": comparison.monitor, "source_table": comparison.table, "feature": feature,
-                "group_key": group, "metric": metric, "value": float(value), "threshold": float(threshold),
-                "drifted": bool(drifted), "n_reference": n[0], "n_current": n[1],
-                "reference_window": comparison.reference_window, "current_window": comparison.current_window,
-            }
-        )  # fmt: skip
-
-    try:
-        for feature in comparison.numeric:
-            fine = numeric_counts(ref, cur, feature, comparison.group_keys, cfg.ks_bins)
-            if cfg.ks_bins % cfg.psi_bins == 0:  # decile edges are among the finer quantile edges
-                coarse = {
-                    g: (merge_bins(r, cfg.psi_bins), merge_bins(c, cfg.psi_bins), nr, nc)
-                    for g, (r, c, nr, nc) in fine.items()
-                }
-            else:
-                coarse = numeric_counts(ref, cur, feature, comparison.group_keys, cfg.psi_bins)
-            for group, (r, c, n_ref, n_cur) in sorted(coarse.items(), key=lambda kv: str(kv[0])):
-                if min(n_ref, n_cur) < cfg.min_rows:
-                    small += 1
-                    continue
-                # Effective thresholds never sit below what sampling noise alone produces, so
-                # small groups (a store's few weeks) are not flagged for noise.
-                value = psi(r, c)
-                limit = max(cfg.psi_threshold, psi_noise_floor(cfg.psi_bins, n_ref, n_cur))
-                emit(feature, group, "psi", value, limit, value > limit, (n_ref, n_cur))
-                fr, fc, _, _ = fine[group]
-                value = ks_from_bins(fr, fc)
-                limit = max(cfg.ks_threshold, ks_critical_value(n_ref, n_cur, cfg.chi2_pvalue))
-                emit(feature, group, "ks", value, limit, value > limit, (n_ref, n_cur))
-        for feature in comparison.categorical:
-            counts = categorical_counts(ref, cur, feature, comparison.group_keys)
-            for group, (r, c, n_ref, n_cur, _) in sorted(counts.items(), key=lambda kv: str(kv[0])):
-                if min(n_ref, n_cur) < cfg.min_rows:
-                    small += 1
-                    continue
-                value = psi(r, c)
-                limit = max(cfg.psi_threshold, psi_noise_floor(len(r), n_ref, n_cur))
-                emit(feature, group, "psi", value, limit, value > limit, (n_ref, n_cur))
-                p = chi_square_pvalue(r, c)
-                emit(
-                    feature,
-                    group,
-                    "chi2_pvalue",
-                    p,
-                    cfg.chi2_pvalue,
-                    p < cfg.chi2_pvalue,
-                    (n_ref, n_cur),
-                )
-    finally:
-        ref.unpersist()
-        cur.unpersist()
-    return rows, small
 
 
 def _champion_info(ctx: JobContext, model_name: str) -> tuple[str, dict[str, Any]]:
@@ -311,59 +214,6 @@ MONITORS: dict[str, Callable[[JobContext], list[Any]]] = {
 }
 
 
-def report_html(ctx: JobContext, frame: Any, skipped: dict[str, str]) -> str:
-    """A readable report: per-monitor counts, skipped monitors, then the metric rows, drifted first."""
-    cfg = ctx.config.drift
-    parts = [
-        f"<html><head><meta charset='utf-8'><title>Drift report {ctx.run_date}</title>",
-        "<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-        "padding:2px 6px}tr.drift{background:#fdd}</style></head><body>",
-        f"<h1>Drift report — run date {ctx.run_date}</h1>",
-        f"<p>Thresholds: PSI &gt; {cfg.psi_threshold}, KS &gt; {cfg.ks_threshold}, chi-square p &lt; "
-        f"{cfg.chi2_pvalue}, realised WAPE &gt; {cfg.forecast_wape_threshold}.</p><h2>Monitors</h2><ul>",
-    ]
-    if len(frame):
-        for monitor, part in frame.groupby("monitor"):
-            parts.append(
-                f"<li><b>{html.escape(monitor)}</b>: {int(part['drifted'].sum())} of {len(part)} metrics drifted</li>"
-            )
-    for monitor, reason in skipped.items():
-        parts.append(f"<li><b>{html.escape(monitor)}</b>: skipped — {html.escape(reason)}</li>")
-    parts.append("</ul><h2>Metrics</h2><table><tr>")
-    columns = [
-        "monitor",
-        "feature",
-        "group_key",
-        "metric",
-        "value",
-        "threshold",
-        "drifted",
-        "n_reference",
-        "n_current",
-        "reference_window",
-        "current_window",
-    ]
-    parts.extend(f"<th>{c}</th>" for c in columns)
-    parts.append("</tr>")
-    shown = (
-        frame.sort_values(["drifted", "monitor", "value"], ascending=[False, True, False]).head(
-            cfg.report_rows
-        )
-        if len(frame)
-        else frame
-    )
-    for _, row in shown.iterrows():
-        cells = "".join(
-            f"<td>{html.escape(f'{row[c]:.4f}' if isinstance(row[c], float) else str(row[c]))}</td>"
-            for c in columns
-        )
-        parts.append(f"<tr class='{'drift' if row['drifted'] else ''}'>{cells}</tr>")
-    parts.append(
-        f"</table><p>{len(frame)} metric rows; first {min(len(frame), cfg.report_rows)} shown.</p></body></html>"
-    )
-    return "".join(parts)
-
-
 def drift_flags(ctx: JobContext, monitors: list[str]) -> DataFrame | None:
     """The rows ``monitors`` flagged as drifted for this run date (None before any drift run);
     what the nightly chain's retrain policy reads."""
@@ -397,7 +247,7 @@ def run(ctx: JobContext) -> JobSummary:
             small = 0
             for item in MONITORS[name](ctx):  # comparisons to compute, or finished metric rows
                 if isinstance(item, Comparison):
-                    more, too_small = compare(ctx, item)
+                    more, too_small = compare(item, ctx.config.drift)
                     found.extend(more)
                     small += too_small
                 else:
@@ -422,7 +272,7 @@ def run(ctx: JobContext) -> JobSummary:
     summary.add("metric rows", len(frame), metric="metric_rows")
     summary.add("drifted", int(frame["drifted"].sum()) if len(frame) else 0, metric="drifted")
     ctx.artifacts["drift/drift_metrics.csv"] = frame.to_csv(index=False)
-    ctx.artifacts["drift/drift_report.html"] = report_html(ctx, frame, skipped)
+    ctx.artifacts["drift/drift_report.html"] = report_html(frame, skipped, ctx.config.drift, ctx.run_date)
     if not ctx.dry_run:
         out = ctx.spark.createDataFrame(frame if len(frame) else [], SCHEMA)
         summary.writes.append(ctx.publish(out.select("*", *ctx.run_columns()), OUTPUT))

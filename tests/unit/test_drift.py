@@ -75,3 +75,28 @@ def test_categorical_counts_align_categories_and_count_nulls(spark):
     counts = {name: (r, c) for name, r, c in zip(categories, ref, cur, strict=True)}
     assert group is None and (n_ref, n_cur) == (4, 3)
     assert counts == {"a": (2.0, 0.0), "b": (1.0, 2.0), "c": (0.0, 1.0), "__null__": (1.0, 0.0)}
+
+
+def test_compare_flags_a_shifted_feature_per_group_and_leaves_small_groups_out(spark):
+    from mlcore.config.models import DriftConfig
+    from mlcore.drift.compare import Comparison, compare
+
+    rows = [(float(v % 200), "big") for v in range(2000)] + [(1.0, "tiny")] * 5
+    reference = spark.createDataFrame(rows, "x double, g string")
+    current = spark.createDataFrame(
+        [(float(v % 200) + 120, "big") for v in range(2000)] + [(9.0, "tiny")] * 5,
+        "x double, g string",
+    )
+    comparison = Comparison("m", "t", reference, current, "ref", "cur", numeric=["x"], group_keys=["g"])
+    config = DriftConfig()
+    metrics, small = compare(comparison, config)
+    assert small == 1, "the 5-row group is below drift.min_rows: counted, not compared"
+    by_metric = {row["metric"]: row for row in metrics}
+    assert set(by_metric) == {"psi", "ks"} and all(row["group_key"] == "big" for row in metrics)
+    assert by_metric["psi"]["drifted"] and by_metric["ks"]["drifted"]
+    assert by_metric["psi"]["threshold"] >= config.psi_threshold  # never below the noise floor
+    unchanged, _ = compare(
+        Comparison("m", "t", reference, reference, "ref", "ref", numeric=["x"], group_keys=["g"]),
+        config,
+    )
+    assert not any(row["drifted"] for row in unchanged)
