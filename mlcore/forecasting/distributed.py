@@ -14,7 +14,7 @@ per core) rather than left to adaptive coalescing, which packs them into one or 
 from __future__ import annotations
 
 import datetime as dt
-import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,21 +52,22 @@ def group_partitions(spark_parallelism: int, config: ForecastingConfig, groups: 
     return max(1, min(wanted, max(groups, 1)))
 
 
-FAULT_GROUPS_ENV = "MLCORE_FAULT_GROUPS"
-# Seconds each group's task waits before training (kill tests need a window that does not depend
-# on how fast the machine fits Prophet). Unset (0) in production.
-FAULT_GROUP_DELAY_ENV = "MLCORE_FAULT_GROUP_DELAY_SECONDS"
+@dataclass(frozen=True)
+class GroupFaults:
+    """Test seam, passed in by the caller (never read from the environment here): ``failing``
+    names groups (``"3"``, ``"a|b"`` for multi-key groups) that report ``failed`` as a crashing
+    model would; ``delay_seconds`` makes each group's task wait before training (kill tests need
+    a window that does not depend on how fast the machine fits Prophet). Empty in production."""
+
+    failing: frozenset[str] = frozenset()
+    delay_seconds: float = 0.0
+
+
+NO_FAULTS = GroupFaults()
 
 
 def _key_values(pdf: pd.DataFrame, keys: list[str]) -> dict:
     return {k: pdf[k].iloc[0] for k in keys}
-
-
-def injected_faults() -> frozenset[str]:
-    """Fault-injection seam for reliability tests, read on the driver and shipped with the task:
-    ``MLCORE_FAULT_GROUPS="3,17"`` (``"a|b"`` for multi-key groups) makes those groups report
-    ``failed``, as a crashing model would. Unset (empty) in production."""
-    return frozenset(i.strip() for i in os.environ.get(FAULT_GROUPS_ENV, "").split(",") if i.strip())
 
 
 def _injected_fault(key_values: dict, faults: frozenset[str]) -> dict | None:
@@ -77,7 +78,7 @@ def _injected_fault(key_values: dict, faults: frozenset[str]) -> dict | None:
         "status": "failed",
         "status_reason": "injected fault",
         "error_class": "InjectedFault",
-        "error_message": f"{FAULT_GROUPS_ENV} names group {label}",
+        "error_message": f"the test's fault plan names group {label}",
     }
 
 
@@ -130,6 +131,7 @@ def train_groups(
     run_date: dt.date,
     partitions: int,
     previous_models: DataFrame | None = None,
+    faults: GroupFaults = NO_FAULTS,
 ) -> DataFrame:
     """One ``train_group`` row per group of ``history`` (``model_schema`` columns).
 
@@ -140,8 +142,7 @@ def train_groups(
     types = {f.name: f.dataType for f in history.schema.fields}
     schema = model_schema(key_fields(keys, types))
     columns = schema.fieldNames()
-    faults = injected_faults()
-    delay = float(os.environ.get(FAULT_GROUP_DELAY_ENV) or 0)
+    failing, delay = faults.failing, faults.delay_seconds
 
     def train_row(pdf: pd.DataFrame) -> dict:
         if delay:
@@ -149,7 +150,7 @@ def train_groups(
 
             time.sleep(delay)
         key_values = _key_values(pdf, keys)
-        fault = _injected_fault(key_values, faults) if faults else None
+        fault = _injected_fault(key_values, failing) if failing else None
         row = train_group(pdf.iloc[:0] if fault else pdf, key_values, config, run_date)
         if fault:
             row.update(fault, champion=None, model_json=None, baseline_json=None)

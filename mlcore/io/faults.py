@@ -13,6 +13,11 @@ transform-and-write task or the driver), right after that file is complete and b
 is committed: ``hang`` stops that process there for good (the test then SIGKILLs the job, as a
 node lost mid-write), ``kill`` SIGKILLs it.
 
+``MLCORE_FAULT_GROUPS="3,17"`` (``"a|b"`` for multi-key groups) makes those forecasting groups
+report ``failed``, as a crashing model would; ``MLCORE_FAULT_GROUP_DELAY_SECONDS`` makes each
+group's task wait before training. The pipeline reads them here (:func:`forecast_group_faults`)
+and passes them to the domain code as a typed plan; domain code never reads the environment.
+
 It lives in the IO layer (the one place every job's commit passes through) rather than in
 pipeline code, and is read at call time, so tests can set it for a subprocess or one call.
 """
@@ -27,6 +32,8 @@ import time
 
 AFTER_COMMIT_ENV = "MLCORE_FAULT_AFTER_COMMIT"
 AT_FIRST_FILE_ENV = "MLCORE_FAULT_AT_FIRST_FILE"
+GROUPS_ENV = "MLCORE_FAULT_GROUPS"
+GROUP_DELAY_ENV = "MLCORE_FAULT_GROUP_DELAY_SECONDS"
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +83,10 @@ def at_first_file(table: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     while True:  # hang: the write never finishes; the test kills the job from outside
         time.sleep(3600)
+
+
+def forecast_group_faults() -> tuple[frozenset[str], float]:
+    """(groups to fail, seconds each group's task waits) from the environment; empty and 0 when
+    unset, as in production."""
+    groups = frozenset(i.strip() for i in os.environ.get(GROUPS_ENV, "").split(",") if i.strip())
+    return groups, float(os.environ.get(GROUP_DELAY_ENV) or 0)

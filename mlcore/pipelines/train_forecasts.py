@@ -18,11 +18,17 @@ from dataclasses import asdict, astuple
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from mlcore.forecasting.distributed import fingerprint_groups, group_partitions, train_groups
+from mlcore.forecasting.distributed import (
+    GroupFaults,
+    fingerprint_groups,
+    group_partitions,
+    train_groups,
+)
 from mlcore.forecasting.plots import backtest_plot
 from mlcore.forecasting.promotion import GateComparison, compare_on_common_groups
 from mlcore.forecasting.results import NESTED, CollectedResults, aggregate_metrics, collect_results
 from mlcore.forecasting.retrain import groups_to_keep, kept_rows
+from mlcore.io.faults import forecast_group_faults
 from mlcore.pipelines._models import replay_registered, report_decision
 from mlcore.pipelines._progress import StageReporter
 from mlcore.pipelines._validation import check_inputs
@@ -304,7 +310,8 @@ def run(ctx: JobContext) -> JobSummary:
 
     parallelism = default_parallelism(ctx.spark)
     partitions = group_partitions(parallelism, fc, total)
-    results = train_groups(to_train, fc, ctx.run_date, partitions, previous)
+    faults = GroupFaults(*forecast_group_faults())  # a test's plan; none in production
+    results = train_groups(to_train, fc, ctx.run_date, partitions, previous, faults)
     results = results.withColumn("action", F.lit("trained")).withColumn(
         "trained_run_date", F.lit(ctx.run_date)
     )

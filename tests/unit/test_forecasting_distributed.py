@@ -113,3 +113,16 @@ def test_nested_or_timestamp_inputs_keep_apply_in_pandas(spark):
     assert not distributed.arrow_groups_supported(StructType.fromDDL("store int, ts timestamp"))
     assert not distributed.arrow_groups_supported(StructType.fromDDL("store int, xs array<int>"))
     assert distributed.arrow_groups_supported(StructType.fromDDL("store int, d date, y double"))
+
+
+def test_a_fault_plan_passed_in_fails_exactly_its_groups(spark, history, monkeypatch):
+    """The test seam is an argument: nothing in the environment changes what the domain does."""
+    monkeypatch.setenv("MLCORE_FAULT_GROUPS", "1,2,3")  # read only by the pipeline, not here
+    faults = distributed.GroupFaults(failing=frozenset({"4"}))
+    rows = collected(
+        distributed.train_groups(history, ForecastingConfig(), RUN_DATE, partitions=2, faults=faults)
+    )
+    statuses = {r["store"]: (r["status"], r["error_class"]) for r in rows}
+    assert statuses[4] == ("failed", "InjectedFault")
+    assert all(statuses[s][0] == "ok" for s in (1, 2, 3))
+    assert rows[3]["model_json"] is None and rows[3]["model_sha256"] is None
