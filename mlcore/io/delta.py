@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from mlcore.config.models import MlcoreConfig
 from mlcore.io import faults
-from mlcore.io.engines import DeltaRsEngine, WriteMode, WriteResult, detect_engine
+from mlcore.io.engines import DeltaEngine, DeltaRsEngine, WriteMode, WriteResult, detect_engine
 from mlcore.io.errors import EngineUnavailableError
 from mlcore.io.native_engine import SparkDeltaEngine
 from mlcore.io.predicates import Predicate, check_predicate
@@ -44,7 +44,7 @@ class DeltaTables:
         self.config = config
         self.engine_name = detect_engine(spark, engine or config.storage.delta_engine)
         if self.engine_name == "spark":
-            self._engine: DeltaRsEngine | SparkDeltaEngine = SparkDeltaEngine(spark)
+            self._engine: DeltaEngine = SparkDeltaEngine(spark)
         else:
             self._engine = DeltaRsEngine(
                 spark,

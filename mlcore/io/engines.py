@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mlcore.io.errors import (
     ConcurrentWriteError,
@@ -84,6 +84,46 @@ class WriteResult:
 # ----------------------------------------------------------------------------------------------
 # Engine detection
 # ----------------------------------------------------------------------------------------------
+class DeltaEngine(Protocol):
+    """What ``DeltaTables`` needs of an engine: the native one (:class:`~mlcore.io.native_engine.
+    SparkDeltaEngine`) and delta-rs (:class:`DeltaRsEngine`) both provide it, with the same
+    contracts (one commit per write, the idempotency token as a Delta ``txn``, replace-where
+    confined to its predicate, a write that raised after its commit reported as committed).
+    Engine-specific extras (the direct scan, write leases) are reached by type, not through this."""
+
+    name: str
+
+    def version(self, table: TableRef) -> int | None: ...
+
+    def transaction_version(self, table: TableRef, app_id: str) -> int | None: ...
+
+    def read(
+        self, table: TableRef, version: int | None = None, where: Predicate | None = None
+    ) -> tuple[DataFrame, int | None]: ...
+
+    def write(
+        self,
+        df: DataFrame,
+        table: TableRef,
+        mode: WriteMode,
+        replace_where: Predicate | None,
+        token: WriteToken | None,
+        merge_schema: bool,
+        metadata: Mapping[str, str],
+        transform: ArrowTransform | None = None,
+        totals: Sequence[str] = (),
+    ) -> WriteResult: ...
+
+    def merge(
+        self,
+        df: DataFrame,
+        table: TableRef,
+        keys: Sequence[str],
+        token: WriteToken | None,
+        metadata: Mapping[str, str],
+    ) -> WriteResult: ...
+
+
 def error_condition(exc: BaseException) -> str | None:
     """Spark's error class of ``exc`` (classic and Spark Connect errors both carry it)."""
     for getter in ("getCondition", "getErrorClass"):
