@@ -171,6 +171,16 @@ def declared_tables(names: tuple[str, ...], config: MlcoreConfig) -> list[str]:
     return list(dict.fromkeys(tables))
 
 
+def declared_io_lines(spec: JobSpec) -> list[str]:
+    """What a job reads and writes, for its ``--help`` (config keys shown as keys: their value
+    depends on the env)."""
+    rows = [
+        ("needs", spec.requires), ("reads if present", spec.reads), ("writes", spec.produces),
+        ("registers", spec.registers), ("uses the champion of", spec.serves), ("runs", spec.parts),
+    ]  # fmt: skip
+    return [f"{label}: {', '.join(names)}" for label, names in rows if names]
+
+
 def model_artifact(name: str) -> str:
     """How a registered model appears among a step's inputs and outputs (beside table names)."""
     return f"model:{name}"

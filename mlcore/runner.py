@@ -22,7 +22,7 @@ import yaml
 
 from mlcore.config.loader import ConfigError, config_as_flat_dict, load_config
 from mlcore.errors import MlcoreError
-from mlcore.job_catalog import JOBS, missing_input, outputs_published
+from mlcore.job_catalog import JOBS, declared_io_lines, missing_input, outputs_published
 from mlcore.pipelines.context import JobContext, JobFailed, JobRequest, JobResult, JobSummary
 
 log = logging.getLogger("mlcore.runner")
@@ -50,7 +50,10 @@ def build_parser(job: str) -> argparse.ArgumentParser:
         prog=job,
         description=spec.summary,
         allow_abbrev=False,
-        epilog=f"Example: python jobs/{job}.py --env local --run-date 2015-06-14",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(
+            [*declared_io_lines(spec), f"Example: python jobs/{job}.py --env local --run-date 2015-06-14"]
+        ),
     )
     parser.add_argument("--env", help="config env (default: $MLCORE_ENV, else 'local')")
     parser.add_argument("--conf-dir", help="config folder (default: ./conf)")

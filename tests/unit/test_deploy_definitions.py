@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from mlcore.job_catalog import JOBS
+from mlcore.config.loader import load_config
+from mlcore.job_catalog import JOBS, step_inputs, step_needs, step_outputs
 from mlcore.runner import build_parser
 from tests.conftest import CONF_DIR, REPO_ROOT
 
@@ -80,7 +81,37 @@ def check_nightly_graph(upstream: dict[str, set[str]], where: str) -> list[str]:
     except graphlib.CycleError as exc:
         raise AssertionError(f"{where}: dependency cycle {exc.args[1]}") from None
     assert upstream == NIGHTLY_UPSTREAM, f"{where}: task graph differs from the nightly chain"
+    check_declared_io(upstream, where)
     return order
+
+
+def check_declared_io(upstream: dict[str, set[str]], where: str) -> None:
+    """Every task runs after the tasks that write what it needs (mlcore.job_catalog's declared
+    IO), and after a gate that checks a table it reads: the declared IO is what a deployment's
+    task graph is checked against."""
+    config = load_config("test", CONF_DIR)
+
+    def ancestors(job: str) -> set[str]:
+        found: set[str] = set()
+        todo = list(upstream[job])
+        while todo:
+            parent = todo.pop()
+            if parent not in found:
+                found.add(parent)
+                todo.extend(upstream[parent])
+        return found
+
+    for job in upstream:
+        before = ancestors(job)
+        for other in upstream:
+            if other == job:
+                continue
+            written = step_outputs(other, config) & step_needs(job, config)
+            gated = step_inputs(other, config) & step_inputs(job, config) if JOBS[other].gate else set()
+            assert not (written or gated) or other in before, (
+                f"{where}: {job} needs {sorted(written or gated)} from {other}, which does not run "
+                "before it"
+            )
 
 
 def test_graph_check_rejects_wrong_graphs():
@@ -94,6 +125,9 @@ def test_graph_check_rejects_wrong_graphs():
         check_nightly_graph({**NIGHTLY_UPSTREAM, "score_batch": {"make_forecast"}}, "x")
     with pytest.raises(AssertionError, match="differs"):
         check_nightly_graph({**NIGHTLY_UPSTREAM, "monitor_drift": {"make_forecasts"}}, "x")
+    swapped = {**NIGHTLY_UPSTREAM, "make_forecasts": {"validate_inputs"}, "train_forecasts": {"make_forecasts"}}
+    with pytest.raises(AssertionError, match=r"make_forecasts needs \['forecast_models', 'model:store_forecaster'\] from train_forecasts"):
+        check_declared_io(swapped, "x")
 
 
 # ----------------------------------------------------------------------------------------------
