@@ -38,8 +38,36 @@ class Comparison:
     group_keys: list[str] = field(default_factory=list)
 
 
-def compare(comparison: Comparison, cfg: DriftConfig) -> tuple[list[dict[str, Any]], int]:
-    """Metric rows for every feature (and group), and how many groups were too small to compare.
+@dataclass(frozen=True)
+class Distribution:
+    """One ungrouped feature's reference and current shares per bin (numeric: the reference's
+    quantile bins, so reference shares are about equal and current shares show the shift;
+    categorical: per category): what the report draws."""
+
+    monitor: str
+    feature: str
+    labels: list[str]
+    reference: list[float]
+    current: list[float]
+    psi: float
+    drifted: bool
+
+
+@dataclass
+class ComparisonResult:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    too_small: int = 0  # groups with fewer rows than drift.min_rows on either side
+    distributions: list[Distribution] = field(default_factory=list)
+
+
+def _shares(counts: list[float]) -> list[float]:
+    total = float(sum(counts))
+    return [float(c) / total if total else 0.0 for c in counts]
+
+
+def compare(comparison: Comparison, cfg: DriftConfig) -> ComparisonResult:
+    """Metric rows for every feature (and group), how many groups were too small to compare, and
+    the ungrouped features' distributions.
 
     All counting is Spark aggregation (the driver sees per-bin counts only); each threshold is
     raised to what sampling noise alone produces at the compared sizes."""
@@ -47,8 +75,8 @@ def compare(comparison: Comparison, cfg: DriftConfig) -> tuple[list[dict[str, An
 
     ref = comparison.reference.persist(StorageLevel.MEMORY_AND_DISK)
     cur = comparison.current.persist(StorageLevel.MEMORY_AND_DISK)
-    rows: list[dict[str, Any]] = []
-    small = 0
+    result = ComparisonResult()
+    rows = result.rows
 
     def emit(
         feature: str,
@@ -80,26 +108,36 @@ def compare(comparison: Comparison, cfg: DriftConfig) -> tuple[list[dict[str, An
                 coarse = numeric_counts(ref, cur, feature, comparison.group_keys, cfg.psi_bins)
             for group, (r, c, n_ref, n_cur) in sorted(coarse.items(), key=lambda kv: str(kv[0])):
                 if min(n_ref, n_cur) < cfg.min_rows:
-                    small += 1
+                    result.too_small += 1
                     continue
                 # Effective thresholds never sit below what sampling noise alone produces, so
                 # small groups (a store's few weeks) are not flagged for noise.
                 value = psi(r, c)
                 limit = max(cfg.psi_threshold, psi_noise_floor(cfg.psi_bins, n_ref, n_cur))
                 emit(feature, group, "psi", value, limit, value > limit, (n_ref, n_cur))
+                if group is None:
+                    labels = [f"q{i + 1}" for i in range(len(r))]
+                    result.distributions.append(Distribution(
+                        comparison.monitor, feature, labels, _shares(r), _shares(c), value, value > limit
+                    ))  # fmt: skip
                 fr, fc, _, _ = fine[group]
                 value = ks_from_bins(fr, fc)
                 limit = max(cfg.ks_threshold, ks_critical_value(n_ref, n_cur, cfg.chi2_pvalue))
                 emit(feature, group, "ks", value, limit, value > limit, (n_ref, n_cur))
         for feature in comparison.categorical:
             counts = categorical_counts(ref, cur, feature, comparison.group_keys)
-            for group, (r, c, n_ref, n_cur, _) in sorted(counts.items(), key=lambda kv: str(kv[0])):
+            for group, (r, c, n_ref, n_cur, names) in sorted(counts.items(), key=lambda kv: str(kv[0])):
                 if min(n_ref, n_cur) < cfg.min_rows:
-                    small += 1
+                    result.too_small += 1
                     continue
                 value = psi(r, c)
                 limit = max(cfg.psi_threshold, psi_noise_floor(len(r), n_ref, n_cur))
                 emit(feature, group, "psi", value, limit, value > limit, (n_ref, n_cur))
+                if group is None:
+                    result.distributions.append(Distribution(
+                        comparison.monitor, feature, [str(n) for n in names], _shares(r), _shares(c),
+                        value, value > limit,
+                    ))  # fmt: skip
                 p = chi_square_pvalue(r, c)
                 emit(
                     feature,
@@ -113,4 +151,4 @@ def compare(comparison: Comparison, cfg: DriftConfig) -> tuple[list[dict[str, An
     finally:
         ref.unpersist()
         cur.unpersist()
-    return rows, small
+    return result

@@ -23,8 +23,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mlcore.drift.compare import Comparison, compare
-from mlcore.drift.report import report_html
+from mlcore.drift.compare import Comparison, Distribution, compare
+from mlcore.drift.report import history_columns, report_html
 from mlcore.forecasting.metrics import scored_wape
 from mlcore.job_catalog import declared_tables
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
@@ -214,6 +214,61 @@ MONITORS: dict[str, Callable[[JobContext], list[Any]]] = {
 }
 
 
+def earlier_flags(ctx: JobContext, frame: Any, runs: int = 30) -> Any:
+    """Earlier runs' rows of the metrics drifted now (the last ``runs`` run dates before this
+    one), for the report's "drifted since"; None before any earlier run."""
+    from pyspark.sql import functions as F
+
+    drifted = frame[frame["drifted"]] if len(frame) else frame
+    if not len(drifted) or not ctx.tables.exists(OUTPUT):
+        return None
+    earlier = ctx.tables.read(OUTPUT, record_input=False).filter(F.col("run_date") < F.lit(ctx.run_date))
+    dates = [r[0] for r in earlier.select("run_date").distinct().orderBy(F.desc("run_date")).limit(runs).collect()]
+    if not dates:
+        return None
+    monitors = sorted(set(drifted["monitor"]))
+    return (
+        earlier.filter(F.col("run_date").isin(dates) & F.col("monitor").isin(monitors))
+        .select(*history_columns())
+        .toPandas()
+    )
+
+
+def drifted_store_sales(ctx: JobContext, frame: Any, stores: int = 4) -> Any:
+    """Daily sales of the ``stores`` most drifted stores (highest per-store PSI of
+    sales_per_store) over the reference and current windows, for the report; None when no store
+    drifted."""
+    from pyspark.sql import functions as F
+
+    fc, window = ctx.config.forecasting, ctx.config.drift.sales_window_days
+    if not len(frame):
+        return None
+    per_store = frame[
+        (frame["monitor"] == "sales_per_store") & frame["drifted"] & frame["group_key"].notna()
+        & (frame["metric"] == "psi")
+    ].sort_values("value", ascending=False)  # fmt: skip
+    top = list(dict.fromkeys(per_store["group_key"]))[:stores]
+    if not top or not ctx.tables.exists("sales"):
+        return None
+    keys = list(fc.group_keys)
+    cur_start = ctx.run_date - dt.timedelta(days=window)
+    ref_start = cur_start - dt.timedelta(days=window)
+    day = F.col(fc.date_column)
+    key_text = F.concat_ws("|", *[F.col(k).cast("string") for k in keys])
+    rows: Any = (
+        ctx.tables.read("sales", record_input=False)
+        .filter((day >= F.lit(ref_start)) & (day < F.lit(ctx.run_date)) & key_text.isin(top))
+        .filter(F.col(fc.target_column) > 0)  # open days, as the monitor compares them
+        .select(
+            key_text.alias("group_key"), day.alias("ds"), F.col(fc.target_column).cast("double").alias("y"),
+            F.when(day < F.lit(cur_start), "reference").otherwise("current").alias("window"),
+        )
+        .toPandas()
+    )  # fmt: skip
+    rank = {group: position for position, group in enumerate(top)}  # most drifted first
+    return rows.assign(_rank=rows["group_key"].map(rank)).sort_values(["_rank", "ds"]).drop(columns="_rank")
+
+
 def drift_flags(ctx: JobContext, monitors: list[str]) -> DataFrame | None:
     """The rows ``monitors`` flagged as drifted for this run date (None before any drift run);
     what the nightly chain's retrain policy reads."""
@@ -235,6 +290,7 @@ def run(ctx: JobContext) -> JobSummary:
         summary.add("status", "already monitored for this run date: nothing to do")
         return summary
     rows: list[dict[str, Any]] = []
+    distributions: list[Distribution] = []
     skipped: dict[str, str] = {}
     for name in dict.fromkeys(ctx.config.drift.monitors):
         held = [t for t in declared_tables(MONITOR_INPUTS[name], ctx.config) if t in ctx.blocked]
@@ -247,9 +303,10 @@ def run(ctx: JobContext) -> JobSummary:
             small = 0
             for item in MONITORS[name](ctx):  # comparisons to compute, or finished metric rows
                 if isinstance(item, Comparison):
-                    more, too_small = compare(item, ctx.config.drift)
-                    found.extend(more)
-                    small += too_small
+                    compared = compare(item, ctx.config.drift)
+                    found.extend(compared.rows)
+                    small += compared.too_small
+                    distributions.extend(compared.distributions)
                 else:
                     found.append(item)
         except Skip as reason:
@@ -272,7 +329,10 @@ def run(ctx: JobContext) -> JobSummary:
     summary.add("metric rows", len(frame), metric="metric_rows")
     summary.add("drifted", int(frame["drifted"].sum()) if len(frame) else 0, metric="drifted")
     ctx.artifacts["drift/drift_metrics.csv"] = frame.to_csv(index=False)
-    ctx.artifacts["drift/drift_report.html"] = report_html(frame, skipped, ctx.config.drift, ctx.run_date)
+    ctx.artifacts["drift/drift_report.html"] = report_html(
+        frame, skipped, ctx.config.drift, ctx.run_date, distributions,
+        earlier_flags(ctx, frame), drifted_store_sales(ctx, frame),
+    )  # fmt: skip
     if not ctx.dry_run:
         out = ctx.spark.createDataFrame(frame if len(frame) else [], SCHEMA)
         summary.writes.append(ctx.publish(out.select("*", *ctx.run_columns()), OUTPUT))

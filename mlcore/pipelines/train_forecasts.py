@@ -26,6 +26,7 @@ from mlcore.forecasting.distributed import (
 )
 from mlcore.forecasting.plots import backtest_plot
 from mlcore.forecasting.promotion import GateComparison, compare_on_common_groups
+from mlcore.forecasting.report import forecast_report_html
 from mlcore.forecasting.results import NESTED, CollectedResults, aggregate_metrics, collect_results
 from mlcore.forecasting.retrain import groups_to_keep, kept_rows
 from mlcore.io.faults import forecast_group_faults
@@ -388,8 +389,12 @@ def run(ctx: JobContext) -> JobSummary:
     # work that leaves the driver's interpreter mostly waiting): ~1 s off the job at any scale.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcore-plot") as background:
         plot = background.submit(
-            backtest_plot, groups, points, keys, ctx.config.forecasting.plot_groups
+            backtest_plot, groups, points, keys, fc.plot_groups, fc.target_column
         )
+        report = background.submit(
+            forecast_report_html, groups, points, keys, aggregates, ctx.run_date, fc.model_name,
+            fc.target_column,
+        )  # fmt: skip
         if not ctx.dry_run:
             outputs = {MODELS: model_rows(ctx, results)}
             outputs.update(exploded_outputs(ctx, collected, results.schema))
@@ -402,6 +407,7 @@ def run(ctx: JobContext) -> JobSummary:
                 elif name == BACKTEST:
                     backtest_version = result.version
         plot_path = plot.result()
+        ctx.artifacts["reports/forecast_report.html"] = report.result()
     if plot_path:
         ctx.artifact_files[f"plots/{Path(plot_path).name}"] = plot_path
     results.unpersist()

@@ -89,14 +89,20 @@ def test_compare_flags_a_shifted_feature_per_group_and_leaves_small_groups_out(s
     )
     comparison = Comparison("m", "t", reference, current, "ref", "cur", numeric=["x"], group_keys=["g"])
     config = DriftConfig()
-    metrics, small = compare(comparison, config)
-    assert small == 1, "the 5-row group is below drift.min_rows: counted, not compared"
-    by_metric = {row["metric"]: row for row in metrics}
-    assert set(by_metric) == {"psi", "ks"} and all(row["group_key"] == "big" for row in metrics)
+    result = compare(comparison, config)
+    assert result.too_small == 1, "the 5-row group is below drift.min_rows: counted, not compared"
+    by_metric = {row["metric"]: row for row in result.rows}
+    assert set(by_metric) == {"psi", "ks"} and all(row["group_key"] == "big" for row in result.rows)
+    assert result.distributions == [], "distributions are drawn for ungrouped comparisons only"
     assert by_metric["psi"]["drifted"] and by_metric["ks"]["drifted"]
     assert by_metric["psi"]["threshold"] >= config.psi_threshold  # never below the noise floor
-    unchanged, _ = compare(
+    unchanged = compare(
         Comparison("m", "t", reference, reference, "ref", "ref", numeric=["x"], group_keys=["g"]),
         config,
     )
-    assert not any(row["drifted"] for row in unchanged)
+    assert not any(row["drifted"] for row in unchanged.rows)
+    overall = compare(Comparison("m", "t", reference, current, "ref", "cur", numeric=["x"]), config)
+    (shape,) = overall.distributions
+    assert shape.drifted and len(shape.labels) == config.psi_bins
+    assert abs(sum(shape.reference) - 1) < 1e-9 and abs(sum(shape.current) - 1) < 1e-9
+    assert shape.current[0] < shape.reference[0] and shape.current[-1] > shape.reference[-1]
