@@ -17,7 +17,8 @@ def _epilog() -> str:
         f"jobs:\n{rows}\n\n"
         "Run one: python -m mlcore run <job> [--env E] [--run-date YYYY-MM-DD] [--set k=v] [--dry-run]\n"
         "Job help: python -m mlcore run <job> --help\n"
-        'Query the tables: python -m mlcore sql "SELECT ..." [--env E] [--limit N] [--format csv]'
+        'Query the tables: python -m mlcore sql "SELECT ..." [--env E] [--limit N] [--format csv]\n'
+        "Convert tables of an older mlcore: python -m mlcore migrate [--env E] [--dry-run]"
     )
 
 
@@ -33,6 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mlcore.query import main as run_sql
 
         return run_sql(args_list[1:])
+    if args_list[:1] == ["migrate"]:
+        from mlcore.migrate import main as run_migrate
+
+        return run_migrate(args_list[1:])
     parser.add_argument("--version", action="version", version=f"mlcore {__version__}")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("list", help="list the jobs")
@@ -41,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("job_args", nargs=argparse.REMAINDER, help="arguments for the job")
     # Listed for --help only: "sql" is handed to mlcore.query above, before this parser runs.
     commands.add_parser("sql", help='query the tables by name: mlcore sql "SELECT ..." (--help)')
+    commands.add_parser("migrate", help="convert tables written by an older mlcore (--help)")
     args = parser.parse_args(args_list)
     if args.command == "list":
         for name, spec in JOBS.items():

@@ -24,7 +24,7 @@ def draw_backtests(
     actuals, each model's forecast and the champion's interval; None when nothing to draw."""
     from matplotlib.figure import Figure  # no pyplot: safe to render off the main thread
 
-    frame = points[points["window"] == 0].merge(groups[keys], on=keys)
+    frame = points[points["backtest_window"] == 0].merge(groups[keys], on=keys)
     if frame.empty:
         return None
     order = [tuple(row) for row in groups[keys].itertuples(index=False)]

@@ -77,7 +77,7 @@ def forecast_report_html(
 ) -> str:
     """The report page. ``groups``: one row per group of this run (keys, status, champion,
     action, champion_wape/_rmspe, status_reason); ``points``: the backtest points (keys, model,
-    champion, window, ds, y, yhat, yhat_lower, yhat_upper); ``aggregates``: the run's pooled
+    champion, backtest_window, ds, y, yhat, yhat_lower, yhat_upper); ``aggregates``: the run's pooled
     metrics (``results.aggregate_metrics``)."""
     trained = groups[groups["action"] == "trained"]
     statuses = groups["status"].value_counts()

@@ -69,7 +69,7 @@ def collect_results(results: DataFrame, keys: list[str]) -> CollectedResults:
     def champion_metric(name: str) -> Any:
         chosen = F.filter(
             "metrics",
-            lambda m: (m["window"] == 0) & (m["model"] == F.col("champion")) & (m["metric"] == name),
+            lambda m: (m["backtest_window"] == 0) & (m["model"] == F.col("champion")) & (m["metric"] == name),
         )
         return F.when(F.size(chosen) > 0, chosen[0]["value"]).alias(f"champion_{name}")
 

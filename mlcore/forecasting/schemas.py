@@ -62,7 +62,7 @@ STATUSES: Final[tuple[str, ...]] = (STATUS_OK, STATUS_FALLBACK, STATUS_SKIPPED, 
 
 METRIC_FIELDS: Final[StructType] = StructType(
     [
-        StructField("window", IntegerType(), False),
+        StructField("backtest_window", IntegerType(), False),
         StructField("model", StringType(), False),
         StructField("metric", StringType(), False),
         StructField("value", DoubleType(), True),
@@ -71,7 +71,7 @@ METRIC_FIELDS: Final[StructType] = StructType(
 )
 BACKTEST_POINT_FIELDS: Final[StructType] = StructType(
     [
-        StructField("window", IntegerType(), False),
+        StructField("backtest_window", IntegerType(), False),
         StructField("model", StringType(), False),
         StructField("ds", DateType(), False),
         StructField("y", DoubleType(), True),

@@ -136,7 +136,7 @@ class _WindowResult:
         n_obs = int(evaluation_mask(y, yhat).sum())
         return [
             {
-                "window": self.window,
+                "backtest_window": self.window,
                 "model": self.model,
                 "metric": name,
                 "value": float(values[name]),
@@ -153,7 +153,7 @@ class _WindowResult:
         y = self.test["y"].to_numpy(dtype=np.float64)
         return [
             {
-                "window": self.window,
+                "backtest_window": self.window,
                 "model": self.model,
                 "ds": d,
                 "y": float(yv),
@@ -169,7 +169,7 @@ def _mean_wape(metrics: list[dict[str, Any]], model: str, windows: set[int]) -> 
     values = [
         m["value"]
         for m in metrics
-        if m["model"] == model and m["metric"] == "wape" and m["window"] in windows
+        if m["model"] == model and m["metric"] == "wape" and m["backtest_window"] in windows
     ]
     return float(np.mean(values)) if values else float("nan")
 

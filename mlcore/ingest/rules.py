@@ -503,8 +503,12 @@ def classify_bank(raw: DataFrame, rules: Sequence[ValueRule] | None = None) -> D
 
 
 def parse_rides(raw: DataFrame) -> DataFrame:
-    """Typed rides plus the derived partition column ``pickup_date``."""
-    return parse(raw, RIDES).withColumn("pickup_date", F.to_date(F.col("pickup_datetime")))
+    """Typed rides plus the derived ``pickup_date`` and its month ``pickup_month`` (YYYY-MM, the
+    table's partition column)."""
+    pickup_date = F.to_date(F.col("pickup_datetime"))
+    return parse(raw, RIDES).withColumns(
+        {"pickup_date": pickup_date, "pickup_month": F.date_format(pickup_date, "yyyy-MM")}
+    )
 
 
 def infer_period(

@@ -158,7 +158,9 @@ RIDES_SCHEMA = StructType(
         StructField("improvement_surcharge", DoubleType(), True),
         StructField("total_amount", DoubleType(), False),
         StructField("congestion_surcharge", DoubleType(), True),
-        StructField("pickup_date", DateType(), False),  # derived: partition column
+        StructField("pickup_date", DateType(), False),  # derived: what jobs and analysts filter on
+        # derived partition column (YYYY-MM): months, not days, make files of a useful size
+        StructField("pickup_month", StringType(), False),
         *RUN_FIELDS,
     ]
 )

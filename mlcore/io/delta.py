@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from mlcore.config.models import MlcoreConfig
 from mlcore.io import faults
 from mlcore.io.engines import DeltaEngine, DeltaRsEngine, WriteMode, WriteResult, detect_engine
-from mlcore.io.errors import EngineUnavailableError
+from mlcore.io.errors import DeltaIOError, EngineUnavailableError
+from mlcore.io.migrations import TABLES_WITH_MIGRATIONS, Migration, convert, pending
 from mlcore.io.native_engine import SparkDeltaEngine
 from mlcore.io.predicates import Predicate, check_predicate
 from mlcore.io.tables import TableRef, WriteToken, resolve_table
@@ -173,6 +174,7 @@ class DeltaTables:
         """
         if replace_where is not None:
             check_predicate(replace_where)
+        self.check_migrated(name)
         result = self._engine.write(
             df,
             self.ref(name),
@@ -186,6 +188,34 @@ class DeltaTables:
         )
         self.writes.append(result)
         faults.after_commit(name, result.committed)
+        return result
+
+    def pending_migrations(self, name: str) -> list[Migration]:
+        """The one-time migrations ``name`` still needs (``mlcore.io.migrations``)."""
+        if name not in TABLES_WITH_MIGRATIONS:
+            return []
+        ref = self.ref(name)
+        return pending(ref, self._engine.layout(ref))
+
+    def check_migrated(self, name: str) -> None:
+        """Refuse to write to a table of an older shape: one line with the command that fixes it."""
+        needed = self.pending_migrations(name)
+        if needed:
+            changes = "; ".join(m.change for m in needed)
+            raise DeltaIOError(
+                f"table {name!r} was written by an older mlcore ({changes}): convert it once with "
+                f"`python -m mlcore migrate --env {self.config.env}`, then rerun"
+            )
+
+    def migrate(self, name: str) -> WriteResult | None:
+        """Apply ``name``'s pending migrations in one commit (every row kept); None if none."""
+        needed = self.pending_migrations(name)
+        if not needed:
+            return None
+        df, _ = self._engine.read(self.ref(name))
+        metadata = dict(self.commit_metadata, **{"mlcore.migration": "; ".join(m.change for m in needed)})
+        result = self._engine.rewrite(convert(df, needed), self.ref(name), metadata)
+        self.writes.append(result)
         return result
 
     def merge(

@@ -123,6 +123,10 @@ class DeltaEngine(Protocol):
         metadata: Mapping[str, str],
     ) -> WriteResult: ...
 
+    def layout(self, table: TableRef) -> tuple[StructType, list[str]] | None: ...
+
+    def rewrite(self, df: DataFrame, table: TableRef, metadata: Mapping[str, str]) -> WriteResult: ...
+
 
 def error_condition(exc: BaseException) -> str | None:
     """Spark's error class of ``exc`` (classic and Spark Connect errors both carry it)."""
@@ -241,6 +245,28 @@ class DeltaRsEngine:
                 "does not exist)"
             ) from exc
 
+    def layout(self, table: TableRef) -> tuple[StructType, list[str]] | None:
+        """The table's schema and partition columns as they are (None: no table)."""
+        dt = self.open(table)
+        if dt is None:
+            return None
+        return self.spark_schema(dt), list(dt.metadata().partition_columns)
+
+    def rewrite(self, df: DataFrame, table: TableRef, metadata: Mapping[str, str]) -> WriteResult:
+        """Replace the whole table with ``df``, schema and partitioning included, in one commit
+        (a one-time migration: the rows are collected on the driver first, so the new version
+        is written from what the old one held)."""
+        from deltalake import write_deltalake
+
+        before = self.version(table)
+        data = self._collect_arrow(df, df.schema)
+        write_deltalake(
+            table.uri, data, mode="overwrite", schema_mode="overwrite",
+            partition_by=list(table.partition_by) or None,
+            commit_properties=self._commit_properties(None, metadata, data.num_rows),
+        )  # fmt: skip
+        return self._result(table, before)
+
     def version(self, table: TableRef) -> int | None:
         dt = self.open(table)
         return None if dt is None else dt.version()
@@ -292,13 +318,9 @@ class DeltaRsEngine:
         self.check_readable(dt, table.name)
         schema = self.spark_schema(dt)
         partition_cols = list(dt.metadata().partition_columns)
-        prune = (
-            where
-            if where
-            and partition_columns_only(where, partition_cols)
-            and all(v is not None for v in where.values())
-            else None
-        )
+        # Files are chosen by the predicate's partition columns (the whole predicate is applied
+        # below, so pruning on part of it is exact): rides by month, filtered by day.
+        prune = {k: v for k, v in (where or {}).items() if k in partition_cols and v is not None}
         uris = dt.file_uris(partition_filters=to_partition_filters(prune) if prune else None)
         if not uris:
             df = self.spark.createDataFrame([], schema)

@@ -39,6 +39,7 @@ from mlcore.io.transform import ArrowTransform
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +224,32 @@ class SparkDeltaEngine:
         # A path table: one DESCRIBE HISTORY answers both "is it there" and "at which version".
         commits = self._history(table, 1)
         return int(commits[0]["version"]) if commits else None
+
+    def layout(self, table: TableRef) -> tuple[StructType, list[str]] | None:
+        """The table's schema and partition columns as they are (None: no table)."""
+        if not self.exists(table):
+            return None
+        name = table.catalog_name or f"delta.`{table.uri}`"
+        detail = self._delta_sql(f"DESCRIBE DETAIL {name}").collect()[0]
+        schema = self.read(table)[0].schema
+        return schema, list(detail["partitionColumns"] or [])
+
+    def rewrite(self, df: DataFrame, table: TableRef, metadata: Mapping[str, str]) -> WriteResult:
+        """Replace the whole table with ``df``, schema and partitioning included, in one commit
+        (a one-time migration; Delta reads the old snapshot while it writes the new one)."""
+        before = self.version(table)
+        writer = (
+            with_default_string_types(df).write.format("delta").mode("overwrite")
+            .option("overwriteSchema", "true").option("userMetadata", json.dumps(dict(metadata)))
+        )  # fmt: skip
+        if table.partition_by:
+            writer = writer.partitionBy(*table.partition_by)
+        if table.catalog_name:
+            writer.saveAsTable(table.catalog_name)
+        else:
+            writer.save(table.uri)
+        after = self.version(table)
+        return WriteResult(table.name, self.name, after, committed=after != before)
 
     def _latest_version(self, table: TableRef) -> int:
         """The version of a table known to exist."""

@@ -25,9 +25,17 @@ class StageReporter:
     seconds while the block runs, and a closing line with the total time."""
 
     def __init__(
-        self, spark: Any, label: str, total: int, unit: str, interval: float = 10.0
+        self,
+        spark: Any,
+        label: str,
+        total: int | None = None,
+        unit: str = "tasks",
+        interval: float = 10.0,
     ) -> None:
-        self.label, self.total, self.unit, self.interval = label, total, unit, interval
+        """``total`` None: the stage's own Spark tasks are the units (scoring partitions, a write)."""
+        self.label, self.unit, self.interval = label, unit, interval
+        self.by_tasks = total is None
+        self.total = total or 0
         self.stages = StageProgress(spark) if spark is not None else None
         self.best = 0
         self.started = time.perf_counter()
@@ -45,11 +53,13 @@ class StageReporter:
         if self.stages is not None:
             self.stages.close()
         if kind is None:
-            log.info("%s: %d/%d %s in %.0f s", self.label, self.total, self.total, self.unit,
-                     time.perf_counter() - self.started)  # fmt: skip
+            done = f"{self.total}/{self.total} {self.unit}" if self.total else "done"
+            log.info("%s: %s in %.0f s", self.label, done, time.perf_counter() - self.started)
 
     def line(self, elapsed: float) -> str:
         """The progress line for the best count seen so far."""
+        if not self.total:  # counted in tasks, before the first stage shows up
+            return f"{self.label}: {elapsed:.0f} s elapsed, starting"
         done = f"{self.best}/{self.total} {self.unit}"
         if self.best <= 0:
             return f"{self.label}: {done}, {elapsed:.0f} s elapsed, ETA after the first {self.unit}"
@@ -58,9 +68,19 @@ class StageReporter:
         return f"{self.label}: {done}, {rate:.1f} {self.unit}/s, ETA {eta:.0f} s"
 
     def observe(self, completed: int, tasks: int) -> None:
-        """A stage's task counts, scaled to units; the count only grows."""
-        if tasks > 0:
+        """A stage's task counts, scaled to units (or taken as they are when counting tasks);
+        the count only grows."""
+        if tasks <= 0:
+            return
+        if self.by_tasks:
+            self.total = max(self.total, tasks)
+            self.best = max(self.best, min(self.total, completed))
+        else:
             self.best = max(self.best, min(self.total, int(completed / tasks * self.total)))
+
+    def reached(self, done: int) -> None:
+        """Driver-side work counted by the caller (drift monitors done); never goes back."""
+        self.best = max(self.best, min(self.total, done) if self.total else done)
 
     def _run(self) -> None:
         while not self._done.wait(self.interval):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlcore.anomaly.features import (
     FEATURES,
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 PASSTHROUGH = ("pickup_datetime", "pickup_location_id", "dropoff_location_id")
+MONTH_COLUMN = "pickup_month"  # rides' partition column (YYYY-MM of pickup_date)
 
 
 def days_before(run_date: dt.date, days: int) -> list[dt.date]:
@@ -39,7 +40,10 @@ def read_rides(ctx: JobContext, days: list[dt.date]) -> DataFrame:
         check_feature_names(ac.features)
     except ValueError as exc:
         raise JobFailed(f"anomaly.features: {exc}") from None
-    rides = ctx.tables.read(ac.input_table, where={ac.date_column: days})
+    where: dict[str, Any] = {ac.date_column: days}
+    if MONTH_COLUMN in ctx.tables.ref(ac.input_table).partition_by:  # reads only those months
+        where[MONTH_COLUMN] = sorted({day.strftime("%Y-%m") for day in days})
+    rides = ctx.tables.read(ac.input_table, where=where)
     rides = check_inputs(ctx, {ac.input_table: rides})[ac.input_table]
     if rides.limit(1).count() == 0:
         raise JobFailed(f"no rides in {ac.input_table} for {days[0]} .. {days[-1]}")

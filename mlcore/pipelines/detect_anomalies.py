@@ -19,6 +19,7 @@ from mlcore.anomaly.clustering import FAILED, DbscanSettings
 from mlcore.anomaly.distributed import cluster_batches
 from mlcore.anomaly.features import ROW_KEY, RULE
 from mlcore.io.frames import aggregate_row
+from mlcore.pipelines._progress import StageReporter
 from mlcore.pipelines._rides import batch_keys, days_before, read_rides, split_usable
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 from mlcore.spark_classic import default_parallelism
@@ -123,7 +124,8 @@ def run(ctx: JobContext) -> JobSummary:
         results = cluster_batches(usable, keys, dbscan_settings(ctx), partitions).persist(
             StorageLevel.MEMORY_AND_DISK
         )
-        statuses = {r["status"]: r["count"] for r in results.groupBy("status").count().collect()}
+        with StageReporter(ctx.spark, "clustering", n_batches, "batches"):
+            statuses = {r["status"]: r["count"] for r in results.groupBy("status").count().collect()}
         totals = aggregate_row(
             results.agg(F.sum("anomalies"), F.sum("noise"), F.avg("silhouette"), F.avg("eps"))
         )

@@ -1,4 +1,4 @@
-"""ingest_rides: NYC TLC yellow trip CSV -> Delta ``rides``, partitioned by ``pickup_date``.
+"""ingest_rides: NYC TLC yellow trip CSV -> Delta ``rides``, partitioned by ``pickup_month``.
 
 The file's period is inferred from the data (whole calendar months; months holding under 1 % of
 the busiest month's pickups are strays and cannot widen it) and reported in the summary. Rides

@@ -22,6 +22,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from mlcore.forecasting.distributed import forecast_groups, group_partitions
+from mlcore.pipelines._progress import StageReporter
 from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 from mlcore.spark_classic import default_parallelism
@@ -151,7 +152,9 @@ def run(ctx: JobContext) -> JobSummary:
     partitions = group_partitions(default_parallelism(ctx.spark), fc, groups)
     results = forecast_groups(models, calendar, fc, partitions).persist()
     try:
-        return _publish(ctx, summary, results, untrained, champion, trained_on, groups, defaulted)
+        # The forecasting stage runs when _publish first reads the results.
+        with StageReporter(ctx.spark, "forecasting", groups, "groups"):
+            return _publish(ctx, summary, results, untrained, champion, trained_on, groups, defaulted)
     finally:
         results.unpersist()
 
@@ -225,7 +228,7 @@ def _publish(
         return summary
     stamped = {
         "model_name": F.lit(fc.model_name),
-        "model_version": F.lit(str(champion.version)),
+        "model_version": F.lit(int(champion.version)).cast("int"),  # as the score tables
         "trained_run_date": F.lit(trained_on),
     }
     forecasts = ctx.stamp(forecast_rows.withColumns(stamped)).withColumn(

@@ -27,6 +27,7 @@ from mlcore.drift.compare import Comparison, Distribution, compare
 from mlcore.drift.report import history_columns, report_html
 from mlcore.forecasting.metrics import scored_wape
 from mlcore.job_catalog import declared_tables
+from mlcore.pipelines._progress import StageReporter
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 
 if TYPE_CHECKING:
@@ -281,6 +282,49 @@ def drift_flags(ctx: JobContext, monitors: list[str]) -> DataFrame | None:
     )
 
 
+def _run_monitor(
+    ctx: JobContext,
+    name: str,
+    summary: JobSummary,
+    rows: list[dict[str, Any]],
+    distributions: list[Distribution],
+    skipped: dict[str, str],
+) -> None:
+    """One monitor: its metric rows and distributions appended, or the reason it was skipped."""
+    held = [t for t in declared_tables(MONITOR_INPUTS[name], ctx.config) if t in ctx.blocked]
+    if held:
+        skipped[name] = f"{held[0]} was not written tonight ({ctx.blocked[held[0]]})"
+        summary.add(f"{name}", f"skipped: {skipped[name]}")
+        return
+    try:
+        found: list[dict[str, Any]] = []
+        small = 0
+        for item in MONITORS[name](ctx):  # comparisons to compute, or finished metric rows
+            if isinstance(item, Comparison):
+                compared = compare(item, ctx.config.drift)
+                found.extend(compared.rows)
+                small += compared.too_small
+                distributions.extend(compared.distributions)
+            else:
+                found.append(item)
+    except Skip as reason:
+        skipped[name] = str(reason)
+        summary.add(f"{name}", f"skipped: {reason}")
+        return
+    rows.extend(found)
+    drifted = sum(r["drifted"] for r in found)
+    groups = {r["group_key"] for r in found if r["group_key"] is not None}
+    detail = f"{drifted} of {len(found)} metrics drifted" + (
+        f" over {len(groups)} groups" if groups else ""
+    )
+    summary.add(name, detail + (f"; {small} groups too small to compare" if small else ""))
+    summary.metrics[f"{name}_metrics"] = float(len(found))
+    summary.metrics[f"{name}_drifted"] = float(drifted)
+    psis = [r["value"] for r in found if r["metric"] == "psi"]
+    if psis:
+        summary.metrics[f"{name}_max_psi"] = max(psis)
+
+
 def run(ctx: JobContext) -> JobSummary:
     import pandas as pd
 
@@ -292,39 +336,11 @@ def run(ctx: JobContext) -> JobSummary:
     rows: list[dict[str, Any]] = []
     distributions: list[Distribution] = []
     skipped: dict[str, str] = {}
-    for name in dict.fromkeys(ctx.config.drift.monitors):
-        held = [t for t in declared_tables(MONITOR_INPUTS[name], ctx.config) if t in ctx.blocked]
-        if held:
-            skipped[name] = f"{held[0]} was not written tonight ({ctx.blocked[held[0]]})"
-            summary.add(f"{name}", f"skipped: {skipped[name]}")
-            continue
-        try:
-            found: list[dict[str, Any]] = []
-            small = 0
-            for item in MONITORS[name](ctx):  # comparisons to compute, or finished metric rows
-                if isinstance(item, Comparison):
-                    compared = compare(item, ctx.config.drift)
-                    found.extend(compared.rows)
-                    small += compared.too_small
-                    distributions.extend(compared.distributions)
-                else:
-                    found.append(item)
-        except Skip as reason:
-            skipped[name] = str(reason)
-            summary.add(f"{name}", f"skipped: {reason}")
-            continue
-        rows.extend(found)
-        drifted = sum(r["drifted"] for r in found)
-        groups = {r["group_key"] for r in found if r["group_key"] is not None}
-        detail = f"{drifted} of {len(found)} metrics drifted" + (
-            f" over {len(groups)} groups" if groups else ""
-        )
-        summary.add(name, detail + (f"; {small} groups too small to compare" if small else ""))
-        summary.metrics[f"{name}_metrics"] = float(len(found))
-        summary.metrics[f"{name}_drifted"] = float(drifted)
-        psis = [r["value"] for r in found if r["metric"] == "psi"]
-        if psis:
-            summary.metrics[f"{name}_max_psi"] = max(psis)
+    monitors = list(dict.fromkeys(ctx.config.drift.monitors))
+    with StageReporter(None, "drift monitors", len(monitors), "monitors") as progress:
+        for done, name in enumerate(monitors):
+            progress.reached(done)
+            _run_monitor(ctx, name, summary, rows, distributions, skipped)
     frame = pd.DataFrame(rows, columns=[c.split(" ")[0] for c in SCHEMA.split(", ")])
     summary.add("metric rows", len(frame), metric="metric_rows")
     summary.add("drifted", int(frame["drifted"].sum()) if len(frame) else 0, metric="drifted")

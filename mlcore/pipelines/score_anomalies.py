@@ -16,6 +16,7 @@ from mlcore.anomaly.features import check_feature_names
 from mlcore.anomaly.scoring import score_rides
 from mlcore.io.frames import aggregate_row
 from mlcore.pipelines._models import resolve_for_scoring
+from mlcore.pipelines._progress import StageReporter
 from mlcore.pipelines._rides import PASSTHROUGH, batch_keys, days_before, read_rides, split_usable
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 
@@ -74,8 +75,9 @@ def run(ctx: JobContext) -> JobSummary:
         counts = aggregate_row(scores.agg(F.count("*"), F.sum(F.col("is_anomaly").cast("int"))))
         quarantined_rows = quarantined.count()
     else:
-        result = ctx.publish(scores, SCORES)
-        q_result = ctx.publish(quarantined, QUARANTINE)
+        with StageReporter(ctx.spark, "scoring and writing"):  # progress in Spark tasks
+            result = ctx.publish(scores, SCORES)
+            q_result = ctx.publish(quarantined, QUARANTINE)
         summary.writes.extend([result, q_result])
         # Counting what this run wrote: its own outputs, not inputs of the run (record_input).
         written = ctx.tables.read(

@@ -38,6 +38,7 @@ from mlcore.classification.scoring import (
 )
 from mlcore.io.frames import aggregate_row
 from mlcore.pipelines._models import resolve_for_scoring
+from mlcore.pipelines._progress import StageReporter
 from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 
@@ -105,7 +106,8 @@ def run(ctx: JobContext) -> JobSummary:
         if ctx.dry_run:
             counts = aggregate_row(transform.apply(rows_in).agg(F.count("*"), F.sum("label")))
         else:
-            result = ctx.publish(rows_in, cc.output_table, transform=transform, totals=["label"])
+            with StageReporter(ctx.spark, "scoring and writing"):  # one pass: progress in tasks
+                result = ctx.publish(rows_in, cc.output_table, transform=transform, totals=["label"])
             summary.writes.append(result)
             if result.committed and result.rows is not None and result.totals is not None:
                 counts = (result.rows, result.totals.get("label"))  # counted by the write itself

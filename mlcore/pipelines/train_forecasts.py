@@ -189,6 +189,7 @@ def register_and_promote(
     import mlflow
 
     from mlcore.serving import store_forecaster
+    from mlcore.serving.signature import forecaster_input_example, forecaster_signature
     from mlcore.tracking.registry import METRIC_TAG, ModelRegistry, gate_tags
     from mlcore.tracking.runs import TAG_RUN_DATE
 
@@ -202,10 +203,18 @@ def register_and_promote(
             "table_version": models_version,
             "run_date": ctx.run_date.isoformat(),
         }
+        sales = ctx.tables.read("sales", record_input=False)
+        column_types = {f.name: f.dataType.simpleString() for f in sales.schema.fields}
+        first = sales.select(*fc.group_keys).limit(1).collect()
+        example = (
+            forecaster_input_example(fc, first[0].asDict(), ctx.run_date) if first else None
+        )
         info = mlflow.pyfunc.log_model(
             name="store_forecaster",
             python_model=_model_code_file(store_forecaster),
             model_config=model_config,
+            signature=forecaster_signature(fc, column_types),
+            input_example=example,
             pip_requirements=["mlcore", "deltalake", "prophet", "pandas", "pyarrow"],
         )
         tags = {

@@ -53,7 +53,8 @@ def ride_frame(seed: int = 0) -> pd.DataFrame:
         pickup_location_id=rng.integers(1, 264, n), dropoff_location_id=rng.integers(1, 264, n),
         payment_type=1, extra=0.5, mta_tax=0.5, tip_amount=0.0, tolls_amount=0.0, improvement_surcharge=0.3,
         total_amount=frame["fare_amount"] + 1.3, congestion_surcharge=None,
-        pickup_date=frame["pickup_datetime"].dt.date, run_id="fixture", run_date=dt.date(2019, 2, 1),
+        pickup_date=frame["pickup_datetime"].dt.date, pickup_month=frame["pickup_datetime"].dt.strftime("%Y-%m"),
+        run_id="fixture", run_date=dt.date(2019, 2, 1),
     )  # fmt: skip
     return frame
 

@@ -101,7 +101,7 @@ def test_train_and_forecast_end_to_end(spark, tables, mlcore_home, rossmann_fram
     assert len(forecasts) == STORES * 48
     assert forecasts["ds"].min() == RUN_DATE and forecasts["ds"].max() == RUN_DATE + dt.timedelta(days=47)
     assert (forecasts["yhat_lower"] <= forecasts["yhat"]).all() and (forecasts["yhat"] <= forecasts["yhat_upper"]).all()
-    assert set(forecasts["model_version"]) == {str(champion.version)}
+    assert set(forecasts["model_version"]) == {int(champion.version)}  # an int, as in the score tables
     actual = rossmann_frame[(rossmann_frame["date"] >= RUN_DATE)][["store", "date", "sales", "open"]]
     joined = forecasts.merge(actual, left_on=["store", "ds"], right_on=["store", "date"])
     assert len(joined) == STORES * 48
@@ -112,6 +112,22 @@ def test_train_and_forecast_end_to_end(spark, tables, mlcore_home, rossmann_fram
     forecasts_version = DeltaTable(str(mlcore_home / "lake" / "forecasts")).version()
     assert run_job("make_forecasts", ARGS) == 0
     assert DeltaTable(str(mlcore_home / "lake" / "forecasts")).version() == forecasts_version
+
+    # The registered champion serves the same forecasts through MLflow, under its signature.
+    import mlflow
+
+    uri = f"sqlite:///{mlcore_home / 'mlflow' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    served = mlflow.pyfunc.load_model("models:/store_forecaster@champion")
+    names = [c.name for c in served.metadata.signature.inputs.inputs]
+    assert names[:2] == ["store", "date"], "keys and the date first; regressors optional"
+    future = rossmann_frame[(rossmann_frame["store"] == 1) & (rossmann_frame["date"] >= RUN_DATE)]
+    request = future.sort_values("date").head(7)[[n for n in names if n in future.columns]]
+    request = request.assign(date=pd.to_datetime(request["date"]))
+    answer = served.predict(request)
+    expected = forecasts[forecasts["store"] == 1].sort_values("ds").head(7)
+    assert list(answer["yhat"].round(6)) == list(expected["yhat"].round(6))
 
 
 def test_incremental_mode_retrains_only_changed_groups(spark, tables, mlcore_home, rossmann_frame):

@@ -383,7 +383,7 @@ def test_rides_real_month_quarantines_out_of_period(spark, make_config, datasets
     dates = pd.to_datetime(good["pickup_datetime"]).dt.date.value_counts().to_dict()
     got = {r["pickup_date"]: r["count"] for r in rides.groupBy("pickup_date").count().collect()}
     assert got == dates
-    assert DeltaTable(ctx.tables.ref("rides").uri).metadata().partition_columns == ["pickup_date"]
+    assert DeltaTable(ctx.tables.ref("rides").uri).metadata().partition_columns == ["pickup_month"]
 
 
 # ----------------------------------------------------------------------------------------------

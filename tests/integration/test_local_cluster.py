@@ -72,8 +72,8 @@ ENVIRONMENTAL = re.compile(
 # run_id, timings (*_seconds) and wall-clock timestamps (*_at: created_at, scored_at, ...).
 TABLE_KEYS = {
     "forecast_models": ["store"],
-    "forecast_metrics": ["store", "window", "model", "metric"],
-    "forecast_backtest": ["store", "window", "model", "ds"],
+    "forecast_metrics": ["store", "backtest_window", "model", "metric"],
+    "forecast_backtest": ["store", "backtest_window", "model", "ds"],
     "bank_scores": ["row_key"],
 }
 RTOL = 1e-9

@@ -35,8 +35,8 @@ FAST_FORECASTING = [
 FORECAST_OUTPUTS = {
     # table -> natural key of one row (besides run_date, the partition)
     "forecast_models": ["store"],
-    "forecast_metrics": ["store", "window", "model", "metric"],
-    "forecast_backtest": ["store", "window", "model", "ds"],
+    "forecast_metrics": ["store", "backtest_window", "model", "metric"],
+    "forecast_backtest": ["store", "backtest_window", "model", "ds"],
 }
 
 

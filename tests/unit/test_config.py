@@ -40,7 +40,7 @@ def test_every_shipped_env_loads(mlcore_home):
     databricks = load_config("databricks", conf_dir=CONF_DIR)
     assert databricks.spark.master is None, "clusters never get a master from us"
     assert databricks.tables["sales"].catalog_name == "main.mlcore.sales"
-    assert databricks.tables["rides"].partition_by == ["pickup_date"], "env overlay deep-merges"
+    assert databricks.tables["rides"].partition_by == ["pickup_month"], "env overlay deep-merges"
 
 
 def test_env_precedence_flag_then_env_var_then_local(monkeypatch):
@@ -154,7 +154,7 @@ def test_table_paths_cannot_escape_the_lake(make_config):
 def test_flattened_config_for_mlflow_params():
     flat = config_as_flat_dict(load_config("test", conf_dir=CONF_DIR))
     assert flat["storage.delta_engine"] == "deltars"  # conf/test pins it
-    assert flat["tables.rides.partition_by"] == "pickup_date"
+    assert flat["tables.rides.partition_by"] == "pickup_month"
     assert flat["spark.conf.spark.sql.shuffle.partitions"] == 4
 
 

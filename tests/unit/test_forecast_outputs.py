@@ -23,11 +23,11 @@ def result_rows() -> list[dict]:
     metrics, no points, no champion)."""
 
     def metric(window: int, model: str, name: str, value: float | None) -> dict:
-        return {"window": window, "model": model, "metric": name, "value": value, "n_obs": 40}
+        return {"backtest_window": window, "model": model, "metric": name, "value": value, "n_obs": 40}
 
     def point(window: int, model: str, day: int, yhat: float | None) -> dict:
         ds = RUN_DATE - dt.timedelta(days=day)
-        return {"window": window, "model": model, "ds": ds, "y": 100.0 + day, "yhat": yhat,
+        return {"backtest_window": window, "model": model, "ds": ds, "y": 100.0 + day, "yhat": yhat,
                 "yhat_lower": None if yhat is None else yhat - 5, "yhat_upper": None if yhat is None else yhat + 5}  # fmt: skip
 
     base = {
@@ -77,9 +77,9 @@ def spark_exploded(results, run_id: str) -> dict:
         )
 
     return {
-        METRICS: explode("metrics", ["window", "model", "metric", "value", "n_obs"]),
+        METRICS: explode("metrics", ["backtest_window", "model", "metric", "value", "n_obs"]),
         BACKTEST: explode(
-            "backtest_points", ["window", "model", "ds", "y", "yhat", "yhat_lower", "yhat_upper"]
+            "backtest_points", ["backtest_window", "model", "ds", "y", "yhat", "yhat_lower", "yhat_upper"]
         ),
     }
 

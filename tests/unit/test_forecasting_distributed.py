@@ -96,7 +96,7 @@ def test_arrow_row_follows_spark_pandas_output_conventions():
         "fit_seconds": 0.5,
         "backtest_seconds": np.float64(0.25),
         "train_start": dt.date(2015, 1, 1),
-        "metrics": [{"window": 0, "model": "prophet", "metric": "mape", "value": float("nan"), "n_obs": 3}],
+        "metrics": [{"backtest_window": 0, "model": "prophet", "metric": "mape", "value": float("nan"), "n_obs": 3}],
         "backtest_points": [],
     }
     table = distributed.ArrowRow(schema).table(row)

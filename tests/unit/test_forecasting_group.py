@@ -117,7 +117,7 @@ def test_healthy_store_trains(trained, store):
     assert row["train_rows"] > CONFIG.min_history_days
 
     # every metric for both models on every backtest window
-    got = {(m["window"], m["model"], m["metric"]) for m in row["metrics"]}
+    got = {(m["backtest_window"], m["model"], m["metric"]) for m in row["metrics"]}
     want = {
         (w, model_name, metric)
         for w in range(CONFIG.backtest_windows)
@@ -458,11 +458,11 @@ def test_multiple_backtest_windows(stores):
     config = ForecastingConfig(backtest_windows=2, backtest_step_days=28)
     row = train_group(stores[1], {"store": 1}, config, RUN_DATE)
     assert row["status"] == "ok"
-    assert {m["window"] for m in row["metrics"]} == {0, 1}
+    assert {m["backtest_window"] for m in row["metrics"]} == {0, 1}
     points = pd.DataFrame(row["backtest_points"])
     last = RUN_DATE - dt.timedelta(days=1)
     for window, end in ((0, last), (1, last - dt.timedelta(days=28))):
-        p = points[(points["window"] == window) & (points["model"] == "prophet")]
+        p = points[(points["backtest_window"] == window) & (points["model"] == "prophet")]
         assert p["ds"].max() == end
         assert p["ds"].min() == end - dt.timedelta(days=config.horizon_days - 1)
 
@@ -490,7 +490,7 @@ def test_schemas_match_the_result_layout():
     assert model_schema().names == ["store", *MODEL_COLUMNS]
     assert forecast_schema().names == ["store", *FORECAST_COLUMNS]
     metric_struct = model_schema()["metrics"].dataType.elementType
-    assert metric_struct.names == ["window", "model", "metric", "value", "n_obs"]
+    assert metric_struct.names == ["backtest_window", "model", "metric", "value", "n_obs"]
     with pytest.raises(ValueError, match="clash"):
         model_schema([model_schema()["status"]])
 

@@ -38,7 +38,7 @@ def forecast_frames(stores: int = 20) -> tuple[pd.DataFrame, pd.DataFrame]:
             for day in range(14):
                 y = 5000 + 300 * np.sin(day)
                 points.append({
-                    "store": store, "champion": champion, "model": model, "window": 0,
+                    "store": store, "champion": champion, "model": model, "backtest_window": 0,
                     "ds": pd.Timestamp("2015-06-01") + pd.Timedelta(days=day), "y": y,
                     "yhat": y * (1 + rng.normal(0, store / 100)), "yhat_lower": y * 0.8, "yhat_upper": y * 1.2,
                 })  # fmt: skip

@@ -203,6 +203,22 @@ def test_stage_progress_never_goes_backwards_and_waits_for_a_rate(caplog):
     assert lines[-1].startswith("final fit: 1/1 model in ")
 
 
+def test_stage_progress_in_tasks_and_in_driver_counted_units():
+    """A stage without a known total counts the Spark stage's own tasks (scoring, writes); the
+    drift monitors are counted by the job. Neither goes backwards."""
+    from mlcore.pipelines._progress import StageReporter
+
+    scoring = StageReporter(None, "scoring and writing")
+    assert scoring.line(3.0) == "scoring and writing: 3 s elapsed, starting"
+    scoring.observe(4, 16)
+    scoring.observe(2, 8)  # a second, smaller stage (the commit's): the best count stays
+    assert scoring.line(8.0) == "scoring and writing: 4/16 tasks, 0.5 tasks/s, ETA 24 s"
+    monitors = StageReporter(None, "drift monitors", 5, "monitors")
+    monitors.reached(2)
+    monitors.reached(1)
+    assert monitors.best == 2 and monitors.line(10.0).startswith("drift monitors: 2/5 monitors")
+
+
 def test_outputs_published_reads_the_jobs_tokens_from_the_delta_log(spark, tables, make_config):
     """A rerun is a no-op (and so checked against the published config) only when every table
     the job declares holds its token for the run date and revision; a new output table, a new
