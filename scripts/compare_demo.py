@@ -40,6 +40,7 @@ VOLATILE_COLUMNS = {
     "run_id", "pipeline_run_id", "upstream_run_ids", "started_at", "finished_at", "created_at",
     "written_at", "ingested_at", "scored_at", "detected_at", "duration_seconds", "fit_seconds",
     "backtest_seconds", "predict_seconds", "seconds", "git_sha", "config_hash", "code_version",
+    "checked_at",
     "message",
 }  # fmt: skip
 VOLATILE_METRIC_WORDS = ("seconds", "wall", "rate", "per_s", "_ms", "elapsed", "attempt")
@@ -95,7 +96,9 @@ def comparable(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame[keep].copy()
     for column in keep:
         frame[column] = frame[column].map(_plain)
-    order = frame.astype(str).apply(lambda row: "\x1f".join(row), axis=1).sort_values().index
+    if frame.empty:
+        return frame.reset_index(drop=True)
+    order = frame.astype(str).agg("\x1f".join, axis=1).sort_values().index
     return frame.loc[order].reset_index(drop=True)
 
 
@@ -110,6 +113,8 @@ def _plain(value):
 
 
 def _same(a, b) -> bool:
+    if _missing(a) and _missing(b):
+        return True
     if isinstance(a, float) and isinstance(b, float):
         return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
     if isinstance(a, list) and isinstance(b, list):
@@ -117,6 +122,10 @@ def _same(a, b) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     return a == b
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
 
 
 def compare_tables(base: Path, head: Path) -> list[str]:
@@ -208,15 +217,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head", default="HEAD", help="git revision to compare (default HEAD)")
     parser.add_argument("--stores", type=int, default=100, help="DEMO_STORES for both runs")
     parser.add_argument("--keep", type=Path, help="work folder to keep (default: a temporary one)")
+    parser.add_argument(
+        "--compare-only", action="store_true",
+        help="compare the homes a previous run left in --keep, without running the demos again",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     where = args.keep or Path(tempfile.mkdtemp(prefix="mlcore_compare_"))
     where.mkdir(parents=True, exist_ok=True)
-    homes = {}
+    homes = {side: where / f"home-{side}" for side in ("base", "head")}
     for side, rev in (("base", args.base), ("head", args.head)):
+        if args.compare_only:
+            break
         sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev],
                              check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
         checkout = worktree(sha, where)
-        homes[side] = where / f"home-{side}"
         shutil.rmtree(homes[side], ignore_errors=True)
         seconds = run_demo(checkout, homes[side], wrapper_venv(checkout, where), args.stores,
                            where / f"demo-{side}.log")  # fmt: skip
