@@ -202,8 +202,15 @@ class ModelRegistry:
         """Register ``model_uri`` as a new version of ``model_name`` with its ``tags`` in the same
         call: a version never exists without its metric and run-date tags."""
         import mlflow
+        from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
 
-        registered = mlflow.register_model(model_uri, model_name, tags=dict(tags))
+        # MLflow prints "Successfully registered model" / "Created version" to stderr: the
+        # promotion line and the job's summary already say which version this is.
+        printing, MLFLOW_LOGGING_STREAM.enabled = MLFLOW_LOGGING_STREAM.enabled, False
+        try:
+            registered = mlflow.register_model(model_uri, model_name, tags=dict(tags))
+        finally:
+            MLFLOW_LOGGING_STREAM.enabled = printing
         return self.client.get_model_version(model_name, str(registered.version))
 
     def training_run_tag(self, version: Any, key: str) -> str | None:
