@@ -28,7 +28,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10,<3.14",
     packages=find_packages(include=["mlcore", "mlcore.*"]),
-    package_data={"mlcore": ["py.typed", "log4j2.properties"]},
+    package_data={"mlcore": ["py.typed", "log4j2.properties", "fairscheduler.xml"]},
     install_requires=[
         "pyspark>=4.0.1,<4.3",
         "delta-spark>=4.0.0,<4.5",

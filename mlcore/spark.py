@@ -62,6 +62,9 @@ def embedded_confs(config: SparkConfig) -> tuple[dict[str, str], str]:
     # The config's own logging wins; a path with spaces would split the JVM options.
     if "log4j2.configurationFile" not in java_options and " " not in str(quiet):
         confs["spark.driver.extraJavaOptions"] = f"{java_options} -Dlog4j2.configurationFile={quiet}".strip()
+    pools = Path(__file__).with_name("fairscheduler.xml")  # score_batch's pools, declared
+    if confs.get("spark.scheduler.mode") == "FAIR" and " " not in str(pools):
+        confs.setdefault("spark.scheduler.allocation.file", str(pools))
     if not config.delta_jars:
         return confs, "no Delta jars (spark.delta_jars: false)"
     if "spark.sql.extensions" in confs:
