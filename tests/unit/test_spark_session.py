@@ -18,6 +18,9 @@ class _FakeConf:
     def set(self, key: str, value: str) -> None:
         self.values[key] = value
 
+    def isModifiable(self, key: str) -> bool:  # noqa: N802 - Spark's name
+        return key.startswith("spark.sql.")
+
 
 class _FakeSession:
     def __init__(self) -> None:
@@ -49,14 +52,21 @@ class _FakeBuilder:
         return self.session
 
 
+def _launching(monkeypatch: pytest.MonkeyPatch, builder: _FakeBuilder) -> None:
+    """get_spark on a process with no session yet (the suite's own session is active here)."""
+    from pyspark.sql import SparkSession
+
+    monkeypatch.setattr(SparkSession, "builder", builder)
+    monkeypatch.setattr(SparkSession, "getActiveSession", staticmethod(lambda: None))
+
+
 def test_managed_session_gets_runtime_settings_but_no_jvm_options(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from pyspark.sql import SparkSession
 
     session = _FakeSession()
     builder = _FakeBuilder(session)
-    monkeypatch.setattr(SparkSession, "builder", builder)
+    _launching(monkeypatch, builder)
     monkeypatch.setattr(mlcore.spark, "is_managed_runtime", lambda: True)
     config = SparkConfig(
         master="local[2]",
@@ -73,11 +83,10 @@ def test_managed_session_gets_runtime_settings_but_no_jvm_options(
 
 
 def test_embedded_session_is_launched_with_the_jvm_options(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pyspark.sql import SparkSession
 
     session = _FakeSession()
     builder = _FakeBuilder(session)
-    monkeypatch.setattr(SparkSession, "builder", builder)
+    _launching(monkeypatch, builder)
     monkeypatch.setattr(mlcore.spark, "is_managed_runtime", lambda: False)
     config = SparkConfig(
         master="local[2]", conf={"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
@@ -101,8 +110,6 @@ def test_embedded_session_loads_cached_delta_jars_and_says_so(
     and the note says why. Nothing is downloaded."""
     import json
 
-    from pyspark.sql import SparkSession
-
     from mlcore import delta_jars
 
     monkeypatch.setenv("MLCORE_CACHE_DIR", str(tmp_path))
@@ -113,7 +120,7 @@ def test_embedded_session_loads_cached_delta_jars_and_says_so(
     def launch(cfg: SparkConfig) -> tuple[dict, dict]:
         session = _FakeSession()
         builder = _FakeBuilder(session)
-        monkeypatch.setattr(SparkSession, "builder", builder)
+        _launching(monkeypatch, builder)
         mlcore.spark.get_spark(cfg, "t")
         return builder.configured, session.conf.values
 
@@ -153,3 +160,24 @@ def test_local_and_test_envs_run_the_jvm_with_c1_only() -> None:
         config = load_config(env, conf_dir=conf_dir, environ={"MLCORE_HOME": "/tmp/x"})
         options = str(config.spark.conf.get("spark.driver.extraJavaOptions", ""))
         assert ("-XX:TieredStopAtLevel=1" in options) is expected, env
+
+
+def test_a_running_session_is_reused_with_its_runtime_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nightly chain's next step: no builder (whose getOrCreate warns "Using an existing
+    Spark session"), the config's runtime settings applied, launch-time ones left alone."""
+    from pyspark.sql import SparkSession
+
+    running = _FakeSession()
+    builder = _FakeBuilder(_FakeSession())
+    monkeypatch.setattr(SparkSession, "builder", builder)
+    monkeypatch.setattr(SparkSession, "getActiveSession", staticmethod(lambda: running))
+    monkeypatch.setattr(mlcore.spark, "is_managed_runtime", lambda: False)
+    config = SparkConfig(
+        master="local[2]", log_level="ERROR",
+        conf={"spark.sql.shuffle.partitions": "3", "spark.driver.memory": "2g"},
+    )  # fmt: skip
+    assert mlcore.spark.get_spark(config, "t") is running
+    assert builder.configured == {}, "the builder was not used"
+    assert running.conf.values["spark.sql.shuffle.partitions"] == "3"
+    assert "spark.driver.memory" not in running.conf.values
+    assert running.log_level == "ERROR"
