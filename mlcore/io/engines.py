@@ -591,8 +591,14 @@ class DeltaRsEngine:
         deadline = time.monotonic() + timeout
         while tracker is not None and tracker.getActiveStageIds() and time.monotonic() < deadline:
             time.sleep(0.2)
-        time.sleep(0.5)  # a killed Python worker may still be closing its file
-        removed = sweep_write_files(table.uri, write_id)
+        # A killed Python worker may still be closing its file after its stage ended (seen on a
+        # loaded 2-core machine well after 0.5 s): sweep until two sweeps in a row find nothing.
+        removed, quiet, settle = 0, 0, time.monotonic() + 10.0
+        while quiet < 2 and time.monotonic() < settle:
+            time.sleep(0.5)
+            found = sweep_write_files(table.uri, write_id)
+            removed += found
+            quiet = 0 if found else quiet + 1
         if removed:
             log.info("%s: removed %d files of the failed write %s", table.name, removed, write_id)
 
