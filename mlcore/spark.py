@@ -113,17 +113,14 @@ def get_spark(config: SparkConfig, app_name: str) -> SparkSession:
     remote = config.remote or os.environ.get("SPARK_REMOTE")
     if remote:
         return _connect_session(config, remote)
-    managed = is_managed_runtime()
     active = SparkSession.getActiveSession()
-    if active is not None and not managed:
-        # The nightly chain's next step (or a test's session): the builder would only warn
-        # "Using an existing Spark session" and set the runtime SQL confs, which this does.
-        confs, _ = embedded_confs(config)
-        for key, value in confs.items():
-            if active.conf.isModifiable(key):
-                active.conf.set(key, value)
+    if active is not None:
+        # The nightly chain's next step, a cluster's or a test's session: the builder would only
+        # warn "Using an existing Spark session" and set the runtime settings, which this does.
+        _apply_runtime_confs(active, config)
         set_log_level(active, config.log_level)
         return active
+    managed = is_managed_runtime()
     builder = SparkSession.builder.appName(f"{config.app_name_prefix}-{app_name}")
     jars_note = ""
     if not managed and config.master:

@@ -171,7 +171,6 @@ def test_a_running_session_is_reused_with_its_runtime_settings(monkeypatch: pyte
     builder = _FakeBuilder(_FakeSession())
     monkeypatch.setattr(SparkSession, "builder", builder)
     monkeypatch.setattr(SparkSession, "getActiveSession", staticmethod(lambda: running))
-    monkeypatch.setattr(mlcore.spark, "is_managed_runtime", lambda: False)
     config = SparkConfig(
         master="local[2]", log_level="ERROR",
         conf={"spark.sql.shuffle.partitions": "3", "spark.driver.memory": "2g"},
