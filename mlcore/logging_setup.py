@@ -186,7 +186,8 @@ def setup_logging(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # Batch jobs write logs, not terminals: no MLflow download progress bars.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for noisy in ("py4j", "urllib3", "alembic", "mlflow.store.db.utils"):
+    # mlflow.pyfunc: "Validating input example against model signature" on every registration.
+    for noisy in ("py4j", "urllib3", "alembic", "mlflow.store.db.utils", "mlflow.pyfunc"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Each HTTP retry against a tracking server that is down is one WARNING line; the job's own
     # one-line failure says what happened (DEBUG shows the retries).
