@@ -186,35 +186,32 @@ def model_artifact(name: str) -> str:
     return f"model:{name}"
 
 
+def _artifacts(
+    job: str, config: MlcoreConfig, tables: tuple[str, ...], models: tuple[str, ...]
+) -> set[str]:
+    """The named JobSpec fields' tables and models of ``job`` and of its parts."""
+    spec = JOBS[job]
+    found = set(declared_tables(sum((getattr(spec, f) for f in tables), ()), config))
+    found |= {model_artifact(m) for f in models for m in declared_tables(getattr(spec, f), config)}
+    for part in spec.parts:
+        found |= _artifacts(part, config, tables, models)
+    return found
+
+
 def step_inputs(job: str, config: MlcoreConfig) -> set[str]:
     """Every table and model ``job`` reads (its parts' too): what the nightly chain checks
     against what earlier steps failed to produce."""
-    spec = JOBS[job]
-    found = set(declared_tables(spec.requires + spec.reads, config))
-    found |= {model_artifact(m) for m in declared_tables(spec.serves, config)}
-    for part in spec.parts:
-        found |= step_inputs(part, config)
-    return found
+    return _artifacts(job, config, ("requires", "reads"), ("serves",))
 
 
 def step_needs(job: str, config: MlcoreConfig) -> set[str]:
     """The tables and models ``job`` cannot run without (its parts' too)."""
-    spec = JOBS[job]
-    found = set(declared_tables(spec.requires, config))
-    found |= {model_artifact(m) for m in declared_tables(spec.serves, config)}
-    for part in spec.parts:
-        found |= step_needs(part, config)
-    return found
+    return _artifacts(job, config, ("requires",), ("serves",))
 
 
 def step_outputs(job: str, config: MlcoreConfig) -> set[str]:
     """Every table ``job`` writes and model it registers (its parts' too)."""
-    spec = JOBS[job]
-    found = set(declared_tables(spec.produces, config))
-    found |= {model_artifact(m) for m in declared_tables(spec.registers, config)}
-    for part in spec.parts:
-        found |= step_outputs(part, config)
-    return found
+    return _artifacts(job, config, ("produces",), ("registers",))
 
 
 def writer_of(table: str, config: MlcoreConfig) -> str | None:

@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mlcore.config.loader import ConfigError, load_config
+from mlcore.config.loader import ConfigError, add_config_arguments, load_config
 from mlcore.errors import MlcoreError
 
 
@@ -24,12 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert tables written by an older mlcore to the current shape (one commit each).",
         allow_abbrev=False,
     )
-    parser.add_argument("--env", help="config env (default: $MLCORE_ENV, else 'local')")
-    parser.add_argument("--conf-dir", help="config folder (default: ./conf)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config key (repeatable)",
-    )  # fmt: skip
+    add_config_arguments(parser)
     parser.add_argument("--dry-run", action="store_true", help="list what would change, change nothing")
     return parser
 

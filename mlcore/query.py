@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from mlcore.config.loader import ConfigError, load_config
+from mlcore.config.loader import ConfigError, add_config_arguments, load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,12 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("statement", help="a Spark SQL query, e.g. \"SELECT * FROM sales\"")
-    parser.add_argument("--env", help="config env (default: $MLCORE_ENV, else 'local')")
-    parser.add_argument("--conf-dir", help="config folder (default: ./conf)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config key (repeatable)",
-    )  # fmt: skip
+    add_config_arguments(parser)
     parser.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
     parser.add_argument(
         "--format", choices=["table", "csv"], default="table", help="output (default: table)"

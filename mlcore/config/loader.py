@@ -6,6 +6,7 @@ file named, not after an hour of training with a silently ignored setting.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ from mlcore.config.typed import build_section, build_typed, config_as_flat_dict
 # Re-exported: callers import the loader's public names from here.
 __all__ = [
     "ConfigError",
+    "add_config_arguments",
     "build_section",
     "check_table_location",
     "config_as_flat_dict",
@@ -141,6 +143,16 @@ def parse_override(text: str) -> tuple[str, Any]:
             f"--set {text!r}: only scalars or flat lists (e.g. [a, b]) can be set from the command line"
         )
     return key, value
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--env``, ``--conf-dir`` and ``--set``, as every mlcore command takes them."""
+    parser.add_argument("--env", help="config env (default: $MLCORE_ENV, else 'local')")
+    parser.add_argument("--conf-dir", help="config folder (default: ./conf)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key (repeatable)",
+    )  # fmt: skip
 
 
 def load_config(
