@@ -8,15 +8,14 @@ window), then every metric row in a table that sorts by any column and filters a
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
-import io
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlcore.config.models import DriftConfig
+from mlcore.figures import png_data_uri
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,11 +64,6 @@ document.getElementById('filter').addEventListener('input', filterRows);
 document.getElementById('drifted').addEventListener('change', filterRows);
 """
 
-
-def png_data_uri(fig: Figure) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def drifted_since(frame: pd.DataFrame, history: pd.DataFrame | None) -> dict[tuple, tuple[Any, int]]:

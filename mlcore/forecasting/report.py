@@ -8,13 +8,12 @@ against what happened (the first backtest window: actuals, each model, the champ
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
-import io
 import math
 from typing import TYPE_CHECKING
 
+from mlcore.figures import png_data_uri
 from mlcore.forecasting.plots import draw_backtests, group_label
 
 if TYPE_CHECKING:
@@ -30,12 +29,6 @@ STYLE = (
     "th{background:#f4f4f4}td.num{text-align:right}.note{color:#666;font-size:13px}"
 )
 
-
-def png_data_uri(fig: Figure) -> str:
-    """The figure as an inline ``data:`` URI (the page stays one file that opens anywhere)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _table(frame: pd.DataFrame, numeric: tuple[str, ...] = ()) -> str:

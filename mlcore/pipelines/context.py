@@ -137,3 +137,11 @@ class JobResult:
     @property
     def succeeded(self) -> bool:
         return self.exit_code == 0
+
+
+def why_blocked(blocking: Mapping[str, str]) -> str:
+    """``needs rides (ingest_rides failed), ...``: what a held-back step or scorer lacks tonight
+    and the first cause of each (three named, the rest counted)."""
+    shown = [f"{artifact} ({reason})" for artifact, reason in sorted(blocking.items())[:3]]
+    more = f" +{len(blocking) - 3} more" if len(blocking) > 3 else ""
+    return "needs " + ", ".join(shown) + more

@@ -42,7 +42,14 @@ from mlcore.config.loader import ConfigError, load_config
 from mlcore.config.models import MlcoreConfig
 from mlcore.job_catalog import JOBS, step_inputs, step_needs, step_outputs
 from mlcore.pipelines._manifest import MANIFEST
-from mlcore.pipelines.context import JobContext, JobFailed, JobRequest, JobResult, JobSummary
+from mlcore.pipelines.context import (
+    JobContext,
+    JobFailed,
+    JobRequest,
+    JobResult,
+    JobSummary,
+    why_blocked,
+)
 from mlcore.pipelines.monitor_drift import OUTPUT as DRIFT_METRICS
 from mlcore.pipelines.monitor_drift import drift_flags
 
@@ -185,12 +192,6 @@ def _step_config(ctx: JobContext, plan: StepPlan) -> MlcoreConfig:
     return load_config(ctx.config.env, ctx.config.conf_dir, [*ctx.overrides, *plan.overrides])
 
 
-def _why_blocked(blocking: dict[str, str]) -> str:
-    shown = [f"{artifact} ({reason})" for artifact, reason in sorted(blocking.items())[:3]]
-    return (
-        "needs " + ", ".join(shown) + (f" +{len(blocking) - 3} more" if len(blocking) > 3 else "")
-    )
-
 
 def _failed_artifacts(step: str, config: MlcoreConfig, result: JobResult) -> tuple[str, ...]:
     """What a failed step leaves unusable tonight: the tables its error is confined to (a gate
@@ -224,7 +225,7 @@ def run(ctx: JobContext) -> JobSummary:
             continue
         blocking = {a: unusable[a] for a in node.inputs if a in unusable}
         if blocking and (not JOBS[step].partial or set(blocking) >= node.inputs):
-            why = _why_blocked(blocking)
+            why = why_blocked(blocking)
             for artifact in step_outputs(step, ctx.config):
                 unusable.setdefault(artifact, f"{step} did not run")
             summary.add(step, f"blocked: {why}")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from mlcore.job_catalog import step_inputs, step_outputs
 from mlcore.pipelines import score_anomalies, score_classifier
-from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+from mlcore.pipelines.context import JobContext, JobFailed, JobSummary, why_blocked
 from mlcore.spark_classic import set_local_property
 
 log = logging.getLogger(__name__)
@@ -96,10 +96,10 @@ def run(ctx: JobContext) -> JobSummary:
     # tonight is not run (it would score stale data under tonight's token); the other still is.
     held_back = {}
     for scorer in scorers:
-        missing = sorted(step_inputs(SCORERS[scorer][0], ctx.config) & set(ctx.blocked))
+        missing = step_inputs(SCORERS[scorer][0], ctx.config) & set(ctx.blocked)
         if missing:
-            reasons = ", ".join(f"{a} ({ctx.blocked[a]})" for a in missing)
-            held_back[scorer] = Outcome(scorer, error=f"not run: needs {reasons}")
+            reason = why_blocked({a: ctx.blocked[a] for a in missing})
+            held_back[scorer] = Outcome(scorer, error=f"not run: {reason}")
     runnable = [s for s in scorers if s not in held_back]
     started = time.perf_counter()
     ran = run_scorers(ctx, runnable, sb.mode == "parallel" and len(runnable) > 1)
