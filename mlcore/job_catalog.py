@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from mlcore.config.models import MlcoreConfig
@@ -24,13 +24,22 @@ class JobSpec:
     ``serves``: models whose champion it uses; ``parts``: jobs it runs inside (score_batch).
     ``partial``: it can run on part of its inputs when an earlier step of the nightly chain
     failed to produce the others (it leaves those out and says so). ``gate``: it passes or holds
-    back the tables it reads (validate_inputs): in the chain, steps reading them come after it."""
+    back the tables it reads (validate_inputs): in the chain, steps reading them come after it.
+
+    ``write_mode`` says how the runner publishes what the stage returns (the stage writes
+    nothing itself): ``run_date`` replaces this run date's rows (replace-where on ``run_date``)
+    and leaves other dates alone; ``snapshot`` overwrites the whole table (ingest: the source is
+    a full snapshot, older ones stay in Delta time travel). Both carry the job's idempotency
+    token, so a replay commits nothing. ``may_produce``: tables written only under some config
+    (ingest_sales's future calendar); a stage returning a table declared in neither is a bug."""
 
     name: str
     module: str
     summary: str
     requires: tuple[str, ...] = ()
     produces: tuple[str, ...] = ()
+    may_produce: tuple[str, ...] = ()
+    write_mode: Literal["run_date", "snapshot"] = "run_date"
     reads: tuple[str, ...] = ()
     registers: tuple[str, ...] = ()
     serves: tuple[str, ...] = ()
@@ -46,19 +55,23 @@ JOBS: dict[str, JobSpec] = {
             "ingest_sales",
             "mlcore.pipelines.ingest_sales",
             "Rossmann train.csv + store.csv -> Delta sales, stores (+ quarantine)",
-            produces=("sales", "stores"),
+            produces=("sales", "sales_quarantine", "stores", "stores_quarantine"),
+            may_produce=("forecast_calendar", "forecast_calendar_quarantine"),
+            write_mode="snapshot",
         ),
         JobSpec(
             "ingest_bank",
             "mlcore.pipelines.ingest_bank",
             "UCI bank marketing CSV -> Delta bank (+ quarantine)",
-            produces=("bank",),
+            produces=("bank", "bank_quarantine"),
+            write_mode="snapshot",
         ),
         JobSpec(
             "ingest_rides",
             "mlcore.pipelines.ingest_rides",
             "NYC TLC yellow trip CSV -> Delta rides by pickup_date (+ quarantine)",
-            produces=("rides",),
+            produces=("rides", "rides_quarantine"),
+            write_mode="snapshot",
         ),
         JobSpec(
             "train_forecasts",
@@ -98,7 +111,7 @@ JOBS: dict[str, JobSpec] = {
             "mlcore.pipelines.detect_anomalies",
             "DBSCAN per daily batch of rides -> Delta ride_anomalies, ride_anomaly_batches (+ quarantine)",
             requires=("anomaly.input_table",),
-            produces=("ride_anomalies", "ride_anomaly_batches"),
+            produces=("ride_anomalies", "ride_anomaly_batches", "ride_anomalies_quarantine"),
         ),
         JobSpec(
             "train_anomaly_model",
@@ -112,7 +125,7 @@ JOBS: dict[str, JobSpec] = {
             "mlcore.pipelines.score_anomalies",
             "Champion ride_anomaly_model scores rides -> Delta ride_anomaly_scores (+ quarantine)",
             requires=("anomaly.input_table",),
-            produces=("ride_anomaly_scores",),
+            produces=("ride_anomaly_scores", "ride_anomaly_scores_quarantine"),
             serves=("anomaly.model_name",),
         ),
         JobSpec(
@@ -174,11 +187,25 @@ def declared_tables(names: tuple[str, ...], config: MlcoreConfig) -> list[str]:
 def declared_io_lines(spec: JobSpec) -> list[str]:
     """What a job reads and writes, for its ``--help`` (config keys shown as keys: their value
     depends on the env)."""
+    writes = f"writes ({WRITE_MODES[spec.write_mode]})"
     rows = [
-        ("needs", spec.requires), ("reads if present", spec.reads), ("writes", spec.produces),
-        ("registers", spec.registers), ("uses the champion of", spec.serves), ("runs", spec.parts),
+        ("needs", spec.requires), ("reads if present", spec.reads), (writes, spec.produces),
+        ("writes when configured", spec.may_produce), ("registers", spec.registers),
+        ("uses the champion of", spec.serves), ("runs", spec.parts),
     ]  # fmt: skip
     return [f"{label}: {', '.join(names)}" for label, names in rows if names]
+
+
+WRITE_MODES = {
+    "run_date": "this run date's rows replaced, idempotent per run date",
+    "snapshot": "whole table replaced by the source's snapshot, idempotent per run date",
+}
+
+
+def published_tables(job: str, config: MlcoreConfig) -> list[str]:
+    """Every table ``job``'s stage may return for the runner to publish, in declared order."""
+    spec = JOBS[job]
+    return declared_tables((*spec.produces, *spec.may_produce), config)
 
 
 def model_artifact(name: str) -> str:
@@ -211,13 +238,13 @@ def step_needs(job: str, config: MlcoreConfig) -> set[str]:
 
 def step_outputs(job: str, config: MlcoreConfig) -> set[str]:
     """Every table ``job`` writes and model it registers (its parts' too)."""
-    return _artifacts(job, config, ("produces",), ("registers",))
+    return _artifacts(job, config, ("produces", "may_produce"), ("registers",))
 
 
 def writer_of(table: str, config: MlcoreConfig) -> str | None:
     """The job that writes ``table`` under ``config``, if one does."""
     for spec in JOBS.values():
-        if table in declared_tables(spec.produces, config):
+        if table in declared_tables((*spec.produces, *spec.may_produce), config):
             return spec.name
     return None
 

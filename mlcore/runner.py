@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 import logging
 import re
@@ -17,6 +18,7 @@ import time
 from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -24,6 +26,9 @@ from mlcore.config.loader import ConfigError, config_as_flat_dict, load_config
 from mlcore.errors import MlcoreError
 from mlcore.job_catalog import JOBS, declared_io_lines, missing_input, outputs_published
 from mlcore.pipelines.context import JobContext, JobFailed, JobRequest, JobResult, JobSummary
+
+if TYPE_CHECKING:
+    from mlcore.io.delta import DeltaTables
 
 log = logging.getLogger("mlcore.runner")
 
@@ -164,8 +169,6 @@ def execute(request: JobRequest) -> JobResult:
         )
         print(f"{job}: config error: {reason}", file=sys.stderr)
         return JobResult(2, reason=reason)
-    pipeline = importlib.import_module(JOBS[job].module).run
-
     from mlcore.io import DeltaTables
     from mlcore.spark import get_spark
     from mlcore.tracking import job_run
@@ -175,6 +178,7 @@ def execute(request: JobRequest) -> JobResult:
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc).replace(tzinfo=None)
     ctx: JobContext | None = None
+    tables: DeltaTables | None = None
     try:
         spark = get_spark(config.spark, job)
         tables = DeltaTables(spark, config)
@@ -203,16 +207,17 @@ def execute(request: JobRequest) -> JobResult:
                 pipeline_run_id=request.pipeline_run_id,
                 blocked=request.blocked,
                 run_step=execute,
+                run_part=functools.partial(run_stage, tables=tables),
             )
             try:
-                summary = pipeline(ctx)
+                summary = run_stage(ctx, tables)
             except JobFailed:
                 # A budget or gate failure's report (e.g. failures.csv) is what explains it.
                 _log_artifacts(run, ctx)
                 raise
             wall = time.perf_counter() - started
             summary.writes = summary.writes or list(tables.writes)
-            _record(ctx, summary, "succeeded", started_at, None, strict=True)
+            _record(ctx, tables, summary, "succeeded", started_at, None, strict=True)
             run.set_tags({f"mlcore.input.{k}.version": v for k, v in tables.read_versions.items()})
             run.set_tags({f"mlcore.output.{w.table}.version": w.version for w in summary.writes})
             run.log_metrics({**summary.metrics, "job_wall_seconds": wall})
@@ -224,12 +229,12 @@ def execute(request: JobRequest) -> JobResult:
         reported = getattr(exc, "summary", None)
         if reported is not None and ctx is not None:  # e.g. the chain's table of step outcomes
             print(_format_summary(job, ctx, reported, time.perf_counter() - started))
-        code = _failed(job, ctx, started_at, str(exc), exc.exit_code, reported)
+        code = _failed(job, ctx, tables, started_at, str(exc), exc.exit_code, reported)
         return JobResult(code, reported, exc, str(exc))
     except Exception as exc:  # noqa: BLE001 - the job's exit code is the contract
         failing = _tracking_server_failure(exc)
         if failing is not None:  # an expected outage, not a bug: one line, no traceback
-            committed = sorted({w.table for w in ctx.tables.writes if w.committed}) if ctx else []
+            committed = sorted({w.table for w in tables.writes if w.committed}) if tables else []
             outcome = (
                 f"outputs committed: {', '.join(committed)}; a rerun for this run date finishes "
                 "the tracking"
@@ -237,11 +242,11 @@ def execute(request: JobRequest) -> JobResult:
                 else "nothing was published"
             )
             line = f"MLflow tracking server failed during the job ({failing}); {outcome}"
-            return JobResult(_failed(job, ctx, started_at, line), reason=line)
+            return JobResult(_failed(job, ctx, tables, started_at, line), reason=line)
         log.exception("%s crashed (a bug in mlcore or a library, not an expected error)", job)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         reason = f"{type(exc).__name__}: {first[:500]}"
-        _record(ctx, None, "failed", started_at, reason, strict=False)
+        _record(ctx, tables, None, "failed", started_at, reason, strict=False)
         print(f"{job}: FAILED: {redact(reason)}", file=sys.stderr)
         return JobResult(1, reason=reason)
     finally:
@@ -251,9 +256,24 @@ def execute(request: JobRequest) -> JobResult:
     return JobResult(0, summary)
 
 
+def run_stage(ctx: JobContext, tables: DeltaTables) -> JobSummary:
+    """The job's stage, then the publication of the tables it returned (with ``tables``, the
+    writer the stage never sees) and the registration of the models it proposed: the only path
+    by which a job writes tables or registry versions."""
+    from mlcore.pipelines._models import register_candidates
+    from mlcore.pipelines._publish import publish_outputs
+
+    stage = importlib.import_module(JOBS[ctx.job].module).run
+    summary: JobSummary = stage(ctx)
+    publish_outputs(ctx, tables, summary)
+    register_candidates(ctx, summary)
+    return summary
+
+
 def _failed(
     job: str,
     ctx: JobContext | None,
+    tables: DeltaTables | None,
     started_at: datetime,
     reason: str,
     exit_code: int = 1,
@@ -265,7 +285,7 @@ def _failed(
     from mlcore.logging_setup import redact
 
     log.error("%s failed: %s", job, reason)
-    _record(ctx, summary, "failed", started_at, reason, strict=False)
+    _record(ctx, tables, summary, "failed", started_at, reason, strict=False)
     print(f"{job}: FAILED: {redact(reason)}", file=sys.stderr)
     return exit_code
 
@@ -314,6 +334,7 @@ def _log_artifacts(run, ctx: JobContext) -> None:
 
 def _record(
     ctx: JobContext | None,
+    tables: DeltaTables | None,
     summary: JobSummary | None,
     status: str,
     started_at: datetime,
@@ -325,25 +346,26 @@ def _record(
     After a failure (``strict`` false) a recording error is logged, never raised, so that it
     cannot hide the job's own error.
     """
-    if ctx is None or ctx.dry_run:
+    if ctx is None or tables is None or ctx.dry_run:
         return
     from mlcore.pipelines._manifest import manifest_row, record_run
     from mlcore.pipelines._validation import record_results
     from mlcore.tracking.runs import git_sha
 
     try:
-        record_results(ctx, job_succeeded=status == "succeeded")
+        record_results(ctx, tables, job_succeeded=status == "succeeded")
         finished_at = datetime.now(timezone.utc).replace(tzinfo=None)
-        record_run(
-            ctx, manifest_row(ctx, summary, status, started_at, finished_at, message, git_sha())
+        row = manifest_row(
+            ctx, summary, status, started_at, finished_at, message, git_sha(), tables
         )
+        record_run(ctx, tables, row)
         if strict:  # a succeeded run: what killed attempts left in its tables goes now
             from mlcore.pipelines._manifest import MANIFEST
             from mlcore.pipelines._validation import QUARANTINE, RESULTS
 
             written = {w.table for w in (summary.writes if summary else [])}
             try:
-                ctx.tables.sweep_dead_writers(written | {RESULTS, QUARANTINE, MANIFEST})
+                tables.sweep_dead_writers(written | {RESULTS, QUARANTINE, MANIFEST})
             except OSError as exc:  # cleanup only: the next write to the table sweeps again
                 log.warning("could not remove dead writers' files: %s", exc)
     except Exception as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from mlcore.config.models import MlcoreConfig
 from mlcore.io import faults
@@ -28,7 +28,43 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ArrowTransform", "DeltaTables", "WriteResult"]
+__all__ = ["ArrowTransform", "DeltaTables", "TableReader", "WriteResult"]
+
+
+class TableReader(Protocol):
+    """What a job's stage may do with the tables (``JobContext.tables``): read them (a read is
+    recorded as an input of the run), look them up and check tokens. Writing is not in it: the
+    runner publishes what the stage returns (``mlcore.pipelines._publish``), so mypy rejects a
+    stage that writes. :class:`DeltaTables` is the implementation."""
+
+    engine_name: str
+    read_versions: dict[str, int | None]
+
+    def ref(self, name: str) -> TableRef: ...
+
+    def version(self, name: str) -> int | None: ...
+
+    def exists(self, name: str) -> bool: ...
+
+    def already_written(self, name: str, token: WriteToken) -> bool: ...
+
+    def read(
+        self,
+        name: str,
+        version: int | None = None,
+        where: Predicate | None = None,
+        record_input: bool = True,
+    ) -> DataFrame: ...
+
+    def scan(
+        self,
+        name: str,
+        columns: Sequence[str],
+        partitions: int | None = None,
+        version: int | None = None,
+        batch_rows: int | None = None,
+        record_input: bool = True,
+    ) -> ArrowScan | None: ...
 
 
 class DeltaTables:

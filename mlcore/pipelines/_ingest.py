@@ -37,7 +37,7 @@ from mlcore.pipelines._validation import (
     table_rules,
     validation_message,
 )
-from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+from mlcore.pipelines.context import JobContext, JobFailed, JobSummary, TableOutput
 from mlcore.validation.checks import RuleResult
 
 if TYPE_CHECKING:
@@ -188,25 +188,22 @@ def _report(summary: JobSummary, batch: IngestBatch, counts: IngestCounts) -> No
         summary.add(f"{table} quarantined: {rule}", n, metric=f"{table}.quarantined.{rule}")
 
 
-def _write(
+def _output(
     ctx: JobContext, df: DataFrame, name: str, schema: StructType, expected_rows: int
-) -> WriteResult:
+) -> TableOutput:
+    """``df`` as the contract's columns, for the runner to publish as the table's snapshot;
+    the write must store exactly the rows validation counted."""
     out = conform(df, schema, ctx.output_columns())
     partition_by = list(ctx.tables.ref(name).partition_by)
     if partition_by:
         # One file per partition value instead of one per (task, value).
         out = out.repartition(*partition_by)
-    result = ctx.tables.write(out, name, mode="overwrite", token=ctx.token(name))
-    if result.committed and result.rows is not None and result.rows != expected_rows:
-        raise JobFailed(
-            f"{name}: wrote {result.rows:,} rows but validation counted {expected_rows:,} "
-            f"(table now at version {result.version})"
-        )
-    return result
+    return TableOutput(out, expected_rows=expected_rows)
 
 
 def run_ingest(ctx: JobContext, batches: Sequence[IngestBatch]) -> JobSummary:
-    """Validate and count every batch, enforce the budget, then publish (unless dry run)."""
+    """Validate and count every batch, enforce the budget, then return the good and the
+    quarantined rows of each as the job's outputs (the runner writes them, unless dry run)."""
     from pyspark import StorageLevel
 
     summary = JobSummary()
@@ -241,25 +238,20 @@ def run_ingest(ctx: JobContext, batches: Sequence[IngestBatch]) -> JobSummary:
         errors += ctx.validation_problems[before:]
         if errors:
             raise JobFailed(validation_message(errors))
-        if ctx.dry_run:
-            summary.add("dry run", "validated and counted; nothing written")
-            return summary
-        for batch, classified, counts in counted:
-            contract = batch.contract
-            good, bad = split(classified, contract)
-            summary.writes.append(
-                _write(ctx, good, contract.table, contract.schema, counts.good_rows)
-            )
-            summary.writes.append(
-                _write(
-                    ctx,
-                    bad,
-                    contract.quarantine_table,
-                    contract.quarantine_schema,
-                    counts.quarantined_rows,
-                )
-            )
-        return summary
-    finally:
+    except BaseException:
         for df in cached:
             df.unpersist()
+        raise
+    if ctx.dry_run:
+        summary.add("dry run", "validated and counted; nothing written")
+    for batch, classified, counts in counted:
+        contract = batch.contract
+        good, bad = split(classified, contract)
+        summary.outputs[contract.table] = _output(
+            ctx, good, contract.table, contract.schema, counts.good_rows
+        )
+        summary.outputs[contract.quarantine_table] = _output(
+            ctx, bad, contract.quarantine_table, contract.quarantine_schema, counts.quarantined_rows
+        )
+    summary.cached.extend(cached)  # released once the runner has published the outputs
+    return summary

@@ -26,6 +26,7 @@ from mlcore.pipelines._validation import QUARANTINE, RESULTS
 from mlcore.validation.checks import DISABLED, TABLE
 
 if TYPE_CHECKING:
+    from mlcore.io.delta import DeltaTables
     from mlcore.pipelines.context import JobContext, JobSummary
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,11 @@ def manifest_row(
     finished_at: datetime,
     message: str | None,
     git_sha: str | None,
+    tables: DeltaTables,
 ) -> dict[str, Any]:
-    writes = summary.writes if summary is not None and summary.writes else ctx.tables.writes
+    """The run's row; its outputs are the summary's writes, else (a failed run) whatever the
+    runner's ``tables`` committed before the failure."""
+    writes = summary.writes if summary is not None and summary.writes else tables.writes
     outputs = {
         w.table: {"version": w.version, "rows": w.rows, "committed": w.committed} for w in writes
     }
@@ -138,13 +142,14 @@ def previous_status(ctx: JobContext) -> str | None:
     return None if row is None else str(row["status"])
 
 
-def record_run(ctx: JobContext, row: dict[str, Any]) -> None:
-    """Merge this run's row on ``run_id`` (a no-op replay keeps the row of the run that worked)."""
+def record_run(ctx: JobContext, tables: DeltaTables, row: dict[str, Any]) -> None:
+    """Merge this run's row on ``run_id`` (a no-op replay keeps the row of the run that worked);
+    the runner's bookkeeping, with its writer ``tables``."""
     if ctx.dry_run:
         return
     bookkeeping = {MANIFEST, RESULTS, QUARANTINE}
-    committed = any(w.committed for w in ctx.tables.writes if w.table not in bookkeeping)
+    committed = any(w.committed for w in tables.writes if w.table not in bookkeeping)
     if row["status"] == "succeeded" and not committed and previous_status(ctx) == "succeeded":
         return
     frame = local_frame(ctx.spark, [row], MANIFEST_DDL)  # written from the driver, no tasks
-    ctx.tables.merge(frame, MANIFEST, keys=["run_id"])
+    tables.merge(frame, MANIFEST, keys=["run_id"])

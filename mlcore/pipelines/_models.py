@@ -1,19 +1,24 @@
-"""Driver-side model plumbing shared by the sklearn-model jobs (classifier, anomaly detector):
-log a skops model with its mlcore metadata, register it once per run, run the promotion gate,
-and load registered versions safely (mlcore's own skops allow-list, never pickle)."""
+"""Driver-side model plumbing: load registered versions safely for scoring (mlcore's own skops
+allow-list, never pickle), and register what a training stage proposes.
+
+A training stage returns :class:`~mlcore.tracking.candidates.ModelCandidate` values; the runner
+calls :func:`register_candidates` after publishing the stage's tables, so that a version is
+registered once per run (looked up by run id first) with the written tables' versions in its
+tags, and the gate moves the aliases. A replayed run (its version already registered) gets a
+candidate without a model from :func:`replayed_candidate`: the gate is re-applied from the
+numbers that version stored."""
 
 from __future__ import annotations
 
 import dataclasses
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mlcore.io import model_files
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+from mlcore.tracking.candidates import METADATA_KEY, ModelCandidate, log_candidate_model
 
-METADATA_KEY = "mlcore"
 THRESHOLD_TAG = "mlcore.threshold"
 
 
@@ -80,61 +85,44 @@ def load_champion(ctx: JobContext, name: str) -> tuple[RegisteredModel | None, s
         )
 
 
-def log_and_register(
-    ctx: JobContext,
-    name: str,
-    model: Any,
-    input_example: Any,
-    output_example: Any,
-    metadata: Mapping[str, Any],
-    tags: Mapping[str, str],
-    predict_fn: str = "predict",
-) -> Any:
-    """Log ``model`` (skops, signature, input example, mlcore metadata) and register it with its
-    tags and the run date in one call."""
-    import mlflow
-    from mlflow.models import infer_signature
-
+def register_candidates(ctx: JobContext, summary: JobSummary) -> None:
+    """Register and gate each candidate the stage returned (after its tables are written:
+    ``summary.writes`` gives their versions). A dry run decides against the champion without
+    registering or moving an alias."""
     from mlcore.tracking.registry import ModelRegistry
     from mlcore.tracking.runs import TAG_RUN_DATE
 
-    info = mlflow.sklearn.log_model(
-        model,
-        name="model",
-        serialization_format="skops",
-        skops_trusted_types=list(model_files.TRUSTED_TYPES),
-        signature=infer_signature(input_example, output_example),
-        input_example=input_example,
-        pyfunc_predict_fn=predict_fn,
-        metadata={METADATA_KEY: dict(metadata)},
-    )
-    return ModelRegistry().register(
-        info.model_uri, name, {**tags, TAG_RUN_DATE: ctx.run_date.isoformat()}
-    )
-
-
-def apply_gate(
-    ctx: JobContext,
-    summary: JobSummary,
-    name: str,
-    version: str,
-    metric: str,
-    value: float,
-    tolerance: float,
-    champion_value: float | None = None,
-    note: str = "",
-    lower_is_better: bool = False,
-    groups: int | None = None,
-) -> None:
-    """Run the champion/challenger gate and report it in the summary (dry runs move nothing)."""
-    from mlcore.tracking.registry import ModelRegistry
-
-    decision = ModelRegistry().decide_and_promote(
-        name, version, metric, value, tolerance=tolerance,
-        lower_is_better=lower_is_better, dry_run=ctx.dry_run, champion_value=champion_value,
-        groups=groups,
-    )  # fmt: skip
-    report_decision(ctx, summary, decision, note)
+    if not summary.candidates:
+        return
+    if not ctx.config.mlflow.enabled:
+        summary.add("registry", "MLflow disabled: model not logged or registered")
+        return
+    written = {w.table: w.version for w in summary.writes}
+    registry = ModelRegistry()
+    for candidate in summary.candidates:
+        version = registry.version_for_run(candidate.name, ctx.run_id)
+        if version is None and candidate.model is None:
+            raise JobFailed(f"{candidate.name}: no version registered by run {ctx.run_id} to replay")
+        if version is None and not ctx.dry_run:
+            tags = {
+                **candidate.tags,
+                **{tag: str(written.get(table)) for tag, table in candidate.version_tags.items()},
+                TAG_RUN_DATE: ctx.run_date.isoformat(),
+            }
+            model_uri = log_candidate_model(candidate, written)
+            version = registry.register(model_uri, candidate.name, tags)
+        decision = registry.decide_and_promote(
+            candidate.name,
+            "(dry-run)" if version is None else str(version.version),
+            candidate.metric,
+            candidate.value,
+            tolerance=candidate.tolerance,
+            lower_is_better=candidate.lower_is_better,
+            dry_run=ctx.dry_run or version is None,
+            champion_value=candidate.champion_value,
+            groups=candidate.groups,
+        )
+        report_decision(ctx, summary, decision, candidate.note)
 
 
 def report_decision(ctx: JobContext, summary: JobSummary, decision: Any, note: str = "") -> None:
@@ -155,22 +143,23 @@ def report_decision(ctx: JobContext, summary: JobSummary, decision: Any, note: s
     ) + f": {decision.reason}"
 
 
-def replay_registered(
+def replayed_candidate(
     ctx: JobContext,
     summary: JobSummary,
     name: str,
     metric: str,
     tolerance: float,
     lower_is_better: bool = False,
-) -> bool:
-    """A rerun whose run already registered a version re-applies the gate from stored tags only."""
+) -> ModelCandidate | None:
+    """For a rerun whose run already registered a version: a candidate without a model, whose
+    gate decides on the numbers that version stored (None when there is nothing to replay)."""
     if ctx.dry_run or not ctx.config.mlflow.enabled:
-        return False
+        return None
     from mlcore.tracking.registry import METRIC_TAG, ModelRegistry, stored_gate
 
     version = ModelRegistry().version_for_run(name, ctx.run_id)
     if version is None:
-        return False
+        return None
     # The numbers the first attempt compared (same groups), else the version's own metric.
     compared = stored_gate(version)
     value = compared.pop("value", None)
@@ -180,15 +169,6 @@ def replay_registered(
         "status",
         f"already trained and registered for this run date (v{version.version}): no new version",
     )
-    apply_gate(
-        ctx,
-        summary,
-        name,
-        str(version.version),
-        metric,
-        value,
-        tolerance,
-        lower_is_better=lower_is_better,
-        **compared,
+    return ModelCandidate(
+        name, None, metric, value, tolerance, lower_is_better=lower_is_better, **compared
     )
-    return True

@@ -29,6 +29,8 @@ from mlcore.validation.checks import DISABLED, TABLE, RuleResult, schema_contrac
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
+    from mlcore.io.delta import DeltaTables
+
 log = logging.getLogger(__name__)
 
 RESULTS = "validation_results"
@@ -145,8 +147,9 @@ def validation_message(problems: list[str]) -> str:
     )
 
 
-def record_results(ctx: JobContext, job_succeeded: bool) -> None:
-    """Write this run's validation results (and, if the job went on, its quarantined rows)."""
+def record_results(ctx: JobContext, tables: DeltaTables, job_succeeded: bool) -> None:
+    """Write this run's validation results (and, if the job went on, its quarantined rows):
+    bookkeeping of the runner (``tables``: its writer), after the stage."""
     if ctx.dry_run or not ctx.validation:
         return
     from pyspark.sql import functions as F
@@ -201,7 +204,7 @@ def record_results(ctx: JobContext, job_succeeded: bool) -> None:
     ]
     results = local_frame(ctx.spark, rows, schema)  # written from the driver, no tasks
     where = {"run_date": ctx.run_date, "job": ctx.job}
-    ctx.tables.write(results, RESULTS, mode="replace_where", replace_where=where)
+    tables.write(results, RESULTS, mode="replace_where", replace_where=where)
     if not job_succeeded:
         return
     frames = []
@@ -221,9 +224,9 @@ def record_results(ctx: JobContext, job_succeeded: bool) -> None:
         out = frames[0]
         for frame in frames[1:]:
             out = out.unionByName(frame)
-    elif ctx.tables.exists(QUARANTINE):
+    elif tables.exists(QUARANTINE):
         # Nothing quarantined now: replace with no rows, so a fixed rerun clears the earlier ones.
         out = local_frame(ctx.spark, [], QUARANTINE_DDL)
     else:
         return
-    ctx.tables.write(out, QUARANTINE, mode="replace_where", replace_where=where)
+    tables.write(out, QUARANTINE, mode="replace_where", replace_where=where)

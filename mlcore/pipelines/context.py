@@ -17,14 +17,19 @@ __all__ = [
     "JobRequest",
     "JobResult",
     "JobSummary",
+    "TableOutput",
 ]  # JobFailed: the pipelines raise it from here
 from mlcore.io.engines import WriteResult
 from mlcore.io.tables import WriteToken
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from pyspark.sql import Column, DataFrame, SparkSession
 
-    from mlcore.io.delta import DeltaTables
+    from mlcore.io.delta import TableReader
+    from mlcore.io.transform import ArrowTransform
+    from mlcore.tracking.candidates import ModelCandidate
 
 
 @dataclass
@@ -34,7 +39,7 @@ class JobContext:
     job: str
     config: MlcoreConfig
     spark: SparkSession
-    tables: DeltaTables
+    tables: TableReader  # read-only: the runner alone writes
     run_date: date
     run_id: str
     dry_run: bool = False
@@ -52,6 +57,9 @@ class JobContext:
     pipeline_run_id: str | None = None
     blocked: Mapping[str, str] = field(default_factory=dict)
     run_step: Callable[[JobRequest], JobResult] | None = None
+    # How a composite job (score_batch) runs one of its parts: the part's stage, then the
+    # runner's publication of its outputs, in the caller's thread.
+    run_part: Callable[[JobContext], JobSummary] | None = None
 
     def token(self, part: str = "") -> WriteToken:
         """Idempotency token for this job's writes for this run date (and config revision)."""
@@ -76,23 +84,51 @@ class JobContext:
             {name: F.lit(value) for name, value in self.output_columns().items()}
         )
 
-    def publish(self, frame: DataFrame, table: str, **options: Any) -> WriteResult:
-        """Write ``frame`` as this run date's partition of ``table``: replace-where on
-        ``run_date`` (what an interrupted earlier attempt left is replaced, other dates are
-        untouched) with this job's idempotency token for the table, so a replay is a no-op.
-        ``options`` go to ``DeltaTables.write`` (transform, totals, merge_schema)."""
-        return self.tables.write(
-            frame, table, mode="replace_where", replace_where={"run_date": self.run_date},
-            token=self.token(table), **options,
-        )  # fmt: skip
+
+@dataclass
+class TableOutput:
+    """One output table of a stage, as the runner publishes it (``JobSpec.write_mode``: this
+    run date's partition by replace-where, or the whole table as a snapshot; the job's
+    idempotency token either way).
+
+    ``frame`` gets the run columns from the runner (set where the stage placed them, appended
+    otherwise). ``transform``: a per-partition Arrow transform the write applies (a fused
+    scoring write; it must append the run columns itself, see ``JobContext.output_columns``).
+    ``totals``: numeric columns summed over what was written. ``rows_line`` / ``total_lines``:
+    the summary label and metric for the rows written and for each total, counted from the
+    write (or the written version) so that they describe the table, not a recomputation.
+    ``expected_rows``: a count the write must match (the rows validation counted).
+    ``progress``: the label of the write's progress line where the write is the long stage
+    (a fused scoring pass). ``spark_conf``: session settings for the duration of the write."""
+
+    frame: DataFrame
+    transform: ArrowTransform | None = None
+    totals: tuple[str, ...] = ()
+    merge_schema: bool = False
+    expected_rows: int | None = None
+    rows_line: tuple[str, str] | None = None
+    total_lines: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    progress: str | None = None
+    spark_conf: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class JobSummary:
-    """What a pipeline reports: metrics (logged to MLflow) and rows for the closing table."""
+    """What a stage returns: metrics (logged to MLflow), rows for the closing table, the
+    outputs the runner publishes (in order) after the stage returns and the models it then
+    registers; ``writes`` are the results of those writes, filled in by the runner."""
 
     metrics: dict[str, float] = field(default_factory=dict)
     lines: list[tuple[str, str]] = field(default_factory=list)
+    outputs: dict[str, TableOutput] = field(default_factory=dict)
+    # Cached frames the outputs are computed from: released once they are published.
+    cached: list[DataFrame] = field(default_factory=list)
+    # Artifacts still rendering on a stage's thread while the runner writes: MLflow name ->
+    # text, and MLflow folder -> local file (None: nothing drawn).
+    pending_text: dict[str, Future[str]] = field(default_factory=dict)
+    pending_files: dict[str, Future[str | None]] = field(default_factory=dict)
+    # Models to register and gate, by the runner, once the outputs are written.
+    candidates: list[ModelCandidate] = field(default_factory=list)
     writes: list[WriteResult] = field(default_factory=list)
     # Lineage for run_manifest: models used or produced, and gate outcomes (gate -> outcome).
     models: list[dict[str, Any]] = field(default_factory=list)

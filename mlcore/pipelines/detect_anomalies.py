@@ -21,7 +21,7 @@ from mlcore.anomaly.features import ROW_KEY, RULE
 from mlcore.io.frames import aggregate_row
 from mlcore.pipelines._progress import StageReporter
 from mlcore.pipelines._rides import batch_keys, days_before, read_rides, split_usable
-from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+from mlcore.pipelines.context import JobContext, JobFailed, JobSummary, TableOutput
 from mlcore.spark_classic import default_parallelism
 
 if TYPE_CHECKING:
@@ -164,9 +164,7 @@ def run(ctx: JobContext) -> JobSummary:
         ctx.artifact_files[f"plots/{Path(plot).name}"] = plot
 
     rides, batches = outputs(ctx, results, keys)
-    if not ctx.dry_run:
-        for name, frame in ((ANOMALIES, rides), (BATCHES, batches), (QUARANTINE, quarantined)):
-            summary.writes.append(ctx.publish(frame, name))
-    results.unpersist()
-    quarantined.unpersist()
+    for name, frame in ((ANOMALIES, rides), (BATCHES, batches), (QUARANTINE, quarantined)):
+        summary.outputs[name] = TableOutput(frame)
+    summary.cached.extend([results, quarantined])  # released once published
     return summary

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from mlcore.forecasting.distributed import forecast_groups, group_partitions
 from mlcore.pipelines._progress import StageReporter
 from mlcore.pipelines._validation import check_inputs
-from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+from mlcore.pipelines.context import JobContext, JobFailed, JobSummary, TableOutput
 from mlcore.spark_classic import default_parallelism
 
 if TYPE_CHECKING:
@@ -152,14 +152,17 @@ def run(ctx: JobContext) -> JobSummary:
     partitions = group_partitions(default_parallelism(ctx.spark), fc, groups)
     results = forecast_groups(models, calendar, fc, partitions).persist()
     try:
-        # The forecasting stage runs when _publish first reads the results.
+        # The forecasting stage runs when _outputs first reads the results.
         with StageReporter(ctx.spark, "forecasting", groups, "groups"):
-            return _publish(ctx, summary, results, untrained, champion, trained_on, groups, defaulted)
-    finally:
+            _outputs(ctx, summary, results, untrained, champion, trained_on, groups, defaulted)
+    except BaseException:
         results.unpersist()
+        raise
+    summary.cached.append(results)  # released once the runner has published the outputs
+    return summary
 
 
-def _publish(
+def _outputs(
     ctx: JobContext,
     summary: JobSummary,
     results: DataFrame,
@@ -224,8 +227,6 @@ def _publish(
             f"budget {fc.failure_budget:.1%}): {_named_groups(not_forecast, keys)}; nothing "
             "published. See forecast_failures.csv in the MLflow run"
         )
-    if ctx.dry_run:
-        return summary
     stamped = {
         "model_name": F.lit(fc.model_name),
         "model_version": F.lit(int(champion.version)).cast("int"),  # as the score tables
@@ -237,8 +238,7 @@ def _publish(
     status_frame = ctx.stamp(
         local_frame(ctx.spark, statuses.to_dict("records"), status_rows.schema).withColumns(stamped)
     )
-    for name, frame in ((FORECASTS, forecasts), (STATUS, status_frame)):
-        summary.writes.append(ctx.publish(frame, name))
+    summary.outputs.update({FORECASTS: TableOutput(forecasts), STATUS: TableOutput(status_frame)})
     return summary
 
 

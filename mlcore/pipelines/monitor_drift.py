@@ -28,7 +28,7 @@ from mlcore.drift.report import history_columns, report_html
 from mlcore.forecasting.metrics import scored_wape
 from mlcore.job_catalog import declared_tables
 from mlcore.pipelines._progress import StageReporter
-from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+from mlcore.pipelines.context import JobContext, JobFailed, JobSummary, TableOutput
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -349,7 +349,5 @@ def run(ctx: JobContext) -> JobSummary:
         frame, skipped, ctx.config.drift, ctx.run_date, distributions,
         earlier_flags(ctx, frame), drifted_store_sales(ctx, frame),
     )  # fmt: skip
-    if not ctx.dry_run:
-        out = ctx.spark.createDataFrame(frame if len(frame) else [], SCHEMA)
-        summary.writes.append(ctx.publish(out.select("*", *ctx.run_columns()), OUTPUT))
+    summary.outputs[OUTPUT] = TableOutput(ctx.spark.createDataFrame(frame if len(frame) else [], SCHEMA))
     return summary

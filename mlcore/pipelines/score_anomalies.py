@@ -14,11 +14,9 @@ import logging
 
 from mlcore.anomaly.features import check_feature_names
 from mlcore.anomaly.scoring import score_rides
-from mlcore.io.frames import aggregate_row
 from mlcore.pipelines._models import resolve_for_scoring
-from mlcore.pipelines._progress import StageReporter
 from mlcore.pipelines._rides import PASSTHROUGH, batch_keys, days_before, read_rides, split_usable
-from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+from mlcore.pipelines.context import JobContext, JobFailed, JobSummary, TableOutput
 
 log = logging.getLogger(__name__)
 
@@ -71,28 +69,14 @@ def run(ctx: JobContext) -> JobSummary:
         *ctx.run_columns(),
         F.lit(scored_at).cast("timestamp").alias("scored_at"),
     )
-    if ctx.dry_run:
-        counts = aggregate_row(scores.agg(F.count("*"), F.sum(F.col("is_anomaly").cast("int"))))
-        quarantined_rows = quarantined.count()
-    else:
-        with StageReporter(ctx.spark, "scoring and writing"):  # progress in Spark tasks
-            result = ctx.publish(scores, SCORES)
-            q_result = ctx.publish(quarantined, QUARANTINE)
-        summary.writes.extend([result, q_result])
-        # Counting what this run wrote: its own outputs, not inputs of the run (record_input).
-        written = ctx.tables.read(
-            SCORES, version=result.version, where={"run_date": ctx.run_date}, record_input=False
-        )
-        counts = aggregate_row(written.agg(F.count("*"), F.sum(F.col("is_anomaly").cast("int"))))
-        quarantined_rows = ctx.tables.read(
-            QUARANTINE,
-            version=q_result.version,
-            where={"run_date": ctx.run_date},
-            record_input=False,
-        ).count()
-    rows, flagged = int(counts[0]), int(counts[1] or 0)
-    summary.add("rides scored", rows, metric="rows_scored")
-    summary.add("rides flagged", flagged, metric="rows_flagged")
-    summary.add("rides quarantined", quarantined_rows, metric="rides_quarantined")
+    summary.outputs[SCORES] = TableOutput(
+        scores,
+        rows_line=("rides scored", "rows_scored"),
+        total_lines={"is_anomaly": ("rides flagged", "rows_flagged")},
+        progress="scoring and writing",  # the write is the scoring pass: progress in its tasks
+    )
+    summary.outputs[QUARANTINE] = TableOutput(
+        quarantined, rows_line=("rides quarantined", "rides_quarantined")
+    )
     summary.metrics["model_version"] = float(registered.version)
     return summary

@@ -1,7 +1,7 @@
 """score_batch: the classifier and the anomaly model score concurrently in one Spark application.
 
-Each scorer runs its own pipeline (``score_classifier``, ``score_anomalies``) in its own thread
-and fair-scheduler pool, so their Spark jobs share the executors instead of queueing. Each output
+Each scorer runs its own stage (``score_classifier``, ``score_anomalies``), and the runner's
+publication of its outputs, in its own thread and fair-scheduler pool, so their Spark jobs share the executors instead of queueing. Each output
 is committed atomically on its own, with the same idempotency token as the standalone job (a
 date already scored by either entry point is not scored again). When one scorer fails the other
 still finishes and commits; the job then fails with every scorer's error listed.
@@ -12,19 +12,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from mlcore.job_catalog import step_inputs, step_outputs
-from mlcore.pipelines import score_anomalies, score_classifier
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary, why_blocked
 from mlcore.spark_classic import set_local_property
 
 log = logging.getLogger(__name__)
 
-SCORERS: dict[str, tuple[str, Callable[[JobContext], JobSummary]]] = {
-    "classifier": ("score_classifier", score_classifier.run),
-    "anomaly": ("score_anomalies", score_anomalies.run),
-}
+SCORERS: dict[str, str] = {"classifier": "score_classifier", "anomaly": "score_anomalies"}
 POOL_PROPERTY = "spark.scheduler.pool"
 
 
@@ -37,13 +33,17 @@ class Outcome:
 
 
 def _run_one(ctx: JobContext, scorer: str, pool: bool) -> Outcome:
-    job, pipeline = SCORERS[scorer]
+    job = SCORERS[scorer]
     outcome = Outcome(scorer)
     started = time.perf_counter()
     if pool:
         set_local_property(ctx.spark, POOL_PROPERTY, scorer)
     try:
-        outcome.summary = pipeline(
+        if ctx.run_part is None:
+            raise RuntimeError("score_batch runs its scorers through the runner (ctx.run_part)")
+        # The part's stage and the runner's publication of its outputs, in this thread: each
+        # scorer's write (its scoring pass) runs concurrently with the other's.
+        outcome.summary = ctx.run_part(
             dataclasses.replace(ctx, job=job, artifacts={}, artifact_files={})
         )
     except JobFailed as exc:
@@ -96,7 +96,7 @@ def run(ctx: JobContext) -> JobSummary:
     # tonight is not run (it would score stale data under tonight's token); the other still is.
     held_back = {}
     for scorer in scorers:
-        missing = step_inputs(SCORERS[scorer][0], ctx.config) & set(ctx.blocked)
+        missing = step_inputs(SCORERS[scorer], ctx.config) & set(ctx.blocked)
         if missing:
             reason = why_blocked({a: ctx.blocked[a] for a in missing})
             held_back[scorer] = Outcome(scorer, error=f"not run: {reason}")
@@ -131,7 +131,7 @@ def run(ctx: JobContext) -> JobSummary:
     failed = [o for o in outcomes if o.error]
     if failed:
         committed = [w.table for w in summary.writes]
-        affected = {a for o in failed for a in step_outputs(SCORERS[o.scorer][0], ctx.config)}
+        affected = {a for o in failed for a in step_outputs(SCORERS[o.scorer], ctx.config)}
         raise JobFailed(
             "; ".join(f"{o.scorer} failed: {o.error}" for o in failed)
             + (

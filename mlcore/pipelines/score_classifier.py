@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mlcore.classification.features import FeatureSpec, check_spark_columns
 from mlcore.classification.scoring import (
@@ -36,11 +35,9 @@ from mlcore.classification.scoring import (
     scoring,
     unhashable_in_python,
 )
-from mlcore.io.frames import aggregate_row
 from mlcore.pipelines._models import resolve_for_scoring
-from mlcore.pipelines._progress import StageReporter
 from mlcore.pipelines._validation import check_inputs
-from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+from mlcore.pipelines.context import JobContext, JobFailed, JobSummary, TableOutput
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -53,7 +50,6 @@ BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
 
 def run(ctx: JobContext) -> JobSummary:
-    from pyspark.sql import functions as F
     from pyspark.sql.types import DateType, DoubleType, IntegerType, StringType, TimestampType
 
     cc = ctx.config.classification
@@ -99,34 +95,15 @@ def run(ctx: JobContext) -> JobSummary:
             "scored_at": (scored_at, TimestampType()),
         }
     )
-    previous = ctx.spark.conf.get(BATCH_CONF, None)
-    ctx.spark.conf.set(BATCH_CONF, str(cc.score_batch_rows))
-    counts: Sequence[Any]  # (rows, positives)
-    try:
-        if ctx.dry_run:
-            counts = aggregate_row(transform.apply(rows_in).agg(F.count("*"), F.sum("label")))
-        else:
-            with StageReporter(ctx.spark, "scoring and writing"):  # one pass: progress in tasks
-                result = ctx.publish(rows_in, cc.output_table, transform=transform, totals=["label"])
-            summary.writes.append(result)
-            if result.committed and result.rows is not None and result.totals is not None:
-                counts = (result.rows, result.totals.get("label"))  # counted by the write itself
-            else:  # native Delta, or a concurrent run's commit: count what the table holds
-                written = ctx.tables.read(  # this run's own output: not an input of the run
-                    cc.output_table,
-                    version=result.version,
-                    where={"run_date": ctx.run_date},
-                    record_input=False,
-                )
-                counts = aggregate_row(written.agg(F.count("*"), F.sum("label")))
-    finally:
-        if previous is None:
-            ctx.spark.conf.unset(BATCH_CONF)
-        else:
-            ctx.spark.conf.set(BATCH_CONF, previous)
-    rows, positives = int(counts[0]), int(counts[1] or 0)
-    summary.add("rows scored", rows, metric="rows_scored")
-    summary.add("predicted positive", positives, metric="rows_positive")
+    summary.outputs[cc.output_table] = TableOutput(
+        rows_in,
+        transform=transform,
+        totals=("label",),
+        rows_line=("rows scored", "rows_scored"),
+        total_lines={"label": ("predicted positive", "rows_positive")},
+        progress="scoring and writing",  # one pass: progress in the write's tasks
+        spark_conf={BATCH_CONF: str(cc.score_batch_rows)},
+    )
     summary.metrics["model_version"] = float(version)
     return summary
 

@@ -27,14 +27,13 @@ from mlcore.anomaly.features import ROW_KEY
 from mlcore.io import model_files
 from mlcore.pipelines._models import (
     THRESHOLD_TAG,
-    apply_gate,
     load_champion,
-    log_and_register,
-    replay_registered,
+    replayed_candidate,
 )
 from mlcore.pipelines._rides import batch_keys, days_before, read_rides, split_usable
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 from mlcore.pipelines.detect_anomalies import dbscan_settings
+from mlcore.tracking.candidates import ModelCandidate, SklearnModel
 from mlcore.tracking.registry import METRIC_TAG
 
 if TYPE_CHECKING:
@@ -105,7 +104,9 @@ def champion_on_holdout(
 def run(ctx: JobContext) -> JobSummary:
     ac = ctx.config.anomaly
     summary = JobSummary()
-    if replay_registered(ctx, summary, ac.model_name, METRIC, ac.promotion_tolerance):
+    replay = replayed_candidate(ctx, summary, ac.model_name, METRIC, ac.promotion_tolerance)
+    if replay is not None:
+        summary.candidates.append(replay)
         return summary
     names = list(ac.features)
     frame, holdout_days, quarantined = load_window(ctx)
@@ -181,18 +182,6 @@ def run(ctx: JobContext) -> JobSummary:
     champion_value = None
     if champion is not None:
         champion_value, note = champion_on_holdout(champion, holdout, noise)
-    gate: dict[str, Any] = {"metric": METRIC, "value": value, "tolerance": ac.promotion_tolerance}
-    if ctx.dry_run:
-        apply_gate(
-            ctx,
-            summary,
-            ac.model_name,
-            "(dry-run)",
-            **gate,
-            champion_value=champion_value,
-            note=note,
-        )
-        return summary
     example = holdout[names].head(5).astype("float64")
     tags: dict[str, str] = {
         METRIC_TAG.format(METRIC): f"{value:.6f}",
@@ -200,16 +189,11 @@ def run(ctx: JobContext) -> JobSummary:
         "mlcore.detector": ac.detector,
         "mlcore.model_sha256": str(metadata["model_sha256"]),
     }
-    version = log_and_register(
-        ctx, ac.model_name, model, example, model.predict(example), metadata, tags, "predict"
-    )
-    apply_gate(
-        ctx,
-        summary,
-        ac.model_name,
-        str(version.version),
-        **gate,
-        champion_value=champion_value,
-        note=note,
-    )
+    logged = SklearnModel(model, example, model.predict(example), metadata, "predict")
+    summary.candidates.append(
+        ModelCandidate(
+            ac.model_name, logged, METRIC, value, ac.promotion_tolerance,
+            champion_value=champion_value, note=note, tags=tags,
+        )
+    )  # fmt: skip
     return summary

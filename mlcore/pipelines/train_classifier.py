@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -51,14 +51,13 @@ from mlcore.io import model_files
 from mlcore.pipelines._models import (
     THRESHOLD_TAG,
     RegisteredModel,
-    apply_gate,
     load_champion,
-    log_and_register,
-    replay_registered,
+    replayed_candidate,
 )
 from mlcore.pipelines._progress import StageReporter
 from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+from mlcore.tracking.candidates import ModelCandidate, SklearnModel
 from mlcore.tracking.registry import METRIC_TAG
 
 if TYPE_CHECKING:
@@ -163,7 +162,11 @@ def run(ctx: JobContext) -> JobSummary:
 
     cc = ctx.config.classification
     summary = JobSummary()
-    if replay_registered(ctx, summary, cc.model_name, cc.promotion_metric, cc.promotion_tolerance):
+    replay = replayed_candidate(
+        ctx, summary, cc.model_name, cc.promotion_metric, cc.promotion_tolerance
+    )
+    if replay is not None:
+        summary.candidates.append(replay)
         return summary
     try:
         spec = feature_spec(cc)
@@ -293,18 +296,6 @@ def run(ctx: JobContext) -> JobSummary:
         champion_value, note = champion_on_holdout(
             champion, frame.iloc[holdout_rows], y_holdout, cc.promotion_metric
         )
-    gate: dict[str, Any] = {"metric": cc.promotion_metric, "value": value, "tolerance": cc.promotion_tolerance}
-    if ctx.dry_run:
-        apply_gate(
-            ctx,
-            summary,
-            cc.model_name,
-            "(dry-run)",
-            **gate,
-            champion_value=champion_value,
-            note=note,
-        )
-        return summary
     example = X_holdout.head(5)
     tags = {
         METRIC_TAG.format(cc.promotion_metric): f"{value:.6f}",
@@ -312,23 +303,11 @@ def run(ctx: JobContext) -> JobSummary:
         "mlcore.estimator": cc.estimator,
         "mlcore.model_sha256": metadata["model_sha256"],
     }
-    version = log_and_register(
-        ctx,
-        cc.model_name,
-        model,
-        example,
-        model.predict_proba(example),
-        metadata,
-        tags,
-        "predict_proba",
-    )
-    apply_gate(
-        ctx,
-        summary,
-        cc.model_name,
-        str(version.version),
-        **gate,
-        champion_value=champion_value,
-        note=note,
-    )
+    logged = SklearnModel(model, example, model.predict_proba(example), metadata, "predict_proba")
+    summary.candidates.append(
+        ModelCandidate(
+            cc.model_name, logged, cc.promotion_metric, value, cc.promotion_tolerance,
+            champion_value=champion_value, note=note, tags=tags,
+        )
+    )  # fmt: skip
     return summary

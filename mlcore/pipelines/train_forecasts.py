@@ -1,10 +1,11 @@
 """train_forecasts: one Prophet (or seasonal-naive) model per group, backtested, stored, registered.
 
 Reads ``sales`` strictly before the run date, trains every group with ``applyInPandas`` (pure
-per-group function; one status row per group), then on the driver: checks the failure budget,
-writes ``forecast_models`` / ``forecast_metrics`` / ``forecast_backtest`` (one partition per run
-date, idempotent), logs aggregates and artifacts to MLflow and registers ``store_forecaster``
-(challenger; champion when no worse than the current champion).
+per-group function; one status row per group), then on the driver: checks the failure budget and
+returns ``forecast_models`` / ``forecast_metrics`` / ``forecast_backtest`` and a
+``store_forecaster`` candidate. The runner publishes the tables (one partition per run date,
+idempotent), then registers the candidate with the written versions in its tags (challenger;
+champion when no worse than the current champion on the same groups).
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from mlcore.forecasting.report import forecast_report_html
 from mlcore.forecasting.results import NESTED, CollectedResults, aggregate_metrics, collect_results
 from mlcore.forecasting.retrain import groups_to_keep, kept_rows
 from mlcore.io.faults import forecast_group_faults
-from mlcore.pipelines._models import replay_registered, report_decision
+from mlcore.pipelines._models import replayed_candidate
 from mlcore.pipelines._progress import StageReporter
 from mlcore.pipelines._validation import check_inputs
-from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
+from mlcore.pipelines.context import JobContext, JobFailed, JobSummary, TableOutput
 from mlcore.spark_classic import default_parallelism
+from mlcore.tracking.candidates import ModelCandidate, PyfuncModel
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -176,70 +178,52 @@ def champion_backtest(ctx: JobContext) -> pd.DataFrame | None:
     return None
 
 
-def register_and_promote(
-    ctx: JobContext,
-    models_version: int | None,
-    metric_value: float,
-    backtest_version: int | None = None,
-    comparison: GateComparison | None = None,
-) -> Any:
-    """Register the store_forecaster version serving this run's models (its pooled metric and
-    the table versions it was built from as tags); run the promotion gate on ``comparison``
-    (both sides on the same groups) when there is a champion to compare with."""
-    import mlflow
-
+def forecaster_candidate(
+    ctx: JobContext, metric_value: float, comparison: GateComparison | None
+) -> ModelCandidate:
+    """The store_forecaster version serving this run's models: a pyfunc that reads
+    ``forecast_models`` at the version this run writes, tagged with its pooled metric and the
+    table versions it was built from; the gate compares ``comparison`` (both sides on the same
+    groups) when there is a champion to compare with."""
     from mlcore.serving import store_forecaster
     from mlcore.serving.signature import forecaster_input_example, forecaster_signature
-    from mlcore.tracking.registry import METRIC_TAG, ModelRegistry, gate_tags
-    from mlcore.tracking.runs import TAG_RUN_DATE
+    from mlcore.tracking.registry import METRIC_TAG, gate_tags
 
     fc = ctx.config.forecasting
-    registry = ModelRegistry()
-    version = registry.version_for_run(fc.model_name, ctx.run_id)
-    if version is None and not ctx.dry_run:
-        model_config = {
+    sales = ctx.tables.read("sales", record_input=False)
+    column_types = {f.name: f.dataType.simpleString() for f in sales.schema.fields}
+    first = sales.select(*fc.group_keys).limit(1).collect()
+    example = forecaster_input_example(fc, first[0].asDict(), ctx.run_date) if first else None
+    model = PyfuncModel(
+        artifact_name="store_forecaster",
+        code_path=_model_code_file(store_forecaster),
+        model_config={
             "forecasting": asdict(fc),
             "table_uri": ctx.tables.ref(MODELS).uri,
-            "table_version": models_version,
+            "table_version": None,  # the version this run writes (config_versions)
             "run_date": ctx.run_date.isoformat(),
-        }
-        sales = ctx.tables.read("sales", record_input=False)
-        column_types = {f.name: f.dataType.simpleString() for f in sales.schema.fields}
-        first = sales.select(*fc.group_keys).limit(1).collect()
-        example = (
-            forecaster_input_example(fc, first[0].asDict(), ctx.run_date) if first else None
-        )
-        info = mlflow.pyfunc.log_model(
-            name="store_forecaster",
-            python_model=_model_code_file(store_forecaster),
-            model_config=model_config,
-            signature=forecaster_signature(fc, column_types),
-            input_example=example,
-            pip_requirements=["mlcore", "deltalake", "prophet", "pandas", "pyarrow"],
-        )
-        tags = {
-            METRIC_TAG.format(fc.promotion_metric): f"{metric_value:.6f}",
-            "mlcore.forecast_models_version": str(models_version),
-            TAG_RUN_DATE: ctx.run_date.isoformat(),
-        }
-        if backtest_version is not None:
-            tags[BACKTEST_VERSION_TAG] = str(backtest_version)
-        if comparison is not None:
-            tags.update(gate_tags(*astuple(comparison)))
-        version = registry.register(info.model_uri, fc.model_name, tags)
-    gate: dict[str, Any] = {"tolerance": fc.promotion_tolerance}
-    value = metric_value
+        },
+        signature=forecaster_signature(fc, column_types),
+        input_example=example,
+        pip_requirements=("mlcore", "deltalake", "prophet", "pandas", "pyarrow"),
+        config_versions={"table_version": MODELS},
+    )
+    tags = {METRIC_TAG.format(fc.promotion_metric): f"{metric_value:.6f}"}
+    gate: dict[str, Any] = {}
     if comparison is not None:
-        value = comparison.challenger_value
-        gate.update(champion_value=comparison.champion_value, groups=comparison.groups)
-    if version is None:  # dry run before any registration: decide against the champion only
-        return registry.decide_and_promote(
-            fc.model_name, "(dry-run)", fc.promotion_metric, value, dry_run=True, **gate
-        )
-    return registry.decide_and_promote(
-        fc.model_name, str(version.version), fc.promotion_metric, value,
-        dry_run=ctx.dry_run, **gate,
-    )  # fmt: skip
+        tags.update(gate_tags(*astuple(comparison)))
+        gate = {"champion_value": comparison.champion_value, "groups": comparison.groups}
+    return ModelCandidate(
+        fc.model_name,
+        model,
+        fc.promotion_metric,
+        comparison.challenger_value if comparison is not None else metric_value,
+        fc.promotion_tolerance,
+        lower_is_better=True,
+        tags=tags,
+        version_tags={"mlcore.forecast_models_version": MODELS, BACKTEST_VERSION_TAG: BACKTEST},
+        **gate,
+    )
 
 
 def drifted_groups(ctx: JobContext) -> DataFrame | None:
@@ -280,17 +264,14 @@ def run(ctx: JobContext) -> JobSummary:
     tokens = {name: ctx.token(name) for name in (MODELS, METRICS, BACKTEST)}
     if not ctx.dry_run and _published(ctx, tokens):
         summary.add("status", "already published for this run date: nothing to do")
-        if ctx.config.mlflow.enabled:
-            # The aliases may not have moved (driver lost after registering): re-apply the gate
-            # from the version's stored metric; a no-op when they already did.
-            replay_registered(
-                ctx,
-                summary,
-                fc.model_name,
-                fc.promotion_metric,
-                fc.promotion_tolerance,
-                lower_is_better=True,
-            )
+        # The aliases may not have moved (driver lost after registering): the gate is re-applied
+        # from the version's stored metric; a no-op when they already did.
+        replay = replayed_candidate(
+            ctx, summary, fc.model_name, fc.promotion_metric, fc.promotion_tolerance,
+            lower_is_better=True,
+        )  # fmt: skip
+        if replay is not None:
+            summary.candidates.append(replay)
         return summary
 
     started = time.perf_counter()
@@ -385,8 +366,6 @@ def run(ctx: JobContext) -> JobSummary:
         [*keys, "status", "champion", "action", "trained_run_date", "train_rows", "fit_seconds"]
     ]
     ctx.artifacts["group_summary.csv"] = per_group.to_csv(index=False)
-    models_version = ctx.tables.version(MODELS)
-    backtest_version = ctx.tables.version(BACKTEST)
     # The gate compares this run with the champion on the groups both backtested: the
     # champion's points are read now, before this run's rows replace a same-date partition.
     challenger_points = points.merge(trained_groups[keys], on=keys)
@@ -394,39 +373,25 @@ def run(ctx: JobContext) -> JobSummary:
     comparison = compare_on_common_groups(
         challenger_points, champion_backtest(ctx), keys, fc.promotion_metric
     )
-    # The plot renders on a driver thread while the tables are written (executor and delta-rs
-    # work that leaves the driver's interpreter mostly waiting): ~1 s off the job at any scale.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcore-plot") as background:
-        plot = background.submit(
-            backtest_plot, groups, points, keys, fc.plot_groups, fc.target_column
-        )
-        report = background.submit(
-            forecast_report_html, groups, points, keys, aggregates, ctx.run_date, fc.model_name,
-            fc.target_column,
-        )  # fmt: skip
-        if not ctx.dry_run:
-            outputs = {MODELS: model_rows(ctx, results)}
-            outputs.update(exploded_outputs(ctx, collected, results.schema))
-            for name, frame in outputs.items():
-                # forecast_models written before content hashes gains those columns
-                result = ctx.publish(frame, name, merge_schema=name == MODELS)
-                summary.writes.append(result)
-                if name == MODELS:
-                    models_version = result.version
-                elif name == BACKTEST:
-                    backtest_version = result.version
-        plot_path = plot.result()
-        ctx.artifacts["reports/forecast_report.html"] = report.result()
-    if plot_path:
-        ctx.artifact_files[f"plots/{Path(plot_path).name}"] = plot_path
-    results.unpersist()
-    if unchanged is not None:
-        unchanged.unpersist()
+    # The plot and the report render on a driver thread while the runner writes the tables
+    # (executor and delta-rs work that leaves the driver's interpreter mostly waiting): ~1 s
+    # off the job at any scale. The runner collects them after the writes.
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlcore-plot")
+    summary.pending_files["plots"] = background.submit(
+        backtest_plot, groups, points, keys, fc.plot_groups, fc.target_column
+    )
+    summary.pending_text["reports/forecast_report.html"] = background.submit(
+        forecast_report_html, groups, points, keys, aggregates, ctx.run_date, fc.model_name,
+        fc.target_column,
+    )  # fmt: skip
+    background.shutdown(wait=False)  # the thread ends with its last task
+    # forecast_models written before content hashes gains those columns: merge_schema
+    summary.outputs[MODELS] = TableOutput(model_rows(ctx, results), merge_schema=True)
+    for name, frame in exploded_outputs(ctx, collected, results.schema).items():
+        summary.outputs[name] = TableOutput(frame)
+    summary.cached.extend(f for f in (results, unchanged) if f is not None)
 
     metric_key = f"pooled_{fc.promotion_metric}_champion"
     if metric_key in aggregates and ctx.config.mlflow.enabled:
-        decision = register_and_promote(
-            ctx, models_version, aggregates[metric_key], backtest_version, comparison
-        )
-        report_decision(ctx, summary, decision)
+        summary.candidates.append(forecaster_candidate(ctx, aggregates[metric_key], comparison))
     return summary

@@ -15,8 +15,9 @@ from pyspark.sql import functions as F
 
 from mlcore.ingest.schemas import BANK, RIDES, SALES, STORES
 from mlcore.io import DeltaTables
-from mlcore.pipelines import _ingest, ingest_bank, ingest_rides, ingest_sales
+from mlcore.pipelines import _ingest, ingest_sales
 from mlcore.pipelines.context import JobContext, JobFailed
+from mlcore.runner import run_stage
 
 RUN_DATE = dt.date(2015, 8, 1)
 NEXT_DATE = dt.date(2015, 8, 2)
@@ -32,6 +33,12 @@ def make_ctx(
     config = make_config(*overrides)
     tables = DeltaTables(spark, config, commit_metadata={"mlcore.job": job})
     return JobContext(job, config, spark, tables, run_date, "test-run", dry_run=dry_run)
+
+
+def stage_of(ctx: JobContext):
+    """The job's stage and the runner's publication of what it returned (the context's tables
+    are the writer here: the runner's own JobContext only gets the read-only view)."""
+    return run_stage(ctx, ctx.tables)
 
 
 def head_lines(path: Path, rows: int, skip: int = 0) -> tuple[str, list[str]]:
@@ -125,7 +132,7 @@ def test_sales_real_slice_with_injected_bad_rows(
     train = write_gz(tmp_path / "train.csv.gz", header, lines)
     ctx = make_ctx(spark, make_config, "ingest_sales", *sales_overrides(train, store_csv))
 
-    summary = ingest_sales.run(ctx)
+    summary = stage_of(ctx)
 
     m = summary.metrics
     assert (m["sales.input_rows"], m["sales.good_rows"], m["sales.quarantined_rows"]) == (
@@ -179,7 +186,7 @@ def test_over_budget_fails_before_writing(spark, make_config, datasets_dir, stor
 
     ctx = make_ctx(spark, make_config, "ingest_sales", *sales_overrides(bad_file, store_csv))
     with pytest.raises(JobFailed) as info:
-        ingest_sales.run(ctx)
+        stage_of(ctx)
     message = str(info.value)
     assert "sales: 10 of 310 rows (3.23%) failed validation" in message
     assert "ingest.bad_row_budget 1.00%" in message and "negative_value=10" in message
@@ -187,7 +194,7 @@ def test_over_budget_fails_before_writing(spark, make_config, datasets_dir, stor
     assert versions(ctx, SALES_TABLES) == dict.fromkeys(SALES_TABLES)  # no table created
 
     ok = make_ctx(spark, make_config, "ingest_sales", *sales_overrides(good_file, store_csv))
-    ingest_sales.run(ok)
+    stage_of(ok)
     before = versions(ok, SALES_TABLES)
     assert before == dict.fromkeys(SALES_TABLES, 0)
 
@@ -199,7 +206,7 @@ def test_over_budget_fails_before_writing(spark, make_config, datasets_dir, stor
         run_date=NEXT_DATE,
     )
     with pytest.raises(JobFailed, match="over ingest.bad_row_budget"):
-        ingest_sales.run(later)
+        stage_of(later)
     assert versions(later, SALES_TABLES) == before
     assert later.tables.read("sales").select("run_date").distinct().collect() == [(RUN_DATE,)]
 
@@ -212,7 +219,7 @@ def test_over_budget_fails_before_writing(spark, make_config, datasets_dir, stor
         "ingest.bad_row_budget=0.05",
         run_date=NEXT_DATE,
     )
-    ingest_sales.run(relaxed)
+    stage_of(relaxed)
     assert relaxed.tables.read("sales").count() == 300
     assert relaxed.tables.read("sales_quarantine").count() == 10
 
@@ -224,26 +231,26 @@ def test_rerun_same_run_date_adds_no_version(
     train = write_gz(tmp_path / "train.csv.gz", header, real)
     overrides = sales_overrides(train, store_csv)
     ctx = make_ctx(spark, make_config, "ingest_sales", *overrides)
-    ingest_sales.run(ctx)
+    stage_of(ctx)
     first = versions(ctx, SALES_TABLES)
     assert first == dict.fromkeys(SALES_TABLES, 0)
 
     # Replay: every table holds the token, so the job does no work at all.
-    replay = ingest_sales.run(make_ctx(spark, make_config, "ingest_sales", *overrides))
+    replay = stage_of(make_ctx(spark, make_config, "ingest_sales", *overrides))
     assert replay.lines[0][0] == "already ingested"
     assert [(w.table, w.version, w.committed) for w in replay.writes] == [
         (name, 0, False) for name in ("sales", "sales_quarantine", "stores", "stores_quarantine")
     ]
     # Even when the job does validate again (no early exit), the tokens skip every write.
     monkeypatch.setattr(ingest_sales, "replay_summary", lambda ctx, contracts: None)
-    again = ingest_sales.run(make_ctx(spark, make_config, "ingest_sales", *overrides))
+    again = stage_of(make_ctx(spark, make_config, "ingest_sales", *overrides))
     assert again.metrics["sales.input_rows"] == 2_000
     assert [w.committed for w in again.writes] == [False] * 4
     assert versions(ctx, SALES_TABLES) == first
 
     # A later run date publishes the snapshot again: a new version, the same rows, no doubles.
     later = make_ctx(spark, make_config, "ingest_sales", *overrides, run_date=NEXT_DATE)
-    ingest_sales.run(later)
+    stage_of(later)
     assert versions(later, SALES_TABLES) == dict.fromkeys(SALES_TABLES, 1)
     sales = later.tables.read("sales")
     assert sales.count() == 2_000
@@ -259,7 +266,7 @@ def test_dry_run_counts_and_writes_nothing(spark, make_config, datasets_dir, sto
     ctx = make_ctx(
         spark, make_config, "ingest_sales", *sales_overrides(train, store_csv), dry_run=True
     )
-    summary = ingest_sales.run(ctx)
+    summary = stage_of(ctx)
     assert summary.metrics["sales.good_rows"] == 500
     assert summary.metrics["sales.quarantined.duplicate_key"] == 1
     assert summary.writes == []
@@ -271,7 +278,7 @@ def test_full_rossmann_train_file(spark, make_config, datasets_dir, store_csv):
     """The complete 1,017,209-row train.csv: all rows good, counts as the datasets README says."""
     train = datasets_dir / "rossmann" / "train.csv.gz"
     ctx = make_ctx(spark, make_config, "ingest_sales", *sales_overrides(train, store_csv))
-    summary = ingest_sales.run(ctx)
+    summary = stage_of(ctx)
     assert summary.metrics["sales.good_rows"] == 1_017_209
     assert summary.metrics["sales.quarantined_rows"] == 0
     sales = ctx.tables.read("sales")
@@ -293,7 +300,7 @@ def test_bank_real_slice(spark, make_config, datasets_dir, tmp_path):
     path = write_gz(tmp_path / "bank.csv.gz", header, real[:1500] + injected + real[1500:])
     ctx = make_ctx(spark, make_config, "ingest_bank", f"sources.bank.path={path}")
 
-    summary = ingest_bank.run(ctx)
+    summary = stage_of(ctx)
 
     m = summary.metrics
     assert (m["bank.input_rows"], m["bank.good_rows"], m["bank.quarantined_rows"]) == (
@@ -320,7 +327,7 @@ def test_bank_additional_layout_is_refused(spark, make_config, datasets_dir):
     path = datasets_dir / "bank_marketing" / "bank-additional-full.csv.gz"
     ctx = make_ctx(spark, make_config, "ingest_bank", f"sources.bank.path={path}")
     with pytest.raises(JobFailed) as info:
-        ingest_bank.run(ctx)
+        stage_of(ctx)
     message = str(info.value)
     assert "expected 17 columns 'age;job;marital;education;default;balance;" in message
     assert "found 21 columns 'age;job;marital;education;default;housing;" in message
@@ -355,7 +362,7 @@ def test_rides_real_month_quarantines_out_of_period(spark, make_config, datasets
     path = write_gz(tmp_path / "rides.csv.gz", header, real)
     ctx = make_ctx(spark, make_config, "ingest_rides", f"sources.rides.path={path}")
 
-    summary = ingest_rides.run(ctx)
+    summary = stage_of(ctx)
 
     df = frame(real, header)
     bad = expected_ride_outcome(df, "2019-07-25", "2019-09-08", 24.0)
@@ -392,14 +399,14 @@ def test_rides_real_month_quarantines_out_of_period(spark, make_config, datasets
 def test_synthetic_fallback_when_paths_are_missing(spark, make_config, tmp_path):
     missing = tmp_path / "absent.csv.gz"
     bank_ctx = make_ctx(spark, make_config, "ingest_bank", f"sources.bank.path={missing}")
-    bank = ingest_bank.run(bank_ctx)
+    bank = stage_of(bank_ctx)
     source = dict(bank.lines)["bank source"]
     assert source.endswith("(synthetic)") and str(missing) not in source
     assert bank.metrics["bank.input_rows"] == bank_ctx.config.synthetic.bank_rows == 800
     assert bank.metrics["bank.quarantined_rows"] == 0
 
     rides_ctx = make_ctx(spark, make_config, "ingest_rides")  # test env: path is null
-    rides = ingest_rides.run(rides_ctx)
+    rides = stage_of(rides_ctx)
     assert dict(rides.lines)["rides source"].endswith("(synthetic)")
     assert rides.metrics["rides.input_rows"] == 3_000
     # The planted quirks: one dropoff before pickup, one ride ten years back; zero distances stay.
@@ -411,7 +418,7 @@ def test_synthetic_fallback_when_paths_are_missing(spark, make_config, tmp_path)
     assert rides_ctx.tables.read("rides").where("trip_distance = 0").count() == 3
 
     sales_ctx = make_ctx(spark, make_config, "ingest_sales")
-    sales = ingest_sales.run(sales_ctx)
+    sales = stage_of(sales_ctx)
     assert sales.metrics["sales.input_rows"] == 6 * 212  # test env: 6 stores, 2015-01..07
     assert sales.metrics["stores.good_rows"] == 6
 
@@ -424,7 +431,7 @@ def test_synthetic_fallback_when_paths_are_missing(spark, make_config, tmp_path)
         run_date=NEXT_DATE,
     )
     with pytest.raises(JobFailed, match=f"source file {missing} does not exist"):
-        ingest_bank.run(strict)
+        stage_of(strict)
 
 
 def test_budget_helper_reports_empty_sources() -> None:
@@ -451,13 +458,13 @@ def test_impossible_dates_are_quarantined_and_do_not_make_the_table_fresh(
     overrides = (*sales_overrides(train, store_csv), "ingest.bad_row_budget=0.01")
     ctx = make_ctx(spark, make_config, "ingest_sales", *overrides)
     with pytest.raises(JobFailed) as failed:
-        ingest_sales.run(ctx)
+        stage_of(ctx)
     # Freshness is judged on the good rows: the file is stale, the 2031 row cannot hide it.
     assert "freshness" in str(failed.value) and "stale" in str(failed.value)
 
     fresh_enough = (*overrides, "validation.tables.sales.max_staleness_days=1000")
     ctx = make_ctx(spark, make_config, "ingest_sales", *fresh_enough)
-    summary = ingest_sales.run(ctx)
+    summary = stage_of(ctx)
     assert summary.metrics["sales.quarantined_rows"] == 3
     rows = {r["store"]: (r["rule"], r["reason"]) for r in quarantine(ctx, "sales_quarantine")}
     assert rows["3001"][0] == "implausible_date" and "2031-06-09" in rows["3001"][1]

@@ -19,7 +19,10 @@ ARGS = ["--env", "test", "--conf-dir", str(CONF_DIR), "--run-date", "2015-06-14"
 
 @pytest.fixture
 def toy_job(monkeypatch, spark):
-    monkeypatch.setitem(JOBS, "toy_job", JobSpec("toy_job", "tests.unit.toy_pipeline", "test job"))
+    spec = JobSpec(
+        "toy_job", "tests.unit.toy_pipeline", "test job", produces=("sales",), write_mode="snapshot"
+    )
+    monkeypatch.setitem(JOBS, "toy_job", spec)
     return "toy_job"
 
 
@@ -98,6 +101,54 @@ def test_dry_run_writes_nothing(toy_job, mlcore_home):
     assert not (mlcore_home / "lake" / "sales").exists()
 
 
+def test_the_runner_publishes_what_the_stage_returns_stamped_and_counted(toy_job, mlcore_home, spark):
+    """The toy stage returns a frame without run columns: the rows carry the run's id and date
+    (set by the runner), the rows_line comes from the write, and the dry run counts the same."""
+    assert run_job(toy_job, [*ARGS, "--set", "mlflow.enabled=false"]) == 0
+    rows = spark.read.parquet(str(mlcore_home / "lake" / "sales")).collect()
+    assert len(rows) == 5 and {str(r["run_date"]) for r in rows} == {"2015-06-14"}
+    assert sorted(r["id"] for r in rows) == [0, 1, 2, 3, 4]
+
+
+def test_a_stage_returning_an_undeclared_table_writes_nothing(toy_job, mlcore_home, monkeypatch, capsys):
+    """Declared IO is the contract: a table the job's spec does not declare is refused (a bug in
+    the stage: exit 1 with the table named) before anything is written."""
+    spec = JOBS[toy_job]
+    monkeypatch.setitem(JOBS, toy_job, JobSpec(spec.name, spec.module, spec.summary, produces=("bank",)))
+    assert run_job(toy_job, ARGS) == 1
+    assert "returned tables it does not declare: sales" in capsys.readouterr().err
+    assert not (mlcore_home / "lake" / "sales").exists()
+    assert not (mlcore_home / "lake" / "bank").exists()
+
+
+def test_stages_never_write_tables_or_touch_the_registry():
+    """Only the runner's publication (_publish) and bookkeeping (_validation's results,
+    _manifest) write tables, and only _models.register_candidates registers or moves an alias;
+    mypy also rejects ``ctx.tables.write`` (the stage's tables are a read-only TableReader)."""
+    import re
+
+    pipelines = REPO_ROOT / "mlcore" / "pipelines"
+    writers = {"_publish.py", "_validation.py", "_manifest.py"}
+    for path in sorted(pipelines.glob("*.py")):
+        text = path.read_text()
+        if path.name not in writers:
+            assert not re.search(r"tables\.(write|merge)\(", text), f"{path.name} writes a table"
+        if path.name != "_models.py":
+            assert not re.search(r"\.(register|decide_and_promote)\(", text), (
+                f"{path.name} registers or promotes a model itself"
+            )
+
+
+def test_help_shows_each_jobs_declared_outputs_and_write_mode(capsys):
+    from mlcore.runner import build_parser
+
+    text = build_parser("ingest_sales").format_help()
+    assert "writes (whole table replaced by the source's snapshot" in text
+    assert "sales, sales_quarantine, stores, stores_quarantine" in text
+    assert "writes when configured: forecast_calendar" in text
+    assert "writes (this run date's rows replaced" in build_parser("make_forecasts").format_help()
+
+
 def test_mlflow_disabled_uses_a_deterministic_run_id(toy_job, mlcore_home, spark):
     assert run_job(toy_job, [*ARGS, "--set", "mlflow.enabled=false"]) == 0
     assert not (mlcore_home / "mlflow").exists()
@@ -147,7 +198,7 @@ def test_every_declared_table_is_a_configured_table_or_config_key(make_config):
 
     config = make_config()
     for spec in JOBS.values():
-        for table in declared_tables((*spec.requires, *spec.produces), config):
+        for table in declared_tables((*spec.requires, *spec.produces, *spec.may_produce), config):
             assert table in config.tables, f"{spec.name}: {table!r} is not in tables"
 
 
