@@ -163,6 +163,20 @@ class ProphetConfig:
     optimizer: Literal["inprocess", "cmdstan"] = "inprocess"
 
 
+ForecastMetric = Literal["wape", "rmspe", "smape", "mae", "rmse"]
+
+
+@dataclass(frozen=True)
+class ForecastModelSpec:
+    """One model family a group may be forecast with: a shipped family's name (``prophet``,
+    ``seasonal_naive``) or a user's class by import path (``my_pkg.models:MyForecaster``), with
+    the parameters its ``from_params`` takes (checked when a job starts: a bad one is a config
+    error). Prophet's parameters are the ``forecasting.prophet`` section; ``params`` override it."""
+
+    family: str
+    params: dict[str, ScalarValue | list[ScalarValue] | None] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class ForecastingConfig:
     """Per-group forecasting: grouping, data handling, backtest, selection and promotion."""
@@ -177,6 +191,15 @@ class ForecastingConfig:
     backtest_windows: int = 1
     backtest_step_days: int = 48
     seasonal_period_days: int = 7
+    # The families every group is backtested with; the first is the default family, which
+    # keeps the group unless another beats it by more than selection_margin (selection_metric,
+    # mean over the backtest windows all of them scored). The fallback family is fitted for
+    # every group too: it forecasts when the champion cannot (failed fit, implausible forecast).
+    models: list[ForecastModelSpec] = field(
+        default_factory=lambda: [ForecastModelSpec("prophet"), ForecastModelSpec("seasonal_naive")]
+    )
+    fallback: str = "seasonal_naive"
+    selection_metric: ForecastMetric = "wape"
     selection_margin: float = 0.0
     failure_budget: float = 0.05
     # make_forecasts: a forecast above this multiple of the group's historical maximum is
@@ -190,7 +213,7 @@ class ForecastingConfig:
     group_partitions: int | None = None
     seed: int = 0
     model_name: str = "store_forecaster"
-    promotion_metric: Literal["wape", "rmspe", "smape", "mae", "rmse"] = "wape"
+    promotion_metric: ForecastMetric = "wape"
     promotion_tolerance: float = 0.0
     plot_groups: int = 4
     prophet: ProphetConfig = field(default_factory=ProphetConfig)

@@ -15,6 +15,7 @@ No Spark session, table IO or MLflow here; Prophet is imported only when a model
 loaded. Importing this package imports ``pyspark.sql.types`` (for the schemas) and nothing heavier.
 """
 
+from mlcore.forecasting.families import Forecaster, check_families, load_model, resolve_family
 from mlcore.forecasting.history import (
     ForecastInputError,
     GroupSkipped,
@@ -35,11 +36,7 @@ from mlcore.forecasting.metrics import (
     smape,
     wape,
 )
-from mlcore.forecasting.models import (
-    ProphetForecaster,
-    SeasonalNaiveForecaster,
-    load_model,
-)
+from mlcore.forecasting.models import ProphetForecaster, SeasonalNaiveForecaster
 from mlcore.forecasting.prediction import default_future_calendar, forecast_group
 from mlcore.forecasting.schemas import (
     FORECAST_COLUMNS,
@@ -63,10 +60,12 @@ __all__ = [
     "STATUS_OK",
     "STATUS_SKIPPED",
     "ForecastInputError",
+    "Forecaster",
     "GroupSkipped",
     "PreparedHistory",
     "ProphetForecaster",
     "SeasonalNaiveForecaster",
+    "check_families",
     "compute_metrics",
     "coverage",
     "default_future_calendar",
@@ -81,6 +80,7 @@ __all__ = [
     "model_schema",
     "normalize_dates",
     "prepare_history",
+    "resolve_family",
     "rmse",
     "rmspe",
     "smape",

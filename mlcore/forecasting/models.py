@@ -26,13 +26,14 @@ import logging
 import math
 import os
 import tempfile
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import asdict, fields
 from typing import Any, ClassVar, Final
 
 import numpy as np
 import pandas as pd
 
-from mlcore.config.models import ProphetConfig
+from mlcore.config.models import ForecastingConfig, ProphetConfig
 from mlcore.forecasting import prophet_map
 
 FORMAT_VERSION: Final[int] = 1
@@ -208,13 +209,37 @@ class ProphetForecaster:
       afterwards), so identical inputs give identical intervals, also after a JSON round trip.
     """
 
-    model_type: ClassVar[str] = "prophet"
+    family: ClassVar[str] = "prophet"
+    model_type: ClassVar[str] = family
     model_: Any  # the fitted Prophet object, set by fit (or from_json)
 
     def __init__(self, prophet: ProphetConfig, seed: int = 0, init_json: str | None = None):
         self.prophet = prophet
         self.seed = int(seed)
         self.init_json = init_json
+
+    @classmethod
+    def from_params(
+        cls,
+        params: Mapping[str, Any],
+        config: ForecastingConfig,
+        seed: int,
+        init_json: str | None = None,
+    ) -> ProphetForecaster:
+        """The ``forecasting.prophet`` settings with ``params`` (any of its keys) on top, typed
+        and checked as the config loader checks them."""
+        from mlcore.config.typed import build_section
+
+        if not params:
+            return cls(config.prophet, seed=seed, init_json=init_json)
+        unknown_params(params, {f.name for f in fields(ProphetConfig)}, cls.family)
+        merged = build_section(ProphetConfig, {**asdict(config.prophet), **params})
+        return cls(merged, seed=seed, init_json=init_json)
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        holidays = (self.prophet.holidays_column,) if self.prophet.holidays_column else ()
+        return (*self.prophet.regressors, *holidays)
 
     # -- fitting -------------------------------------------------------------------------------
 
@@ -445,7 +470,22 @@ class SeasonalNaiveForecaster:
     one-season-ahead errors, so the intervals tend to be narrow at long horizons.
     """
 
-    model_type: ClassVar[str] = "seasonal_naive"
+    family: ClassVar[str] = "seasonal_naive"
+    model_type: ClassVar[str] = family
+    features: tuple[str, ...] = ()  # ds, y and open only
+
+    @classmethod
+    def from_params(
+        cls, params: Mapping[str, Any], config: ForecastingConfig, seed: int
+    ) -> SeasonalNaiveForecaster:
+        """``season_length`` (default ``forecasting.seasonal_period_days``), ``n_seasons``
+        (default 4) and ``interval_width`` (default Prophet's); ``seed`` is not used."""
+        unknown_params(params, {"season_length", "n_seasons", "interval_width"}, cls.family)
+        return cls(
+            season_length=int(params.get("season_length", config.seasonal_period_days)),
+            n_seasons=int(params.get("n_seasons", 4)),
+            interval_width=float(params.get("interval_width", config.prophet.interval_width)),
+        )
 
     def __init__(self, season_length: int = 7, n_seasons: int = 4, interval_width: float = 0.8):
         if season_length < 1 or n_seasons < 1:
@@ -557,19 +597,14 @@ def _day_numbers(ds: pd.Series) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------
 
-MODEL_TYPES: Final[dict[str, Any]] = {
-    ProphetForecaster.model_type: ProphetForecaster,
-    SeasonalNaiveForecaster.model_type: SeasonalNaiveForecaster,
-}
-
-
-def load_model(text: str) -> ProphetForecaster | SeasonalNaiveForecaster:
-    """Load any model written by a ``to_json`` of this module (dispatch on ``model_type``)."""
-    model_type = json.loads(text).get("model_type")
-    cls = MODEL_TYPES.get(model_type)
-    if cls is None:
-        raise ValueError(f"unknown model_type {model_type!r}")
-    return cls.from_json(text)
+def unknown_params(params: Mapping[str, Any], allowed: set[str], family: str) -> None:
+    """Raise ``ValueError`` naming the parameters ``family`` does not take."""
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ValueError(
+            f"{family} takes no parameter(s) {', '.join(unknown)} "
+            f"(allowed: {', '.join(sorted(allowed))})"
+        )
 
 
 

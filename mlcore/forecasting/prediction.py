@@ -12,12 +12,13 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mlcore.config.models import ForecastingConfig
+from mlcore.forecasting.families import fallback_spec, family_name, load_model
 from mlcore.forecasting.history import (
     ForecastInputError,
     as_codes,
@@ -26,7 +27,7 @@ from mlcore.forecasting.history import (
     plain_value,
     to_day,
 )
-from mlcore.forecasting.models import SeasonalNaiveForecaster, load_model, model_digest
+from mlcore.forecasting.models import model_digest
 from mlcore.forecasting.schemas import (
     FORECAST_COLUMNS,
     STATUS_FAILED,
@@ -36,7 +37,6 @@ from mlcore.forecasting.schemas import (
 
 logger = logging.getLogger(__name__)
 
-SEASONAL_NAIVE: Final[str] = SeasonalNaiveForecaster.model_type
 
 
 
@@ -123,7 +123,7 @@ def forecast_group_checked(
 
     ``model_row``: a :func:`train_group` row (dict, ``pd.Series`` or ``Row``): ``champion``,
     ``model_json``/``model_sha256``, ``baseline_json``/``baseline_sha256`` and ``history_max``
-    are used. Each candidate (the champion, then the seasonal-naive baseline) is used only if
+    are used. Each candidate (the champion, then the fallback family's model) is used only if
     its JSON matches the content hash stored at training, it loads and predicts, and its forecast
     is plausible (finite, at most ``config.max_forecast_multiple`` x the group's historical
     maximum). The first usable one gives the rows: ``ok`` for the champion, ``fallback`` (with
@@ -142,15 +142,16 @@ def forecast_group_checked(
     if canon.empty:
         return GroupForecast(empty, STATUS_FAILED, "no future calendar rows", None)
     champion = _get(model_row, "champion")
+    fallback = family_name(fallback_spec(config))
     candidates = [(champion or "champion", "model_json", "model_sha256")]
-    if champion != SEASONAL_NAIVE:
-        candidates.append((SEASONAL_NAIVE, "baseline_json", "baseline_sha256"))
+    if champion != fallback:
+        candidates.append((fallback, "baseline_json", "baseline_sha256"))
     history_max = _get(model_row, "history_max")
     history_max = float(history_max) if history_max is not None else None
     rejected: list[str] = []
     for name, text_column, hash_column in candidates:
         try:
-            model = load_model(_checked_json(model_row, text_column, hash_column))
+            model = load_model(_checked_json(model_row, text_column, hash_column), config)
             pred = model.predict(canon)
         except Exception as exc:  # noqa: BLE001 - this candidate is unusable: try the next
             rejected.append(f"{name}: {type(exc).__name__}: {str(exc)[:200]}")
@@ -163,11 +164,11 @@ def forecast_group_checked(
         out["ds"] = [d.date() for d in pd.to_datetime(pred["ds"].to_numpy())]
         for c in ("yhat", "yhat_lower", "yhat_upper"):
             out[c] = pred[c].to_numpy(dtype=np.float64)
-        out["model_type"] = model.model_type
+        out["model_type"] = model.family
         if rejected:
-            reason = f"{'; '.join(rejected)}; {model.model_type} used"
-            return GroupForecast(out[columns], STATUS_FALLBACK, reason, model.model_type)
-        return GroupForecast(out[columns], STATUS_OK, None, model.model_type)
+            reason = f"{'; '.join(rejected)}; {model.family} used"
+            return GroupForecast(out[columns], STATUS_FALLBACK, reason, model.family)
+        return GroupForecast(out[columns], STATUS_OK, None, model.family)
     logger.warning("no usable model for %s: %s", key_values, "; ".join(rejected))
     return GroupForecast(empty, STATUS_FAILED, "; ".join(rejected) or "no stored model", None)
 

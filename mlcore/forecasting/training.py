@@ -23,6 +23,7 @@ baseline as champion; when no model can be built at all the status is ``failed``
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import logging
 import math
 import time
@@ -33,7 +34,8 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from mlcore.config.models import ForecastingConfig
+from mlcore.config.models import ForecastingConfig, ForecastModelSpec
+from mlcore.forecasting.families import build_model, fallback_spec, family_name, resolve_family
 from mlcore.forecasting.history import (
     ForecastInputError,
     GroupSkipped,
@@ -45,11 +47,7 @@ from mlcore.forecasting.history import (
     prepare_history,
 )
 from mlcore.forecasting.metrics import METRIC_NAMES, compute_metrics, evaluation_mask
-from mlcore.forecasting.models import (
-    ProphetForecaster,
-    SeasonalNaiveForecaster,
-    model_digest,
-)
+from mlcore.forecasting.models import model_digest
 from mlcore.forecasting.schemas import (
     MODEL_COLUMNS,
     STATUS_FAILED,
@@ -60,9 +58,6 @@ from mlcore.forecasting.schemas import (
 
 logger = logging.getLogger(__name__)
 
-PROPHET: Final[str] = ProphetForecaster.model_type
-SEASONAL_NAIVE: Final[str] = SeasonalNaiveForecaster.model_type
-NAIVE_SEASONS: Final[int] = 4  # seasons averaged by the seasonal-naive baseline
 MAX_MESSAGE_CHARS: Final[int] = 500
 MAX_REASON_CHARS: Final[int] = 1000
 _DAY: Final = np.timedelta64(1, "D")
@@ -112,14 +107,6 @@ def _ordered(row: dict[str, Any], keys: Mapping[str, Any]) -> dict[str, Any]:
     return {c: row[c] for c in [*keys.keys(), *MODEL_COLUMNS]}
 
 
-def _new_naive(config: ForecastingConfig) -> SeasonalNaiveForecaster:
-    return SeasonalNaiveForecaster(
-        season_length=config.seasonal_period_days,
-        n_seasons=NAIVE_SEASONS,
-        interval_width=config.prophet.interval_width,
-    )
-
-
 @dataclass
 class _WindowResult:
     window: int
@@ -165,15 +152,6 @@ class _WindowResult:
         ]
 
 
-def _mean_wape(metrics: list[dict[str, Any]], model: str, windows: set[int]) -> float:
-    values = [
-        m["value"]
-        for m in metrics
-        if m["model"] == model and m["metric"] == "wape" and m["backtest_window"] in windows
-    ]
-    return float(np.mean(values)) if values else float("nan")
-
-
 def train_group(
     history: pd.DataFrame,
     keys: Mapping[str, Any],
@@ -207,24 +185,70 @@ def seal_models(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+@dataclass(frozen=True)
+class _Family:
+    """A configured family as training uses it: its name (``champion``, backtest ``model``) and
+    its spec (how to build a model)."""
+
+    name: str
+    spec: ForecastModelSpec
+
+    @property
+    def label(self) -> str:
+        """How reasons name it: ``seasonal naive`` for ``seasonal_naive``."""
+        return self.name.replace("_", " ")
+
+
+@dataclass(frozen=True)
+class _Families:
+    """The group's candidates: the default family (first configured), the others, and the
+    fallback (fitted for every group; backtested first)."""
+
+    default: _Family
+    others: tuple[_Family, ...]
+    fallback: _Family
+
+    @classmethod
+    def of(cls, config: ForecastingConfig) -> _Families:
+        named = [_Family(family_name(spec), spec) for spec in config.models]
+        fallback = fallback_spec(config)
+        return cls(named[0], tuple(named[1:]), _Family(family_name(fallback), fallback))
+
+    @property
+    def candidates(self) -> tuple[_Family, ...]:
+        return (self.default, *self.others)
+
+    @property
+    def backtested(self) -> tuple[_Family, ...]:
+        """The fallback first, then the candidates (each once)."""
+        rest = tuple(f for f in self.candidates if f.name != self.fallback.name)
+        return (self.fallback, *rest)
+
+
 @dataclass
 class _Backtest:
-    """Every model's predictions over the backtest windows, and Prophet's first failure."""
+    """Every family's predictions over the backtest windows, and each candidate's first failure
+    (a failing candidate is not backtested further)."""
 
     results: list[_WindowResult] = field(default_factory=list)
-    naive_windows: set[int] = field(default_factory=set)
-    prophet_windows: set[int] = field(default_factory=set)
-    prophet_error: BaseException | None = None
-    prophet_error_where: str = ""
+    scored: dict[str, set[int]] = field(default_factory=dict)
+    errors: dict[str, tuple[BaseException, str]] = field(default_factory=dict)
 
 
 def _backtest(
-    prep: PreparedHistory, config: ForecastingConfig, seed: int, constant: bool, notes: list[str]
+    prep: PreparedHistory,
+    config: ForecastingConfig,
+    families: _Families,
+    seed: int,
+    constant: bool,
+    notes: list[str],
 ) -> _Backtest:
-    """Fit both models on the rows before each holdout window and predict the window; a window
-    with too little training history or no holdout rows is left out (noted). Prophet stops at
-    its first failure (the group falls back); a constant target does not fit Prophet at all."""
-    out = _Backtest()
+    """Fit every family on the rows before each holdout window and predict the window; a window
+    with too little training history or no holdout rows is left out (noted). A candidate stops
+    at its first failure (noted; the default family's failure makes the group fall back); the
+    fallback's failure in one window is noted and the next window still tried. A constant target
+    is backtested with the fallback only."""
+    out = _Backtest(scored={f.name: set() for f in families.backtested})
     last = prep.frame["ds"].to_numpy()[-1].astype("datetime64[D]")
     ds_all = prep.frame["ds"].to_numpy().astype("datetime64[D]")
     ds_train = prep.train["ds"].to_numpy().astype("datetime64[D]")
@@ -243,39 +267,63 @@ def _backtest(
         if te.empty:
             notes.append(f"backtest window {w} left out: no rows in the holdout")
             continue
-        try:
-            naive = _new_naive(config).fit(tr)
-            out.results.append(_WindowResult(w, SEASONAL_NAIVE, te, naive.predict(te)))
-            out.naive_windows.add(w)
-        except Exception as exc:  # noqa: BLE001
-            notes.append(f"seasonal naive failed in window {w}: {type(exc).__name__}: {exc}"[:200])
-        if constant or out.prophet_error is not None:
-            continue
-        try:
-            pm = ProphetForecaster(config.prophet, seed=seed).fit(tr)
-            out.results.append(_WindowResult(w, PROPHET, te, pm.predict(te)))
-            out.prophet_windows.add(w)
-        except Exception as exc:  # noqa: BLE001 - Prophet failures become a fallback
-            out.prophet_error, out.prophet_error_where = exc, f"backtest window {w}"
+        for family in families.backtested:
+            is_fallback = family.name == families.fallback.name
+            if family.name in out.errors or (constant and not is_fallback):
+                continue
+            try:
+                model = build_model(family.spec, config, seed).fit(tr)
+                out.results.append(_WindowResult(w, family.name, te, model.predict(te)))
+                out.scored[family.name].add(w)
+            except Exception as exc:  # noqa: BLE001 - a family's failure is the group's data
+                if is_fallback:
+                    notes.append(f"{family.label} failed in window {w}: {type(exc).__name__}: {exc}"[:200])
+                else:
+                    out.errors[family.name] = (exc, f"backtest window {w}")
+    for family in families.others:
+        if family.name in out.errors:
+            failure, where = out.errors[family.name]
+            notes.append(f"{family.label} failed in {where} ({type(failure).__name__}): not selectable")
     return out
 
 
+def _mean_metric(
+    metrics: list[dict[str, Any]], model: str, metric: str, windows: set[int]
+) -> float:
+    values = [
+        m["value"]
+        for m in metrics
+        if m["model"] == model and m["metric"] == metric and m["backtest_window"] in windows
+    ]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def _select(
-    backtest: _Backtest, metrics: list[dict[str, Any]], selection_margin: float
-) -> tuple[str, str]:
-    """The champion and why: the baseline when its mean WAPE over the windows both models
-    scored beats Prophet's by more than ``selection_margin``, else Prophet."""
-    both = backtest.naive_windows & backtest.prophet_windows
-    p_wape = _mean_wape(metrics, PROPHET, both)
-    b_wape = _mean_wape(metrics, SEASONAL_NAIVE, both)
-    if not (math.isfinite(p_wape) and math.isfinite(b_wape)):
-        return PROPHET, "no scored backtest window: prophet by default"
-    if b_wape < p_wape - selection_margin:
-        return SEASONAL_NAIVE, (
-            f"seasonal naive beats prophet by {p_wape - b_wape:.3f} WAPE "
-            f"({b_wape:.3f} vs {p_wape:.3f})"
+    backtest: _Backtest,
+    metrics: list[dict[str, Any]],
+    families: _Families,
+    config: ForecastingConfig,
+) -> tuple[_Family, str]:
+    """The champion and why: the default family, unless another family's mean
+    ``selection_metric`` over the windows all of them scored beats it by more than
+    ``selection_margin`` (then the best of those)."""
+    default = families.default
+    usable = [f for f in families.candidates if f.name not in backtest.errors]
+    windows = set.intersection(*(backtest.scored.get(f.name, set()) for f in usable))
+    metric = config.selection_metric
+    means = {f.name: _mean_metric(metrics, f.name, metric, windows) for f in usable}
+    rivals = [f for f in usable if f is not default and math.isfinite(means[f.name])]
+    if not math.isfinite(means[default.name]) or not rivals:
+        return default, f"no scored backtest window: {default.label} by default"
+    best = min(rivals, key=lambda f: means[f.name])
+    name = metric.upper()
+    if means[best.name] < means[default.name] - config.selection_margin:
+        return best, (
+            f"{best.label} beats {default.label} by {means[default.name] - means[best.name]:.3f} "
+            f"{name} ({means[best.name]:.3f} vs {means[default.name]:.3f})"
         )
-    return PROPHET, f"prophet WAPE {p_wape:.3f} vs seasonal naive {b_wape:.3f}"
+    versus = ", ".join(f"{f.label} {means[f.name]:.3f}" for f in rivals)
+    return default, f"{default.label} {name} {means[default.name]:.3f} vs {versus}"
 
 
 def _train(
@@ -302,6 +350,8 @@ def _train(
             row["status_reason"] = skip.reason
         return
 
+    families = _Families.of(config)
+    fallback = families.fallback
     notes = list(prep.notes)
     row["data_fingerprint"] = prep.fingerprint
     seed = group_seed(config.seed, keys)
@@ -309,7 +359,7 @@ def _train(
     if len(y_train) and np.isfinite(y_train).any():
         row["history_max"] = float(np.nanmax(y_train))
 
-    # degenerate target: Prophet has nothing to learn
+    # degenerate target: the model families have nothing to learn
     if y_train.min() == y_train.max():
         value = float(y_train[0])
         if value <= 0:
@@ -325,71 +375,83 @@ def _train(
         constant = False
 
     t0 = time.perf_counter()
-    backtest = _backtest(prep, config, seed, constant, notes)
+    backtest = _backtest(prep, config, families, seed, constant, notes)
     metrics = [m for r in backtest.results for m in r.metric_rows()]
     row["metrics"] = metrics
     row["backtest_points"] = [p for r in backtest.results for p in r.point_rows()]
     row["backtest_seconds"] = time.perf_counter() - t0
-    prophet_error, prophet_error_where = backtest.prophet_error, backtest.prophet_error_where
+    error, error_where = backtest.errors.get(families.default.name, (None, ""))
+    failed_family = families.default.label
 
     # ---- final fits
     t1 = time.perf_counter()
-    naive_json: str | None = None
-    naive_error: BaseException | None = None
+    fallback_json: str | None = None
+    fallback_error: BaseException | None = None
     try:
-        naive_json = _new_naive(config).fit(prep.train).to_json()
+        fallback_json = build_model(fallback.spec, config, seed).fit(prep.train).to_json()
     except Exception as exc:  # noqa: BLE001
-        naive_error = exc
-    row["baseline_json"] = naive_json
+        fallback_error = exc
+    row["baseline_json"] = fallback_json
 
+    champion = families.default
+    main = ""
     if constant:
-        champion = SEASONAL_NAIVE
+        champion = fallback
+        skipped = [f.label for f in families.candidates if f.name != fallback.name]
         main = (
-            f"constant {config.target_column} {float(y_train[0]):g}: "
-            "seasonal naive, prophet not fitted"
+            f"constant {config.target_column} {float(y_train[0]):g}: {fallback.label}"
+            + (f", {', '.join(skipped)} not fitted" if skipped else "")
         )
-    elif prophet_error is None:
-        champion, main = _select(backtest, metrics, config.selection_margin)
-    else:
-        champion, main = PROPHET, ""
+    elif error is None:
+        champion, main = _select(backtest, metrics, families, config)
 
-    if champion == PROPHET and prophet_error is None:
+    if champion.name != fallback.name and error is None:
         try:
-            init = previous_model_json if config.warm_start else None
-            final = ProphetForecaster(config.prophet, seed=seed, init_json=init).fit(prep.train)
+            final = _final_model(champion, config, seed, previous_model_json).fit(prep.train)
             row["model_json"] = final.to_json()
-            row["warm_started"] = bool(final.warm_started_)
-            if final.warm_start_note_:
+            row["warm_started"] = bool(getattr(final, "warm_started_", False))
+            if getattr(final, "warm_start_note_", None):
                 notes.append(final.warm_start_note_)
         except Exception as exc:  # noqa: BLE001
-            prophet_error, prophet_error_where = exc, "final fit"
+            error, error_where, failed_family = exc, "final fit", champion.label
 
-    if prophet_error is not None:
-        reason = f"prophet failed in {prophet_error_where} ({type(prophet_error).__name__})"
-        row.update(**_error_fields(prophet_error))
-        if naive_json is not None:
-            row.update(status=STATUS_FALLBACK, champion=SEASONAL_NAIVE, model_json=naive_json)
-            row["status_reason"] = _reason(f"{reason}: seasonal naive used", notes)
+    if error is not None:
+        reason = f"{failed_family} failed in {error_where} ({type(error).__name__})"
+        row.update(**_error_fields(error))
+        if fallback_json is not None:
+            row.update(status=STATUS_FALLBACK, champion=fallback.name, model_json=fallback_json)
+            row["status_reason"] = _reason(f"{reason}: {fallback.label} used", notes)
         else:
             row.update(status=STATUS_FAILED, champion=None, model_json=None)
             row["status_reason"] = _reason(
-                f"{reason}; seasonal naive failed too ({type(naive_error).__name__})", notes
+                f"{reason}; {fallback.label} failed too ({type(fallback_error).__name__})", notes
             )
-    elif champion == SEASONAL_NAIVE:
-        if naive_json is None:
-            row.update(status=STATUS_FAILED, champion=None, **_error_fields(naive_error))
-            row["status_reason"] = _reason(f"{main}; but seasonal naive final fit failed", notes)
+    elif champion.name == fallback.name:
+        if fallback_json is None:
+            row.update(status=STATUS_FAILED, champion=None, **_error_fields(fallback_error))
+            row["status_reason"] = _reason(f"{main}; but {fallback.label} final fit failed", notes)
         else:
-            row.update(status=STATUS_OK, champion=SEASONAL_NAIVE, model_json=naive_json)
+            row.update(status=STATUS_OK, champion=fallback.name, model_json=fallback_json)
             row["status_reason"] = _reason(main, notes)
     else:
-        row.update(status=STATUS_OK, champion=PROPHET)
-        if naive_error is not None:
-            notes.append(f"seasonal naive final fit failed: {type(naive_error).__name__}")
+        row.update(status=STATUS_OK, champion=champion.name)
+        if fallback_error is not None:
+            notes.append(f"{fallback.label} final fit failed: {type(fallback_error).__name__}")
         row["status_reason"] = _reason(main, notes)
     if row["model_json"] is not None:
         _set_train_range(row, prep.train)
     row["fit_seconds"] = time.perf_counter() - t1
+
+
+def _final_model(
+    family: _Family, config: ForecastingConfig, seed: int, previous_model_json: str | None
+) -> Any:
+    """The champion family's final model; a family whose ``from_params`` takes ``init_json``
+    (Prophet) warm-starts from the group's previous model when ``warm_start`` is on."""
+    cls = resolve_family(family.spec.family)
+    if config.warm_start and "init_json" in inspect.signature(cls.from_params).parameters:
+        return build_model(family.spec, config, seed, init_json=previous_model_json)
+    return build_model(family.spec, config, seed)
 
 
 def _set_train_range(row: dict[str, Any], train: pd.DataFrame) -> None:

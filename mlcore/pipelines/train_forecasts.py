@@ -19,12 +19,14 @@ from dataclasses import asdict, astuple
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from mlcore.config.errors import ConfigError
 from mlcore.forecasting.distributed import (
     GroupFaults,
     fingerprint_groups,
     group_partitions,
     train_groups,
 )
+from mlcore.forecasting.families import check_families, configured_families
 from mlcore.forecasting.plots import backtest_plot
 from mlcore.forecasting.promotion import GateComparison, compare_on_common_groups
 from mlcore.forecasting.report import forecast_report_html
@@ -259,6 +261,9 @@ def run(ctx: JobContext) -> JobSummary:
     from pyspark.sql import functions as F
 
     fc = ctx.config.forecasting
+    problems = check_families(fc)
+    if problems:  # before any Spark work: a family that cannot be built is the config's fault
+        raise ConfigError("; ".join(problems))
     keys = list(fc.group_keys)
     summary = JobSummary()
     tokens = {name: ctx.token(name) for name in (MODELS, METRICS, BACKTEST)}
@@ -346,13 +351,11 @@ def run(ctx: JobContext) -> JobSummary:
     trained_groups = groups[groups["action"] == "trained"]
     aggregates = aggregate_metrics(trained_groups, points.merge(trained_groups[keys], on=keys))
     summary.metrics.update(aggregates)
-    for label, name in (
-        ("champion prophet", "champion_prophet"),
-        ("champion seasonal naive", "champion_seasonal_naive"),
-    ):
-        summary.add(label, int(aggregates.get(name, 0)))
+    families = configured_families(fc)
+    for name in families:
+        summary.add(f"champion {name.replace('_', ' ')}", int(aggregates.get(f"champion_{name}", 0)))
     for metric in ("wape", "rmspe"):
-        for model in ("champion", "prophet", "seasonal_naive"):
+        for model in ("champion", *families):
             key = f"pooled_{metric}_{model}"
             if key in aggregates:
                 summary.add(f"pooled {metric.upper()} {model}", f"{aggregates[key]:.4f}")

@@ -287,3 +287,44 @@ def test_promotion_gate_compares_on_the_champions_groups(spark, tables, mlcore_h
 
     assert champion_value == pytest.approx(pooled(recorded), abs=1e-4), "the champion's own rows"
     assert challenger_value == pytest.approx(pooled(None), abs=1e-4), "the challenger's 4 stores"
+
+
+def test_a_users_model_family_runs_through_the_jobs(spark, tables, mlcore_home, rossmann_frame):
+    """A family named by import path (tests/unit/toy_family.py, not in mlcore) is backtested
+    and selected per store on the executors, stored, forecast by make_forecasts and served by
+    the registered store_forecaster pyfunc."""
+    import mlflow
+
+    write_sales(spark, tables, rossmann_frame[rossmann_frame["store"] <= 6])
+    families = '[{family: "tests.unit.toy_family:WeekdayMeanForecaster", params: {weeks: 4}}, {family: seasonal_naive}]'
+    args = [*ARGS, "--set", f"forecasting.models={families}"]
+    assert run_job("train_forecasts", args) == 0
+    metrics = tables.read("forecast_metrics").toPandas()
+    assert set(metrics["model"]) == {"weekday_mean", "seasonal_naive"}
+    models = tables.read("forecast_models").toPandas()
+    assert (models["status"] == "ok").all() and set(models["champion"]) <= {"weekday_mean", "seasonal_naive"}
+    assert "weekday_mean" in set(models["champion"]), "the toy family wins some stores"
+    assert run_job("make_forecasts", args) == 0
+    forecasts = tables.read("forecasts").toPandas()
+    assert len(forecasts) == 6 * 48 and set(forecasts["model_type"]) == set(models["champion"])
+
+    uri = f"sqlite:///{mlcore_home / 'mlflow' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    served = mlflow.pyfunc.load_model("models:/store_forecaster@champion")
+    future = rossmann_frame[(rossmann_frame["store"] <= 2) & (rossmann_frame["date"] >= RUN_DATE)]
+    request = future.sort_values(["store", "date"]).groupby("store").head(7)
+    request = request[["store", "date", "open", "promo", "school_holiday", "state_holiday"]]
+    answer = served.predict(request.assign(date=pd.to_datetime(request["date"])))
+    expected = forecasts[forecasts["store"] <= 2].sort_values(["store", "ds"]).groupby("store").head(7)
+    assert list(answer["yhat"].round(6)) == list(expected["yhat"].round(6))
+
+
+def test_an_unknown_model_family_is_a_config_error(spark, tables, mlcore_home, rossmann_frame, capsys):
+    write_sales(spark, tables, rossmann_frame[rossmann_frame["store"] <= 2])
+    bad = [*ARGS, "--set", "forecasting.models=[{family: nope}, {family: seasonal_naive, params: {weeks: 2}}]"]
+    assert run_job("train_forecasts", bad) == 2
+    err = capsys.readouterr().err
+    assert "forecasting.models[0]: unknown model family 'nope'" in err
+    assert "forecasting.models[1] (seasonal_naive): bad params: seasonal_naive takes no parameter(s) weeks" in err
+    assert not tables.exists("forecast_models")

@@ -135,7 +135,7 @@ def test_yaml_config_with_python_tags_is_refused(tmp_path, sentinel):
 
 
 def test_forecast_models_are_json_only():
-    from mlcore.forecasting.models import load_model
+    from mlcore.forecasting.families import load_model
 
     with pytest.raises(ValueError, match="unknown model_type 'pickle'"):
         load_model('{"model_type": "pickle", "payload": "gASV..."}')

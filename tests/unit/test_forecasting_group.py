@@ -19,14 +19,10 @@ import pytest
 
 from mlcore.config.models import ForecastingConfig
 from mlcore.forecasting import history, prediction
+from mlcore.forecasting.families import load_model
 from mlcore.forecasting.history import group_seed, prepare_history
 from mlcore.forecasting.metrics import METRIC_NAMES, compute_metrics
-from mlcore.forecasting.models import (
-    ProphetForecaster,
-    SeasonalNaiveForecaster,
-    holiday_name,
-    load_model,
-)
+from mlcore.forecasting.models import ProphetForecaster, SeasonalNaiveForecaster, holiday_name
 from mlcore.forecasting.prediction import default_future_calendar, forecast_group
 from mlcore.forecasting.schemas import (
     FORECAST_COLUMNS,
