@@ -289,15 +289,27 @@ def test_promotion_gate_compares_on_the_champions_groups(spark, tables, mlcore_h
     assert challenger_value == pytest.approx(pooled(None), abs=1e-4), "the challenger's 4 stores"
 
 
-def test_a_users_model_family_runs_through_the_jobs(spark, tables, mlcore_home, rossmann_frame):
+def test_a_users_model_family_runs_through_the_jobs(
+    spark, tables, mlcore_home, rossmann_frame, tmp_path
+):
     """A family named by import path (tests/unit/toy_family.py, not in mlcore) is backtested
     and selected per store on the executors, stored, forecast by make_forecasts and served by
-    the registered store_forecaster pyfunc."""
+    the registered store_forecaster pyfunc. It is configured as a user would: a file in the
+    env's config folder."""
+    import shutil
+
     import mlflow
 
     write_sales(spark, tables, rossmann_frame[rossmann_frame["store"] <= 6])
-    families = '[{family: "tests.unit.toy_family:WeekdayMeanForecaster", params: {weeks: 4}}, {family: seasonal_naive}]'
-    args = [*ARGS, "--set", f"forecasting.models={families}"]
+    conf = shutil.copytree(CONF_DIR, tmp_path / "conf")
+    (conf / "test" / "families.yml").write_text(
+        "forecasting:\n"
+        "  models:\n"
+        "    - family: tests.unit.toy_family:WeekdayMeanForecaster\n"
+        "      params: {weeks: 4}\n"
+        "    - family: seasonal_naive\n"
+    )
+    args = ["--env", "test", "--conf-dir", str(conf), "--run-date", RUN_DATE.isoformat()]
     assert run_job("train_forecasts", args) == 0
     metrics = tables.read("forecast_metrics").toPandas()
     assert set(metrics["model"]) == {"weekday_mean", "seasonal_naive"}
@@ -320,9 +332,18 @@ def test_a_users_model_family_runs_through_the_jobs(spark, tables, mlcore_home, 
     assert list(answer["yhat"].round(6)) == list(expected["yhat"].round(6))
 
 
-def test_an_unknown_model_family_is_a_config_error(spark, tables, mlcore_home, rossmann_frame, capsys):
+def test_an_unknown_model_family_is_a_config_error(
+    spark, tables, mlcore_home, rossmann_frame, capsys, tmp_path
+):
+    import shutil
+
     write_sales(spark, tables, rossmann_frame[rossmann_frame["store"] <= 2])
-    bad = [*ARGS, "--set", "forecasting.models=[{family: nope}, {family: seasonal_naive, params: {weeks: 2}}]"]
+    conf = shutil.copytree(CONF_DIR, tmp_path / "conf")
+    (conf / "test" / "families.yml").write_text(
+        "forecasting:\n  models:\n    - family: nope\n"
+        "    - {family: seasonal_naive, params: {weeks: 2}}\n"
+    )
+    bad = ["--env", "test", "--conf-dir", str(conf), "--run-date", RUN_DATE.isoformat()]
     assert run_job("train_forecasts", bad) == 2
     err = capsys.readouterr().err
     assert "forecasting.models[0]: unknown model family 'nope'" in err
