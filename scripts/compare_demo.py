@@ -105,10 +105,29 @@ def comparable(frame: pd.DataFrame) -> pd.DataFrame:
 def _plain(value):
     if isinstance(value, float) and math.isnan(value):
         return None
+    if isinstance(value, str) and value[:1] in "[{":
+        try:  # a JSON column (run_manifest's models, row_counts): its volatile keys left out
+            return _stable(json.loads(value))
+        except ValueError:
+            return value
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _stable(value):
+    """A JSON value without the keys that differ between two runs of the same code (run ids
+    inside run_manifest.models, rates such as groups_per_second inside row_counts)."""
+    if isinstance(value, dict):
+        return {
+            k: _stable(v)
+            for k, v in value.items()
+            if k not in VOLATILE_COLUMNS and not any(word in k for word in VOLATILE_METRIC_WORDS)
+        }
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
     return value
 
 
