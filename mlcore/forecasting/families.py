@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol
 
 import pandas as pd
 
@@ -30,7 +30,6 @@ from mlcore.config.models import ForecastingConfig, ForecastModelSpec
 from mlcore.forecasting.models import ProphetForecaster, SeasonalNaiveForecaster
 
 
-@runtime_checkable
 class Forecaster(Protocol):
     """What training, backtests, ``make_forecasts`` and the registered pyfunc need of a model."""
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
     from mlcore.io.delta import DeltaTables
+    from mlcore.io.predicates import Predicate
 
 
 def publish_outputs(ctx: JobContext, tables: DeltaTables, summary: JobSummary) -> None:
@@ -76,17 +77,21 @@ def _written_frame(ctx: JobContext, output: TableOutput) -> DataFrame:
     )
 
 
+def _run_rows(ctx: JobContext) -> Predicate | None:
+    """The rows this run publishes, by the job's write mode: its run date's (replace-where),
+    or None for a snapshot (the whole table)."""
+    return None if JOBS[ctx.job].write_mode == "snapshot" else {"run_date": ctx.run_date}
+
+
 def _write(ctx: JobContext, tables: DeltaTables, name: str, output: TableOutput) -> WriteResult:
-    frame = output.frame
-    if output.transform is None:
-        frame = _written_frame(ctx, output)
     options: dict[str, Any] = {"token": ctx.token(name), "merge_schema": output.merge_schema}
-    if output.transform is not None:
+    if output.transform is not None:  # the write applies the transform itself (a fused write)
+        frame = output.frame
         options.update(transform=output.transform, totals=output.totals)
-    if JOBS[ctx.job].write_mode == "snapshot":
-        options["mode"] = "overwrite"
     else:
-        options.update(mode="replace_where", replace_where={"run_date": ctx.run_date})
+        frame = _written_frame(ctx, output)
+    rows = _run_rows(ctx)
+    options.update(mode="overwrite" if rows is None else "replace_where", replace_where=rows)
     reporter = (
         StageReporter(ctx.spark, output.progress) if output.progress else contextlib.nullcontext()
     )
@@ -120,13 +125,7 @@ def _written_counts(
     totals = result.totals or {}
     if result.committed and result.rows is not None and all(c in totals for c in output.total_lines):
         return result.rows, {c: float(totals[c] or 0) for c in output.total_lines}
-    snapshot = JOBS[ctx.job].write_mode == "snapshot"
-    written = ctx.tables.read(
-        name,
-        version=result.version,
-        where=None if snapshot else {"run_date": ctx.run_date},
-        record_input=False,
-    )
+    written = ctx.tables.read(name, version=result.version, where=_run_rows(ctx), record_input=False)
     return _frame_counts(written, output)
 
 

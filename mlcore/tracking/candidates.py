@@ -4,7 +4,8 @@ A stage never calls MLflow to register or promote; it returns :class:`ModelCandi
 the runner, after the stage's tables are published, logs the model to the job's run, registers
 it with its tags in one call (:meth:`ModelRegistry.register`) and runs the champion/challenger
 gate. The written tables' versions (``forecast_models`` at the version this run wrote) reach the
-model's config and tags through ``table_versions``: they are known only after the write.
+model's tags (``ModelCandidate.version_tags``) and a pyfunc's config
+(``PyfuncModel.config_versions``): they are known only after the write.
 """
 
 from __future__ import annotations
@@ -51,8 +52,7 @@ class ModelCandidate:
     the gate from what that version stored). ``value`` is what the gate compares (with
     ``champion_value`` and ``groups`` when the stage measured the champion on the same data);
     ``tags`` go on the version, plus ``version_tags`` (tag -> table: the table's written
-    version as the tag's value). ``note`` is shown beside the decision; ``line`` (label,
-    text) is reported before it (e.g. that the version already exists)."""
+    version as the tag's value). ``note`` is shown beside the decision."""
 
     name: str
     model: SklearnModel | PyfuncModel | None
