@@ -38,6 +38,9 @@ setup(
         "numpy>=1.26,<3",
         "pyarrow>=15,<27",
         "prophet>=1.1.5,<2",
+        # Gradient-boosted trees per store (the default forecasting family): fast small fits,
+        # native missing values, models serialise to text (stored as JSON, never pickled).
+        "lightgbm>=4.3,<5",
         "scikit-learn>=1.5,<2",
         "imbalanced-learn>=0.12,<1",
         "skops>=0.10,<1",  # pickle-free sklearn model files

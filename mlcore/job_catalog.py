@@ -76,10 +76,11 @@ JOBS: dict[str, JobSpec] = {
         JobSpec(
             "train_forecasts",
             "mlcore.pipelines.train_forecasts",
-            "Per-store Prophet models (backtest, selection) -> forecast_models + MLflow registry",
+            "Per-store models of the configured families (rolling backtests, selection) -> "
+            "forecast_models + MLflow registry",
             requires=("sales",),
             produces=("forecast_models", "forecast_metrics", "forecast_backtest"),
-            reads=("drift_metrics",),
+            reads=("drift_metrics", "stores", "forecast_calendar"),
             registers=("forecasting.model_name",),
         ),
         JobSpec(
@@ -88,7 +89,7 @@ JOBS: dict[str, JobSpec] = {
             "Champion models forecast run_date .. run_date+H-1 -> Delta forecasts, forecast_status",
             requires=("forecast_models",),
             produces=("forecasts", "forecast_status"),
-            reads=("forecast_calendar", "sales"),
+            reads=("forecast_calendar", "sales", "stores"),
             serves=("forecasting.model_name",),
         ),
         JobSpec(

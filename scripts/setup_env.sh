@@ -12,6 +12,11 @@ if ! command -v java >/dev/null 2>&1; then
   echo "setup_env: Java 17 is required by Spark (e.g. apt-get install -y openjdk-17-jre-headless)" >&2
   exit 1
 fi
+# LightGBM's wheel (the default forecasting family) links the GNU OpenMP runtime.
+if command -v ldconfig >/dev/null 2>&1 && ! ldconfig -p | grep -q 'libgomp\.so\.1'; then
+  echo "setup_env: LightGBM needs the OpenMP runtime libgomp.so.1 (e.g. apt-get install -y libgomp1)" >&2
+  exit 1
+fi
 if [[ ! -x "$VENV/bin/python" ]]; then
   echo "setup_env: creating $VENV"
   "$BASE_PYTHON" -m venv "$VENV"

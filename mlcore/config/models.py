@@ -167,6 +167,28 @@ ForecastMetric = Literal["wape", "rmspe", "smape", "mae", "rmse"]
 
 
 @dataclass(frozen=True)
+class ForecastFeaturesConfig:
+    """The shared feature table (:mod:`mlcore.forecasting.features`), built in Spark before the
+    grouped stages from the sales calendar, the future calendar and the ``stores`` table.
+
+    ``event_window_days`` caps every days-since / days-until feature (holidays, closures, promo
+    runs): an event further away than that, or none at all, reads as the cap;
+    ``long_closure_window_days`` caps the distance to a long closure (``long_closure_days`` or
+    more closed days in a row: refurbishments, whose effect on sales lasts weeks). ``stores_table``:
+    the logical table with the store attributes (null: no store features), joined on
+    ``stores_key``."""
+
+    enabled: bool = True
+    promo_column: str | None = "promo"
+    school_holiday_column: str | None = "school_holiday"
+    event_window_days: int = 15
+    long_closure_days: int = 3  # a closure of at least this many days in a row: refurbishment
+    long_closure_window_days: int = 60
+    stores_table: str | None = "stores"
+    stores_key: str = "store"
+
+
+@dataclass(frozen=True)
 class ForecastModelSpec:
     """One model family a group may be forecast with: a shipped family's name (``prophet``,
     ``seasonal_naive``) or a user's class by import path (``my_pkg.models:MyForecaster``), with
@@ -188,7 +210,7 @@ class ForecastingConfig:
     drop_closed_days: bool = True
     horizon_days: int = 48
     min_history_days: int = 90
-    backtest_windows: int = 1
+    backtest_windows: int = 3
     backtest_step_days: int = 48
     seasonal_period_days: int = 7
     # The families every group is backtested with; the first is the default family, which
@@ -196,11 +218,12 @@ class ForecastingConfig:
     # mean over the backtest windows all of them scored). The fallback family is fitted for
     # every group too: it forecasts when the champion cannot (failed fit, implausible forecast).
     models: list[ForecastModelSpec] = field(
-        default_factory=lambda: [ForecastModelSpec("prophet"), ForecastModelSpec("seasonal_naive")]
+        default_factory=lambda: [ForecastModelSpec("lightgbm"), ForecastModelSpec("seasonal_naive")]
     )
     fallback: str = "seasonal_naive"
-    selection_metric: ForecastMetric = "wape"
-    selection_margin: float = 0.0
+    selection_metric: ForecastMetric = "rmspe"
+    selection_margin: float = 0.02
+    selection_every_window: bool = True  # ... and better than the default in every window
     failure_budget: float = 0.05
     # make_forecasts: a forecast above this multiple of the group's historical maximum is
     # implausible (a damaged or tampered model) and falls back to the baseline.
@@ -217,6 +240,7 @@ class ForecastingConfig:
     promotion_tolerance: float = 0.0
     plot_groups: int = 4
     prophet: ProphetConfig = field(default_factory=ProphetConfig)
+    features: ForecastFeaturesConfig = field(default_factory=ForecastFeaturesConfig)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,12 @@
 """Per-group (per-store) forecasting: pure pandas logic run inside ``applyInPandas``.
 
 * :mod:`~mlcore.forecasting.metrics`: MAE, RMSE, MAPE, sMAPE, WAPE, RMSPE, interval coverage.
-* :mod:`~mlcore.forecasting.models`: :class:`ProphetForecaster` and the
-  :class:`SeasonalNaiveForecaster` baseline (``fit`` / ``predict`` / ``to_json`` / ``from_json``).
+* :mod:`~mlcore.forecasting.families`: the ``Forecaster`` protocol, the shipped families and a
+  user's family by import path; :mod:`~mlcore.forecasting.gbm` (:class:`LightGBMForecaster`, the
+  default), :mod:`~mlcore.forecasting.models` (:class:`ProphetForecaster`, the
+  :class:`SeasonalNaiveForecaster` baseline), :mod:`~mlcore.forecasting.ensemble`.
+* :mod:`~mlcore.forecasting.features`: the shared feature table (Spark, and its pandas twin for
+  serving without Spark).
 * :mod:`~mlcore.forecasting.history`: the data rules (:func:`prepare_history`: dates, duplicates,
   open flags, regressors, the history fingerprint).
 * :mod:`~mlcore.forecasting.training`: :func:`train_group` (backtest, selection, final fit; one
@@ -11,11 +15,13 @@
   checked) and :func:`default_future_calendar`.
 * :mod:`~mlcore.forecasting.schemas`: the Spark schemas and column order of those results.
 
-No Spark session, table IO or MLflow here; Prophet is imported only when a model is fitted or
-loaded. Importing this package imports ``pyspark.sql.types`` (for the schemas) and nothing heavier.
+No Spark session, table IO or MLflow here (the feature table's Spark function takes and returns
+DataFrames); Prophet and LightGBM are imported only when a model is fitted or loaded. Importing this package imports ``pyspark.sql.types`` (for the schemas) and nothing heavier.
 """
 
+from mlcore.forecasting.ensemble import EnsembleForecaster
 from mlcore.forecasting.families import Forecaster, check_families, load_model, resolve_family
+from mlcore.forecasting.gbm import LightGBMForecaster
 from mlcore.forecasting.history import (
     ForecastInputError,
     GroupSkipped,
@@ -59,9 +65,11 @@ __all__ = [
     "STATUS_FALLBACK",
     "STATUS_OK",
     "STATUS_SKIPPED",
+    "EnsembleForecaster",
     "ForecastInputError",
     "Forecaster",
     "GroupSkipped",
+    "LightGBMForecaster",
     "PreparedHistory",
     "ProphetForecaster",
     "SeasonalNaiveForecaster",

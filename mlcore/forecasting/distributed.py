@@ -14,6 +14,7 @@ per core) rather than left to adaptive coalescing, which packs them into one or 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -132,14 +133,20 @@ def train_groups(
     partitions: int,
     previous_models: DataFrame | None = None,
     faults: GroupFaults = NO_FAULTS,
+    features: Callable[[DataFrame], DataFrame] | None = None,
 ) -> DataFrame:
     """One ``train_group`` row per group of ``history`` (``model_schema`` columns).
 
     ``previous_models`` (keys + ``model_json``) enables warm starts: the previous champion's
     JSON is co-grouped with each group's history instead of being joined onto every row.
+    ``features``: applied to the rows once they are partitioned by group (the shared feature
+    table's windows then need no shuffle of their own); it may drop rows (lookahead rows).
     """
     keys = list(config.group_keys)
-    types = {f.name: f.dataType for f in history.schema.fields}
+    spread = history.repartition(partitions, *keys)
+    if features is not None:
+        spread = features(spread)
+    types = {f.name: f.dataType for f in spread.schema.fields}
     schema = model_schema(key_fields(keys, types))
     columns = schema.fieldNames()
     failing, delay = faults.failing, faults.delay_seconds
@@ -172,9 +179,8 @@ def train_groups(
         row = train_group(pdf, _key_values(pdf, keys), config, run_date, prev_json)
         return pd.DataFrame([row], columns=columns)
 
-    spread = history.repartition(partitions, *keys)
     if previous_models is None or not config.warm_start:
-        if arrow_groups_supported(history.schema):
+        if arrow_groups_supported(spread.schema):
             return spread.groupBy(*keys).applyInArrow(train_one_arrow, schema)
         return spread.groupBy(*keys).applyInPandas(train_one, schema)
     previous = previous_models.select(*keys, "model_json").repartition(partitions, *keys)
@@ -208,14 +214,19 @@ ROW_KIND = "_row_kind"
 
 
 def forecast_groups(
-    models: DataFrame, calendar: DataFrame, config: ForecastingConfig, partitions: int
+    models: DataFrame,
+    calendar: DataFrame,
+    config: ForecastingConfig,
+    partitions: int,
+    features: Callable[[DataFrame], DataFrame] | None = None,
 ) -> DataFrame:
     """Every group's checked forecast (``forecast_group_checked``) in one cogrouped pass.
 
     Per group the result holds its forecast rows (``_row_kind = 'forecast'``) and exactly one
     status row (``'status'``: status, reason, model used, row count), so that a group whose
     models could not be used is a row saying so, never a silent gap. Split the two with
-    :func:`split_forecast_results`.
+    :func:`split_forecast_results`. ``features``: applied to the calendar rows once they are
+    partitioned by group (as in :func:`train_groups`).
     """
     keys = list(config.group_keys)
     types = {f.name: f.dataType for f in models.schema.fields}
@@ -261,7 +272,10 @@ def forecast_groups(
         return out
 
     left = models.repartition(partitions, *keys).groupBy(*keys)
-    right = calendar.repartition(partitions, *keys).groupBy(*keys)
+    future = calendar.repartition(partitions, *keys)
+    if features is not None:
+        future = features(future)
+    right = future.groupBy(*keys)
     return left.cogroup(right).applyInPandas(forecast_one, schema)
 
 

@@ -27,6 +27,9 @@ from typing import Any, ClassVar, Protocol
 import pandas as pd
 
 from mlcore.config.models import ForecastingConfig, ForecastModelSpec
+from mlcore.forecasting.ensemble import EnsembleForecaster
+from mlcore.forecasting.features import feature_columns
+from mlcore.forecasting.gbm import LightGBMForecaster
 from mlcore.forecasting.models import ProphetForecaster, SeasonalNaiveForecaster
 
 
@@ -46,8 +49,10 @@ class Forecaster(Protocol):
 
 
 SHIPPED: dict[str, Any] = {
+    LightGBMForecaster.family: LightGBMForecaster,
     ProphetForecaster.family: ProphetForecaster,
     SeasonalNaiveForecaster.family: SeasonalNaiveForecaster,
+    EnsembleForecaster.family: EnsembleForecaster,
 }
 
 
@@ -124,6 +129,8 @@ def check_families(config: ForecastingConfig) -> list[str]:
     problems: list[str] = []
     if not config.models:
         problems.append("forecasting.models is empty: name at least one model family")
+    if config.fallback == EnsembleForecaster.family:
+        problems.append("forecasting.fallback: the ensemble cannot be the fallback (it needs its members)")
     seen: dict[str, int] = {}
     specs = [(f"forecasting.models[{i}]", spec) for i, spec in enumerate(config.models)]
     specs.append(("forecasting.fallback", fallback_spec(config)))
@@ -148,16 +155,17 @@ def check_families(config: ForecastingConfig) -> list[str]:
             problems.append(
                 f"{where} ({spec.family}) needs feature(s) {', '.join(lacking)} that the history "
                 f"does not provide (available: {', '.join(provided) or 'none'}; regressors come "
-                "from forecasting.prophet.regressors and holidays_column)"
+                "from forecasting.prophet.regressors and holidays_column, the shared features "
+                "from forecasting.features)"
             )
     return problems
 
 
 def available_features(config: ForecastingConfig) -> tuple[str, ...]:
-    """The feature columns the history rules give every family: the configured regressors and
-    the holidays column (``ds``, ``y`` and ``open`` always)."""
+    """The feature columns the history rules give every family: the configured regressors, the
+    holidays column and the shared features when on (``ds``, ``y`` and ``open`` always)."""
     holidays = (config.prophet.holidays_column,) if config.prophet.holidays_column else ()
-    return (*config.prophet.regressors, *holidays)
+    return (*config.prophet.regressors, *holidays, *feature_columns(config))
 
 
 def load_model(text: str, config: ForecastingConfig | None = None) -> Any:
@@ -176,4 +184,6 @@ def load_model(text: str, config: ForecastingConfig | None = None) -> Any:
                 break
     if cls is None:
         raise ValueError(f"unknown model_type {model_type!r} (not a shipped or configured family)")
+    if cls is EnsembleForecaster:  # its members may be user families: they need the config
+        return EnsembleForecaster.from_json(text, config)
     return cls.from_json(text)

@@ -33,6 +33,10 @@ Data rules (applied by :func:`prepare_history`, the same for every group):
 * **Holidays**: ``holidays_column`` codes other than ``'0'`` become Prophet holidays ('a' ->
   'public', 'b' -> 'easter', 'c' -> 'christmas'), from the training rows for fitting and from
   the future rows for prediction (see :class:`~mlcore.forecasting.models.ProphetForecaster`).
+* **Shared features** (:mod:`mlcore.forecasting.features`, built in Spark before the grouped
+  stage): carried as float columns (NaN where null) when present; a family that needs one that
+  is absent fails for the group and the fallback takes over. They are not fingerprinted: they
+  are functions of the calendar columns (fingerprinted) and the ``stores`` attributes.
 * **Fingerprint**: sha256 over the group's rows with date < run_date, each row written as the
   canonical text of the used columns (ISO date, float values, codes) *before* any cleaning, the
   rows sorted. Row order, dtype (int vs float) and unused columns do not change it; any used value
@@ -53,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from mlcore.config.models import ForecastingConfig
+from mlcore.forecasting.features import feature_columns
 
 
 class ForecastInputError(ValueError):
@@ -74,7 +79,7 @@ class PreparedHistory:
 
     ``frame``: every usable row before the run date (closed days included), sorted by ``ds``,
     columns ``ds`` (datetime64), ``y`` (float), ``open`` (float, when configured), the
-    regressors (float) and the holidays column (str). ``train``: the rows the models are fitted
+    regressors (float), the holidays column (str) and the shared features present (float). ``train``: the rows the models are fitted
     on (open days with a finite target). ``notes``: what the data rules changed.
     """
 
@@ -145,6 +150,8 @@ def normalize_dates(values: pd.Series) -> np.ndarray:
 
 
 def as_floats(values: pd.Series) -> np.ndarray:
+    if values.dtype.kind == "f":  # already floats (the shared features): no parsing
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
@@ -249,6 +256,9 @@ def prepare_history(
         raise GroupSkipped(f"insufficient history: 0 open days < {config.min_history_days}", empty)
 
     frame = pd.DataFrame({n: raw[n] for n in fp_names})
+    for name in feature_columns(config):  # the shared features: carried, not fingerprinted
+        if name in sub.columns:
+            frame[name] = as_floats(sub[name])
     frame["ds"] = frame["ds"].astype("datetime64[ns]")
 
     # duplicate dates: identical rows are dropped, conflicting rows skip the group

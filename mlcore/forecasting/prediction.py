@@ -19,6 +19,7 @@ import pandas as pd
 
 from mlcore.config.models import ForecastingConfig
 from mlcore.forecasting.families import fallback_spec, family_name, load_model
+from mlcore.forecasting.features import feature_columns
 from mlcore.forecasting.history import (
     ForecastInputError,
     as_codes,
@@ -42,7 +43,8 @@ logger = logging.getLogger(__name__)
 
 
 def _canonical_future(future: pd.DataFrame, config: ForecastingConfig) -> pd.DataFrame:
-    """``ds``, ``open``, regressors, holidays column of a future frame (one row per date)."""
+    """``ds``, ``open``, regressors, holidays column and shared features of a future frame (one
+    row per date)."""
     days = normalize_dates(future[config.date_column])
     frame = pd.DataFrame({"ds": days.astype("datetime64[ns]")})
     if config.open_column and config.open_column in future.columns:
@@ -56,6 +58,9 @@ def _canonical_future(future: pd.DataFrame, config: ForecastingConfig) -> pd.Dat
     hcol = config.prophet.holidays_column
     if hcol:
         frame[hcol] = as_codes(future[hcol]) if hcol in future.columns else "0"
+    for name in feature_columns(config):  # absent: the family that needs it fails (fallback)
+        if name in future.columns:
+            frame[name] = as_floats(future[name])
     frame = frame.loc[~np.isnat(days)]
     frame = frame.drop_duplicates("ds", keep="first").sort_values("ds", kind="mergesort")
     return frame.reset_index(drop=True)

@@ -7,17 +7,22 @@ Prophet lazily, and :func:`train_group` never raises: a bad group becomes a row 
 ``status`` and a ``status_reason``. The history it fits on comes from
 :func:`mlcore.forecasting.history.prepare_history` (the data rules are documented there).
 
-Backtest: window ``w`` (``0 .. backtest_windows - 1``) holds out the ``horizon_days`` calendar
-days ending ``w * backtest_step_days`` days before the last history date; both models are fitted
-on the training rows before the holdout (a window whose training part has fewer than
-``min_history_days`` open days is left out, noted) and predict the holdout rows with their actual
-open flags, regressors and holidays (all known in advance in Rossmann). Metrics use the rule of
-:func:`mlcore.forecasting.metrics.compute_metrics` (finite ``y > 0`` only).
+Backtest: window ``w`` (``0 .. backtest_windows - 1``, default 3) holds out the ``horizon_days``
+calendar days ending ``w * backtest_step_days`` days before the last history date; every family
+is fitted on the training rows before the holdout (a window whose training part has fewer than
+``min_history_days`` open days is left out, noted) and predicts the holdout rows with their
+actual open flags, regressors, holidays and shared features (all known in advance in Rossmann).
+An ``ensemble`` family is not refitted: its window prediction is the mean of its chosen members'
+(:mod:`mlcore.forecasting.ensemble`). Metrics use the rule of
+:func:`mlcore.forecasting.metrics.compute_metrics` (finite ``y > 0`` only); every family's
+metrics and points, per window, are kept.
 
-Selection: the seasonal-naive baseline becomes champion when its mean WAPE over the windows
-(windows where both are defined) is lower than Prophet's by more than ``selection_margin``;
-otherwise Prophet. A Prophet exception (backtest or final fit) gives status ``fallback`` with the
-baseline as champion; when no model can be built at all the status is ``failed``.
+Selection: the default family (the first configured) keeps the group unless another family's
+mean ``selection_metric`` (default RMSPE) over the windows all of them scored is lower by more
+than ``selection_margin`` and it is better in every one of those windows (guards against
+selection noise); the reason names the numbers. A
+default family's exception (backtest or final fit) gives status ``fallback`` with the fallback
+family as champion; when no model can be built at all the status is ``failed``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from mlcore.config.models import ForecastingConfig, ForecastModelSpec
+from mlcore.forecasting.ensemble import EnsembleForecaster, mean_prediction
 from mlcore.forecasting.families import build_model, fallback_spec, family_name, resolve_family
 from mlcore.forecasting.history import (
     ForecastInputError,
@@ -194,6 +200,10 @@ class _Family:
     spec: ForecastModelSpec
 
     @property
+    def is_ensemble(self) -> bool:
+        return self.name == EnsembleForecaster.family
+
+    @property
     def label(self) -> str:
         """How reasons name it: ``seasonal naive`` for ``seasonal_naive``."""
         return self.name.replace("_", " ")
@@ -220,9 +230,23 @@ class _Families:
 
     @property
     def backtested(self) -> tuple[_Family, ...]:
-        """The fallback first, then the candidates (each once)."""
-        rest = tuple(f for f in self.candidates if f.name != self.fallback.name)
+        """The families fitted in each window: the fallback first, then the candidates (each
+        once) but the ensembles, which combine the others' predictions."""
+        rest = tuple(
+            f for f in self.candidates if f.name != self.fallback.name and not f.is_ensemble
+        )
         return (self.fallback, *rest)
+
+    @property
+    def ensembles(self) -> tuple[_Family, ...]:
+        return tuple(f for f in self.candidates if f.is_ensemble)
+
+    def named(self, name: str) -> _Family:
+        """The configured family called ``name`` (a family name or its config spelling)."""
+        for family in (*self.candidates, self.fallback):
+            if name in (family.name, family.spec.family):
+                return family
+        raise KeyError(name)
 
 
 @dataclass
@@ -233,6 +257,7 @@ class _Backtest:
     results: list[_WindowResult] = field(default_factory=list)
     scored: dict[str, set[int]] = field(default_factory=dict)
     errors: dict[str, tuple[BaseException, str]] = field(default_factory=dict)
+    members: dict[str, list[_Family]] = field(default_factory=dict)  # an ensemble's chosen
 
 
 def _backtest(
@@ -248,7 +273,7 @@ def _backtest(
     at its first failure (noted; the default family's failure makes the group fall back); the
     fallback's failure in one window is noted and the next window still tried. A constant target
     is backtested with the fallback only."""
-    out = _Backtest(scored={f.name: set() for f in families.backtested})
+    out = _Backtest(scored={f.name: set() for f in (*families.backtested, *families.ensembles)})
     last = prep.frame["ds"].to_numpy()[-1].astype("datetime64[D]")
     ds_all = prep.frame["ds"].to_numpy().astype("datetime64[D]")
     ds_train = prep.train["ds"].to_numpy().astype("datetime64[D]")
@@ -280,11 +305,55 @@ def _backtest(
                     notes.append(f"{family.label} failed in window {w}: {type(exc).__name__}: {exc}"[:200])
                 else:
                     out.errors[family.name] = (exc, f"backtest window {w}")
+    if not constant:
+        for ensemble in families.ensembles:
+            try:
+                _combine(out, ensemble, families, config)
+            except Exception as exc:  # noqa: BLE001 - the ensemble's failure is the group's data
+                out.errors[ensemble.name] = (exc, "backtest")
     for family in families.others:
         if family.name in out.errors:
             failure, where = out.errors[family.name]
             notes.append(f"{family.label} failed in {where} ({type(failure).__name__}): not selectable")
     return out
+
+
+def _combine(
+    out: _Backtest, ensemble: _Family, families: _Families, config: ForecastingConfig
+) -> None:
+    """The ensemble's backtest from its members' (no refit: the members are deterministic):
+    the ``k`` members with the best mean ``selection_metric`` over the windows all usable
+    members scored, averaged in each of those windows."""
+    params = ensemble.spec.params
+    listed = params.get("members")
+    names = [families.named(str(m)).name for m in (listed if isinstance(listed, list) else [])]
+    usable = [n for n in names if n not in out.errors and out.scored.get(n)]
+    k = int(params.get("k") or len(names))  # type: ignore[arg-type]
+    if len(usable) < min(k, 2):
+        out.errors[ensemble.name] = (
+            ValueError(f"{len(usable)} usable member(s) of {', '.join(names)}"),
+            "backtest",
+        )
+        return
+    windows = set.intersection(*(out.scored[n] for n in usable))
+    by_key = {(r.model, r.window): r for r in out.results}
+
+    def score(name: str) -> float:
+        values = [
+            compute_metrics(r.test["y"].to_numpy(), r.pred["yhat"].to_numpy())[config.selection_metric]
+            for w in windows
+            for r in [by_key[(name, w)]]
+        ]
+        finite = [v for v in values if math.isfinite(v)]
+        return float(np.mean(finite)) if finite else math.inf
+
+    chosen = sorted(usable, key=lambda n: (score(n), names.index(n)))[:k]
+    out.members[ensemble.name] = [families.named(n) for n in chosen]
+    for w in sorted(windows):
+        first = by_key[(chosen[0], w)]
+        pred = mean_prediction([by_key[(n, w)].pred for n in chosen])
+        out.results.append(_WindowResult(w, ensemble.name, first.test, pred))
+        out.scored[ensemble.name].add(w)
 
 
 def _mean_metric(
@@ -306,7 +375,8 @@ def _select(
 ) -> tuple[_Family, str]:
     """The champion and why: the default family, unless another family's mean
     ``selection_metric`` over the windows all of them scored beats it by more than
-    ``selection_margin`` (then the best of those)."""
+    ``selection_margin`` and (``selection_every_window``) it is also better in each of those
+    windows; then the best such family. Both guard against a lucky window choosing a family."""
     default = families.default
     usable = [f for f in families.candidates if f.name not in backtest.errors]
     windows = set.intersection(*(backtest.scored.get(f.name, set()) for f in usable))
@@ -315,15 +385,29 @@ def _select(
     rivals = [f for f in usable if f is not default and math.isfinite(means[f.name])]
     if not math.isfinite(means[default.name]) or not rivals:
         return default, f"no scored backtest window: {default.label} by default"
-    best = min(rivals, key=lambda f: means[f.name])
     name = metric.upper()
-    if means[best.name] < means[default.name] - config.selection_margin:
+    ahead = sorted(
+        (f for f in rivals if means[f.name] < means[default.name] - config.selection_margin),
+        key=lambda f: means[f.name],
+    )
+    for best in ahead:
+        lost = [
+            w
+            for w in sorted(windows)
+            if _mean_metric(metrics, best.name, metric, {w})
+            >= _mean_metric(metrics, default.name, metric, {w})
+        ]
+        if config.selection_every_window and lost:
+            continue
         return best, (
             f"{best.label} beats {default.label} by {means[default.name] - means[best.name]:.3f} "
             f"{name} ({means[best.name]:.3f} vs {means[default.name]:.3f})"
         )
     versus = ", ".join(f"{f.label} {means[f.name]:.3f}" for f in rivals)
-    return default, f"{default.label} {name} {means[default.name]:.3f} vs {versus}"
+    kept = f"{default.label} {name} {means[default.name]:.3f} vs {versus}"
+    if ahead:
+        kept += f" ({ahead[0].label} better on the mean, not in every window)"
+    return default, kept
 
 
 def _train(
@@ -405,9 +489,14 @@ def _train(
     elif error is None:
         champion, main = _select(backtest, metrics, families, config)
 
+    if champion.is_ensemble and error is None:
+        members = ", ".join(f.label for f in backtest.members[champion.name])
+        main = f"{main} (members: {members})"
     if champion.name != fallback.name and error is None:
         try:
-            final = _final_model(champion, config, seed, previous_model_json).fit(prep.train)
+            final = _final_model(
+                champion, config, seed, previous_model_json, backtest.members.get(champion.name)
+            ).fit(prep.train)
             row["model_json"] = final.to_json()
             row["warm_started"] = bool(getattr(final, "warm_started_", False))
             if getattr(final, "warm_start_note_", None):
@@ -444,10 +533,17 @@ def _train(
 
 
 def _final_model(
-    family: _Family, config: ForecastingConfig, seed: int, previous_model_json: str | None
+    family: _Family,
+    config: ForecastingConfig,
+    seed: int,
+    previous_model_json: str | None,
+    members: list[_Family] | None = None,
 ) -> Any:
     """The champion family's final model; a family whose ``from_params`` takes ``init_json``
-    (Prophet) warm-starts from the group's previous model when ``warm_start`` is on."""
+    (Prophet) warm-starts from the group's previous model when ``warm_start`` is on; an
+    ensemble is made of the members its backtest chose for the group."""
+    if family.is_ensemble and members:
+        return EnsembleForecaster([build_model(m.spec, config, seed) for m in members])
     cls = resolve_family(family.spec.family)
     if config.warm_start and "init_json" in inspect.signature(cls.from_params).parameters:
         return build_model(family.spec, config, seed, init_json=previous_model_json)

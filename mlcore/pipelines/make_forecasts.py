@@ -6,6 +6,8 @@ recorded on the model version). Future regressors (open, promo, school_holiday, 
 come from ``forecast_calendar`` (Rossmann ``test.csv`` shape) and, for dates still inside the
 sales history (backtests), from ``sales``' calendar columns — never its target. Days absent from
 both get the documented defaults: open except Sundays, no promo, no school holiday, no holiday.
+The shared features (:mod:`mlcore.forecasting.features`) are computed over that calendar plus the
+``context_days`` before and after the horizon, by the same function training uses.
 Every group of the champion's training run gets one ``forecast_status`` row: ``ok`` (the
 champion's forecast), ``fallback`` (the baseline's, with why the champion was rejected: a model
 JSON that no longer matches the content hash stored at training, a load or predict error, or an
@@ -22,8 +24,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from mlcore.forecasting.distributed import forecast_groups, group_partitions
+from mlcore.forecasting.features import calendar_columns
+from mlcore.pipelines._calendar import featurizer, lookahead, planned_calendar
 from mlcore.pipelines._progress import StageReporter
-from mlcore.pipelines._validation import check_inputs
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary, TableOutput
 from mlcore.spark_classic import default_parallelism
 
@@ -32,16 +35,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORECASTS, CALENDAR, MODELS = "forecasts", "forecast_calendar", "forecast_models"
+FORECASTS, MODELS = "forecasts", "forecast_models"
 STATUS = "forecast_status"
 
 
 def future_calendar(ctx: JobContext, groups: DataFrame) -> tuple[DataFrame, int]:
-    """One row per group and horizon day with regressors; returns it and the defaulted-row count."""
+    """One row per group and horizon day with its calendar (:mod:`mlcore.pipelines._calendar`
+    order, then the documented defaults); returns it and the defaulted-row count. With the
+    shared features on, the calendar of the ``context_days`` before and after the horizon
+    comes along (the featurizer reads and then drops it)."""
     from pyspark.sql import functions as F
 
     fc = ctx.config.forecasting
     keys = list(fc.group_keys)
+    horizon_end = ctx.run_date + dt.timedelta(days=fc.horizon_days)
     days = [ctx.run_date + dt.timedelta(days=i) for i in range(fc.horizon_days)]
     date_col = fc.date_column
     dates = ctx.spark.createDataFrame([(d,) for d in days], f"`{date_col}` date")
@@ -51,42 +58,15 @@ def future_calendar(ctx: JobContext, groups: DataFrame) -> tuple[DataFrame, int]
     key_frame = ctx.spark.createDataFrame(key_frame.collect(), key_frame.schema)
     grid = key_frame.crossJoin(F.broadcast(dates))
 
-    calendar_cols = [
-        c for c in (fc.open_column, *fc.prophet.regressors, fc.prophet.holidays_column) if c
-    ]
-    in_horizon = (F.col(date_col) >= F.lit(days[0])) & (F.col(date_col) <= F.lit(days[-1]))
-    sources = []
-    for name in (CALENDAR, "sales"):
-        if ctx.tables.exists(name):
-            frame = ctx.tables.read(name)
-            if name == CALENDAR:  # the future calendar is an input of this job: validate it
-                frame = check_inputs(ctx, {CALENDAR: frame})[CALENDAR]
-            present = [c for c in calendar_cols if c in frame.columns]
-            sources.append(
-                frame.filter(in_horizon)
-                .select(*keys, date_col, *present)
-                .withColumn("_priority", F.lit(0 if name == CALENDAR else 1))
-            )
-    known = None
-    for frame in sources:
-        known = frame if known is None else known.unionByName(frame, allowMissingColumns=True)
+    columns = calendar_columns(fc)
+    known = planned_calendar(ctx, ctx.run_date, horizon_end)
     if known is not None:
-        from pyspark.sql import Window
-
-        first = Window.partitionBy(*keys, date_col).orderBy("_priority")
-        known = (
-            known.withColumn("_n", F.row_number().over(first))
-            .filter("_n = 1")
-            .drop("_n", "_priority")
-            .withColumn("_known", F.lit(True))
-        )
-        calendar = grid.join(known, [*keys, date_col], "left")
+        calendar = grid.join(known.withColumn("_known", F.lit(True)), [*keys, date_col], "left")
     else:
         calendar = grid.withColumn("_known", F.lit(None).cast("boolean"))
-    for column in calendar_cols:
-        if column not in calendar.columns:
+        for column in columns:
             calendar = calendar.withColumn(column, F.lit(None))
-    defaults = {name: F.lit(0) for name in fc.prophet.regressors}
+    defaults = {name: F.lit(0) for name in columns}
     if fc.open_column:  # Sunday is dayofweek 1 in Spark
         defaults[fc.open_column] = F.when(F.dayofweek(date_col) == 1, F.lit(0)).otherwise(F.lit(1))
     if fc.prophet.holidays_column:
@@ -95,7 +75,24 @@ def future_calendar(ctx: JobContext, groups: DataFrame) -> tuple[DataFrame, int]
         calendar = calendar.withColumn(column, F.coalesce(F.col(column), default))
     # Small (groups x horizon rows): recomputing it for the count is cheaper than caching it.
     defaulted = calendar.filter(F.col("_known").isNull()).count()
-    return calendar.drop("_known"), defaulted
+    calendar = calendar.drop("_known")
+    if fc.features.enabled:
+        window = lookahead(ctx)
+        around = []
+        if ctx.tables.exists("sales"):
+            sales = ctx.tables.read("sales")
+            recent = (F.col(date_col) >= F.lit(ctx.run_date - window)) & (
+                F.col(date_col) < F.lit(ctx.run_date)
+            )
+            around.append(
+                sales.filter(recent).select(*keys, date_col, *[c for c in columns if c in sales.columns])
+            )
+        after = planned_calendar(ctx, horizon_end, horizon_end + window)
+        if after is not None:
+            around.append(after)
+        for frame in around:
+            calendar = calendar.unionByName(frame, allowMissingColumns=True)
+    return calendar, defaulted
 
 
 def run(ctx: JobContext) -> JobSummary:
@@ -150,7 +147,10 @@ def run(ctx: JobContext) -> JobSummary:
     )
     calendar, defaulted = future_calendar(ctx, models)
     partitions = group_partitions(default_parallelism(ctx.spark), fc, groups)
-    results = forecast_groups(models, calendar, fc, partitions).persist()
+    features = featurizer(
+        ctx, ctx.run_date, ctx.run_date + dt.timedelta(days=fc.horizon_days)
+    )
+    results = forecast_groups(models, calendar, fc, partitions, features).persist()
     try:
         # The forecasting stage runs when _outputs first reads the results.
         with StageReporter(ctx.spark, "forecasting", groups, "groups"):

@@ -27,12 +27,14 @@ from mlcore.forecasting.distributed import (
     train_groups,
 )
 from mlcore.forecasting.families import check_families, configured_families
+from mlcore.forecasting.features import calendar_columns
 from mlcore.forecasting.plots import backtest_plot
 from mlcore.forecasting.promotion import GateComparison, compare_on_common_groups
 from mlcore.forecasting.report import forecast_report_html
 from mlcore.forecasting.results import NESTED, CollectedResults, aggregate_metrics, collect_results
 from mlcore.forecasting.retrain import groups_to_keep, kept_rows
 from mlcore.io.faults import forecast_group_faults
+from mlcore.pipelines._calendar import featurizer, lookahead, planned_calendar
 from mlcore.pipelines._models import replayed_candidate
 from mlcore.pipelines._progress import StageReporter
 from mlcore.pipelines._validation import check_inputs
@@ -56,11 +58,7 @@ def select_history(ctx: JobContext) -> tuple[DataFrame, list[Any]]:
 
     fc = ctx.config.forecasting
     sales = check_inputs(ctx, {"sales": ctx.tables.read("sales")})["sales"]
-    wanted = {fc.date_column, fc.target_column, *fc.group_keys, *fc.prophet.regressors}
-    if fc.open_column:
-        wanted.add(fc.open_column)
-    if fc.prophet.holidays_column:
-        wanted.add(fc.prophet.holidays_column)
+    wanted = {fc.date_column, fc.target_column, *fc.group_keys, *calendar_columns(fc)}
     missing = sorted(wanted - set(sales.columns))
     if missing:
         raise JobFailed(f"sales table lacks columns {missing} needed by forecasting config")
@@ -75,6 +73,16 @@ def select_history(ctx: JobContext) -> tuple[DataFrame, list[Any]]:
         key_df = ctx.spark.createDataFrame(key_rows, keys.schema)
         history = history.join(F.broadcast(key_df), fc.group_keys)
     return history, key_rows
+
+
+def with_lookahead(ctx: JobContext, history: DataFrame) -> DataFrame:
+    """The history plus the planned calendar of the days just after it (target null): the
+    last days' days-until features read them; the featurizer drops the rows again."""
+    planned = planned_calendar(ctx, ctx.run_date, ctx.run_date + lookahead(ctx))
+    if planned is None:
+        return history
+    present = [c for c in planned.columns if c in history.columns]
+    return history.unionByName(planned.select(*present), allowMissingColumns=True)
 
 
 def latest_models(ctx: JobContext) -> DataFrame | None:
@@ -192,6 +200,7 @@ def forecaster_candidate(
     from mlcore.tracking.registry import METRIC_TAG, gate_tags
 
     fc = ctx.config.forecasting
+    stores = fc.features.stores_table if fc.features.enabled else None
     sales = ctx.tables.read("sales", record_input=False)
     column_types = {f.name: f.dataType.simpleString() for f in sales.schema.fields}
     first = sales.select(*fc.group_keys).limit(1).collect()
@@ -204,10 +213,16 @@ def forecaster_candidate(
             "table_uri": ctx.tables.ref(MODELS).uri,
             "table_version": None,  # the version this run writes (config_versions)
             "run_date": ctx.run_date.isoformat(),
+            # the serving side of the shared features (mlcore.serving.store_forecaster)
+            "calendar_uris": {
+                name: ctx.tables.ref(name).uri for name in ("sales", "forecast_calendar")
+            },
+            "stores_uri": ctx.tables.ref(stores).uri if stores else None,
+            "stores_version": ctx.tables.version(stores) if stores else None,
         },
         signature=forecaster_signature(fc, column_types),
         input_example=example,
-        pip_requirements=("mlcore", "deltalake", "prophet", "pandas", "pyarrow"),
+        pip_requirements=("mlcore", "deltalake", "prophet", "lightgbm", "pandas", "pyarrow"),
         config_versions={"table_version": MODELS},
     )
     tags = {METRIC_TAG.format(fc.promotion_metric): f"{metric_value:.6f}"}
@@ -307,7 +322,10 @@ def run(ctx: JobContext) -> JobSummary:
     parallelism = default_parallelism(ctx.spark)
     partitions = group_partitions(parallelism, fc, total)
     faults = GroupFaults(*forecast_group_faults())  # a test's plan; none in production
-    results = train_groups(to_train, fc, ctx.run_date, partitions, previous, faults)
+    features = featurizer(ctx, None, ctx.run_date)
+    if features is not None:
+        to_train = with_lookahead(ctx, to_train)
+    results = train_groups(to_train, fc, ctx.run_date, partitions, previous, faults, features)
     results = results.withColumn("action", F.lit("trained")).withColumn(
         "trained_run_date", F.lit(ctx.run_date)
     )

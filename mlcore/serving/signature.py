@@ -31,7 +31,9 @@ def forecaster_signature(config: ForecastingConfig, column_types: Mapping[str, s
         kind = MLFLOW_TYPES.get(column_types.get(name, "string"), "string")
         return ColSpec(kind, name, required=required)
 
-    optional = [c for c in (config.open_column, *config.prophet.regressors, config.prophet.holidays_column) if c]
+    from mlcore.forecasting.features import calendar_columns
+
+    optional = list(calendar_columns(config))
     inputs = [*(spec(k) for k in config.group_keys), spec(config.date_column)]
     inputs += [spec(c, required=False) for c in dict.fromkeys(optional)]
     outputs = [*(spec(k) for k in config.group_keys), ColSpec("datetime", "ds")]

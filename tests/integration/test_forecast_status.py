@@ -10,6 +10,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -36,10 +37,15 @@ def _tamper(lake: Path, edits: dict[int, dict[str, str]]) -> None:
 
 
 def _scaled(model_json: str, factor: float) -> str:
+    """The model edited to forecast ``factor`` x its level (Prophet's y_scale, LightGBM's
+    upper interval in log space), as a tampered table would hold it."""
     envelope = json.loads(model_json)
-    prophet = json.loads(envelope["prophet_model"])
-    prophet["y_scale"] *= factor
-    envelope["prophet_model"] = json.dumps(prophet)
+    if envelope["model_type"] == "prophet":
+        prophet = json.loads(envelope["prophet_model"])
+        prophet["y_scale"] *= factor
+        envelope["prophet_model"] = json.dumps(prophet)
+    else:
+        envelope["residual_high"] += float(np.log(factor))
     return json.dumps(envelope)
 
 
@@ -51,7 +57,7 @@ def test_every_group_gets_a_status_and_damaged_models_never_publish(
     assert run_job("train_forecasts", args) == 0
     lake = mlcore_home / "lake"
     models = scan(lake / "forecast_models").set_index("store")
-    assert (models.loc[[2, 3], "champion"] == "prophet").all()
+    assert (models.loc[[2, 3], "champion"] == "lightgbm").all()
     _tamper(
         lake,
         {

@@ -75,7 +75,8 @@ def test_train_and_forecast_end_to_end(spark, tables, mlcore_home, rossmann_fram
     assert set(models["run_date"]) == {RUN_DATE}
     metrics = tables.read("forecast_metrics").toPandas()
     assert {"wape", "rmspe", "mae", "rmse", "smape", "mape", "coverage"} <= set(metrics["metric"])
-    assert set(metrics["model"]) == {"prophet", "seasonal_naive"}
+    assert set(metrics["model"]) == {"lightgbm", "seasonal_naive"}
+    assert set(metrics["backtest_window"]) == {0, 1, 2}, "3 rolling windows by default"
     champion_wape = metrics[(metrics["metric"] == "wape") & metrics["is_champion"]]["value"]
     assert champion_wape.median() < 0.15
 
@@ -209,11 +210,24 @@ def test_future_calendar_drives_forecasts_beyond_the_data(spark, tables, mlcore_
     assert (defaulted.loc[sundays, "yhat"] == 0).all() and (defaulted.loc[~sundays, "yhat"] > 0).all()
 
 
-def test_warm_start_uses_previous_models(spark, tables, mlcore_home, rossmann_frame):
+def prophet_conf(tmp_path: Path) -> Path:
+    """The test config with Prophet as the default family (warm starts are Prophet's)."""
+    import shutil
+
+    conf = shutil.copytree(CONF_DIR, tmp_path / "conf")
+    (conf / "test" / "families.yml").write_text(
+        "forecasting:\n  models:\n    - family: prophet\n    - family: seasonal_naive\n"
+        "  backtest_windows: 1\n  selection_metric: wape\n  selection_margin: 0.0\n"
+    )
+    return conf
+
+
+def test_warm_start_uses_previous_models(spark, tables, mlcore_home, rossmann_frame, tmp_path):
     write_sales(spark, tables, rossmann_frame[rossmann_frame["store"] <= 4])
-    assert run_job("train_forecasts", ARGS) == 0
+    conf_args = ["--env", "test", "--conf-dir", str(prophet_conf(tmp_path))]
+    assert run_job("train_forecasts", [*conf_args, "--run-date", RUN_DATE.isoformat()]) == 0
     later = (RUN_DATE + dt.timedelta(days=7)).isoformat()
-    args = [*ARGS[:-1], later, "--set", "forecasting.warm_start=true"]
+    args = [*conf_args, "--run-date", later, "--set", "forecasting.warm_start=true"]
     assert run_job("train_forecasts", args) == 0
     warm = tables.read("forecast_models", where={"run_date": RUN_DATE + dt.timedelta(days=7)}).toPandas()
     prophet = warm[warm["champion"] == "prophet"]

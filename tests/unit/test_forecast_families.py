@@ -55,9 +55,10 @@ def test_a_users_family_trains_selects_stores_and_forecasts_without_touching_mlc
 
 
 def test_the_selection_margin_keeps_the_default_family_unless_beaten_clearly(store):
-    row = train_group(store, {"store": 1}, toy_config(selection_margin=10.0), RUN_DATE)
+    config = toy_config(selection_margin=10.0)
+    row = train_group(store, {"store": 1}, config, RUN_DATE)
     assert row["champion"] == "weekday_mean"
-    assert row["status_reason"].startswith("weekday mean WAPE")
+    assert row["status_reason"].startswith(f"weekday mean {config.selection_metric.upper()} ")
 
 
 def test_a_failing_default_family_falls_back_with_the_reason(store, monkeypatch):

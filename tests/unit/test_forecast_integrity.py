@@ -14,7 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlcore.config.models import ForecastingConfig, ProphetConfig, SyntheticConfig
+from mlcore.config.models import (
+    ForecastingConfig,
+    ForecastModelSpec,
+    ProphetConfig,
+    SyntheticConfig,
+)
 from mlcore.forecasting.models import model_digest
 from mlcore.forecasting.prediction import default_future_calendar, forecast_group_checked
 from mlcore.forecasting.training import train_group
@@ -22,8 +27,13 @@ from mlcore.ingest import synthetic
 from mlcore.ingest.schemas import SALES
 
 RUN_DATE = dt.date(2015, 6, 14)
+# The Prophet model is the one whose JSON these tests change (y_scale): its configuration.
 CONFIG = ForecastingConfig(
-    prophet=ProphetConfig(uncertainty_samples=0, yearly_seasonality=False, n_changepoints=5)
+    models=[ForecastModelSpec("prophet"), ForecastModelSpec("seasonal_naive")],
+    backtest_windows=1,
+    selection_metric="wape",
+    selection_margin=0.0,
+    prophet=ProphetConfig(uncertainty_samples=0, yearly_seasonality=False, n_changepoints=5),
 )
 
 

@@ -68,18 +68,28 @@ def collected(df) -> list[dict]:
     return rows
 
 
+def featured(config: ForecastingConfig):
+    """The shared features, added once the rows are partitioned by group (as the job does)."""
+    from mlcore.forecasting.features import add_features
+
+    return lambda rows: add_features(rows, config)
+
+
 def test_arrow_and_pandas_group_runs_give_the_same_rows(spark, history, monkeypatch):
     config = ForecastingConfig()
     assert distributed.arrow_groups_supported(history.schema)
-    arrow = collected(distributed.train_groups(history, config, RUN_DATE, partitions=3))
+    arrow = collected(
+        distributed.train_groups(history, config, RUN_DATE, partitions=3, features=featured(config))
+    )
     monkeypatch.setattr(distributed, "arrow_groups_supported", lambda schema: False)
-    plain = distributed.train_groups(history, config, RUN_DATE, partitions=3)
+    plain = distributed.train_groups(history, config, RUN_DATE, partitions=3, features=featured(config))
     assert "FlatMapGroupsInPandas" in plain._jdf.queryExecution().optimizedPlan().toString()
     pandas_rows = collected(plain)
     assert [r["store"] for r in arrow] == [1, 2, 3, 4, 5]  # exactly one row per group
     assert arrow == pandas_rows
     statuses = {r["store"]: r["status"] for r in arrow}
-    assert statuses[1] == statuses[2] == statuses[3] == "ok"
+    assert statuses[1] == statuses[2] == statuses[3] == "ok", [r["status_reason"] for r in arrow]
+    assert {r["champion"] for r in arrow[:3]} <= {"lightgbm", "seasonal_naive"}
     assert statuses[4] == "skipped" and statuses[5] in ("skipped", "failed")
     ok = arrow[0]
     assert ok["model_json"] and ok["train_end"] == RUN_DATE - dt.timedelta(days=1)
@@ -119,8 +129,11 @@ def test_a_fault_plan_passed_in_fails_exactly_its_groups(spark, history, monkeyp
     """The test seam is an argument: nothing in the environment changes what the domain does."""
     monkeypatch.setenv("MLCORE_FAULT_GROUPS", "1,2,3")  # read only by the pipeline, not here
     faults = distributed.GroupFaults(failing=frozenset({"4"}))
+    config = ForecastingConfig()
     rows = collected(
-        distributed.train_groups(history, ForecastingConfig(), RUN_DATE, partitions=2, faults=faults)
+        distributed.train_groups(
+            history, config, RUN_DATE, partitions=2, faults=faults, features=featured(config)
+        )
     )
     statuses = {r["store"]: (r["status"], r["error_class"]) for r in rows}
     assert statuses[4] == ("failed", "InjectedFault")

@@ -8,6 +8,7 @@ Prophet-heavy tests are marked ``slow``; the whole module takes ~15 s on 2 cores
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlcore.config.models import ForecastingConfig
+from mlcore.config.models import ForecastingConfig, ForecastModelSpec
 from mlcore.forecasting import history, prediction
 from mlcore.forecasting.families import load_model
 from mlcore.forecasting.history import group_seed, prepare_history
@@ -38,7 +39,14 @@ DATASETS_DIR = Path(os.environ.get("MLCORE_DATASETS_DIR", REPO_ROOT.parent / "sh
 TRAIN_CSV = DATASETS_DIR / "rossmann" / "train.csv.gz"
 STORES = (1, 13, 353)
 RUN_DATE = dt.date(2015, 6, 14)
-CONFIG = ForecastingConfig()
+# These tests cover the Prophet family and the mechanics around it (the configuration before
+# LightGBM became the default; test_forecast_lightgbm.py covers today's default).
+CONFIG = ForecastingConfig(
+    models=[ForecastModelSpec("prophet"), ForecastModelSpec("seasonal_naive")],
+    backtest_windows=1,
+    selection_metric="wape",
+    selection_margin=0.0,
+)
 SOURCE_NAMES = {
     "Store": "store",
     "Date": "date",
@@ -451,7 +459,7 @@ def test_seasonal_naive_wins_on_a_purely_weekly_series(stores):
 
 @prophet_heavy
 def test_multiple_backtest_windows(stores):
-    config = ForecastingConfig(backtest_windows=2, backtest_step_days=28)
+    config = dataclasses.replace(CONFIG, backtest_windows=2, backtest_step_days=28)
     row = train_group(stores[1], {"store": 1}, config, RUN_DATE)
     assert row["status"] == "ok"
     assert {m["backtest_window"] for m in row["metrics"]} == {0, 1}
@@ -465,7 +473,7 @@ def test_multiple_backtest_windows(stores):
 
 @prophet_heavy
 def test_warm_start_from_previous_model(stores, trained):
-    config = ForecastingConfig(warm_start=True)
+    config = dataclasses.replace(CONFIG, warm_start=True)
     later = RUN_DATE + dt.timedelta(days=7)
     warm = train_group(stores[1], {"store": 1}, config, later, trained[1]["model_json"])
     assert warm["status"] == "ok" and warm["warm_started"] is True
