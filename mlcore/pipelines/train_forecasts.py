@@ -1,7 +1,9 @@
-"""train_forecasts: one Prophet (or seasonal-naive) model per group, backtested, stored, registered.
+"""train_forecasts: one model per group from the configured families, backtested, stored, registered.
 
-Reads ``sales`` strictly before the run date, trains every group with ``applyInPandas`` (pure
-per-group function; one status row per group), then on the driver: checks the failure budget and
+Reads ``sales`` strictly before the run date (plus the planned calendar of the days after it, for
+the shared features: :mod:`mlcore.pipelines._calendar`), adds the shared features inside the
+grouped stage, trains every group with a grouped Arrow/pandas UDF (pure per-group function: rolling
+backtests of every family, selection, final fit; one status row per group), then on the driver: checks the failure budget and
 returns ``forecast_models`` / ``forecast_metrics`` / ``forecast_backtest`` and a
 ``store_forecaster`` candidate. The runner publishes the tables (one partition per run date,
 idempotent), then registers the candidate with the written versions in its tags (challenger;
