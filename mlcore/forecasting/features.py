@@ -35,9 +35,9 @@ assortment_code            Assortment a..c as 1..3
 
 The distances look both ways in the calendar: a day's "until" features read the calendar after
 it (Rossmann's calendar, promos and closures are planned ahead; ``forecast_calendar`` carries
-them for the horizon). Because every distance is capped at ``W``, a day's features only depend
-on the calendar within ``W`` days of it, which is why serving may read just the last ``W`` days
-of history before the horizon and still compute what training computed.
+them for the horizon). Because every distance is capped, a day's features only depend on the
+calendar within :func:`context_days` of it, which is why serving reads just that much calendar
+before and after the horizon and still computes what training computed.
 """
 
 from __future__ import annotations
@@ -158,11 +158,14 @@ def add_features(
     before = partition.orderBy(day.asc()).rowsBetween(Window.unboundedPreceding, Window.currentRow)
     after = partition.orderBy(day.desc()).rowsBetween(Window.unboundedPreceding, Window.currentRow)
 
-    def since(event: Column, cap: int = window_days) -> Column:
-        return capped(F.datediff(day, F.max(F.when(event, day)).over(before)), cap)
+    def since(event: Column, known: Column, cap: int = window_days) -> Column:
+        """Null where the event's input is unknown, not "no event within the cap"."""
+        last = F.max(F.when(event, day)).over(before)
+        return F.when(known.isNotNull(), capped(F.datediff(day, last), cap))
 
-    def until(event: Column, cap: int = window_days) -> Column:
-        return capped(F.datediff(F.min(F.when(event, day)).over(after), day), cap)
+    def until(event: Column, known: Column, cap: int = window_days) -> Column:
+        following = F.min(F.when(event, day)).over(after)
+        return F.when(known.isNotNull(), capped(F.datediff(following, day), cap))
 
     holiday = fc.prophet.holidays_column
     code = F.lit(None).cast("double")
@@ -203,32 +206,22 @@ def add_features(
     marked = F.col("_long_closed")
     out = out.withColumns(
         {
-            "days_since_long_closure": since(marked, long_window),
-            "days_until_long_closure": until(marked, long_window),
+            "days_since_long_closure": since(marked, is_open, long_window),
+            "days_until_long_closure": until(marked, is_open, long_window),
         }
     ).drop("_long_closed")
+    no_promo = F.coalesce(promo, F.lit(0.0)) <= 0
     out = out.withColumns(
         {
-            "days_since_state_holiday": since(code > 0),
-            "days_until_state_holiday": until(code > 0),
-            "days_since_school_holiday": since(school > 0),
-            "days_until_school_holiday": until(school > 0),
-            "days_since_closure": since(closure),
-            "days_until_closure": until(closure),
-            "promo_day": F.when(promo > 0, since(F.coalesce(promo, F.lit(0.0)) <= 0)).otherwise(0.0),
+            "days_since_state_holiday": since(code > 0, code),
+            "days_until_state_holiday": until(code > 0, code),
+            "days_since_school_holiday": since(school > 0, school),
+            "days_until_school_holiday": until(school > 0, school),
+            "days_since_closure": since(closure, is_open),
+            "days_until_closure": until(closure, is_open),
+            "promo_day": F.when(promo > 0, since(no_promo, promo)).when(promo.isNotNull(), 0.0),
         }
     )
-    # the three event columns without an input are null, not "no event within W"
-    for name, source in (
-        ("state_holiday", code),
-        ("school_holiday", school),
-        ("closure", is_open),
-        ("long_closure", is_open),
-    ):
-        for side in ("since", "until"):
-            column = f"days_{side}_{name}"
-            out = out.withColumn(column, F.when(source.isNotNull(), F.col(column)))
-    out = out.withColumn("promo_day", F.when(promo.isNotNull(), F.col("promo_day")))
     return _with_store_features(out, fc, stores)
 
 

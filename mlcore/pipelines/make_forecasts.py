@@ -59,9 +59,14 @@ def future_calendar(ctx: JobContext, groups: DataFrame) -> tuple[DataFrame, int]
     grid = key_frame.crossJoin(F.broadcast(dates))
 
     columns = calendar_columns(fc)
-    known = planned_calendar(ctx, ctx.run_date, horizon_end)
-    if known is not None:
-        calendar = grid.join(known.withColumn("_known", F.lit(True)), [*keys, date_col], "left")
+    # One read (and one validation) of the planned calendar: the horizon, and with the shared
+    # features on, the days after it that the featurizer reads
+    window = lookahead(ctx) if fc.features.enabled else dt.timedelta(0)
+    planned = planned_calendar(ctx, ctx.run_date, horizon_end + window)
+    in_horizon = F.col(date_col) < F.lit(horizon_end)
+    if planned is not None:
+        known = planned.filter(in_horizon).withColumn("_known", F.lit(True))
+        calendar = grid.join(known, [*keys, date_col], "left")
     else:
         calendar = grid.withColumn("_known", F.lit(None).cast("boolean"))
         for column in columns:
@@ -77,7 +82,6 @@ def future_calendar(ctx: JobContext, groups: DataFrame) -> tuple[DataFrame, int]
     defaulted = calendar.filter(F.col("_known").isNull()).count()
     calendar = calendar.drop("_known")
     if fc.features.enabled:
-        window = lookahead(ctx)
         around = []
         if ctx.tables.exists("sales"):
             sales = ctx.tables.read("sales")
@@ -87,9 +91,8 @@ def future_calendar(ctx: JobContext, groups: DataFrame) -> tuple[DataFrame, int]
             around.append(
                 sales.filter(recent).select(*keys, date_col, *[c for c in columns if c in sales.columns])
             )
-        after = planned_calendar(ctx, horizon_end, horizon_end + window)
-        if after is not None:
-            around.append(after)
+        if planned is not None:
+            around.append(planned.filter(~in_horizon))
         for frame in around:
             calendar = calendar.unionByName(frame, allowMissingColumns=True)
     return calendar, defaulted

@@ -79,19 +79,20 @@ class StoreForecasterModel(PythonModel):
         rows[date] = pd.to_datetime(rows[date]).dt.date
         window = dt.timedelta(days=context_days(fc))
         first, last = min(rows[date]), max(rows[date])
+        after = last + dt.timedelta(days=1)
         around = [rows.assign(_priority=0, _requested=True)]
-        spans = (
-            [("forecast_calendar", last + dt.timedelta(days=1), last + window + dt.timedelta(days=1), 1)]
-            + [("sales", first - window, first, 2), ("sales", last + dt.timedelta(days=1), last + window + dt.timedelta(days=1), 3)]
-        )
-        for name, start, end, priority in spans:
+        # the planned calendar after the request, then sales on both sides (one read each)
+        for name, start, priority in (("forecast_calendar", after, 1), ("sales", first - window, 2)):
             uri = self.calendar_uris.get(name)
             if not uri:
                 continue
+            end = after + window
             predicate = f"{date} >= '{start.isoformat()}' and {date} < '{end.isoformat()}'"
             found = self._read(uri, columns, predicate)
             if len(found):
-                found = found.merge(rows[keys].drop_duplicates(), on=keys)
+                found[date] = pd.to_datetime(found[date]).dt.date
+                outside = (found[date] < first) | (found[date] > last)  # the request's days are its own
+                found = found[outside].merge(rows[keys].drop_duplicates(), on=keys)
                 around.append(found.assign(_priority=priority, _requested=False))
         known = pd.concat(around, ignore_index=True)
         known[date] = pd.to_datetime(known[date]).dt.date
