@@ -28,7 +28,7 @@ import pandas as pd
 
 from mlcore.config.models import ForecastingConfig, ForecastModelSpec
 from mlcore.forecasting.ensemble import EnsembleForecaster
-from mlcore.forecasting.features import feature_columns
+from mlcore.forecasting.features import feature_columns, feature_problems
 from mlcore.forecasting.gbm import LightGBMForecaster
 from mlcore.forecasting.models import ProphetForecaster, SeasonalNaiveForecaster
 
@@ -125,8 +125,9 @@ def _safe_name(spec: ForecastModelSpec) -> str | None:
 
 def check_families(config: ForecastingConfig) -> list[str]:
     """Every problem with the configured families: unknown or unimportable, parameters their
-    ``from_params`` refuses, two entries with the same family name, no families at all."""
-    problems: list[str] = []
+    ``from_params`` refuses, two entries with the same family name, no families at all; and
+    with the shared features they read (``forecasting.features``)."""
+    problems: list[str] = feature_problems(config)
     if not config.models:
         problems.append("forecasting.models is empty: name at least one model family")
     if config.fallback == EnsembleForecaster.family:

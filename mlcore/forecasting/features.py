@@ -107,6 +107,22 @@ def feature_columns(config: ForecastingConfig) -> tuple[str, ...]:
     return FEATURE_COLUMNS if config.features.enabled else ()
 
 
+def feature_problems(config: ForecastingConfig) -> list[str]:
+    """What is wrong with ``forecasting.features`` (checked when a forecasting job starts)."""
+    settings = config.features
+    if not settings.enabled:
+        return []
+    return [
+        f"forecasting.features.{name} must be >= 1, got {value}"
+        for name, value in (
+            ("event_window_days", settings.event_window_days),
+            ("long_closure_days", settings.long_closure_days),
+            ("long_closure_window_days", settings.long_closure_window_days),
+        )
+        if value < 1
+    ]
+
+
 def context_days(config: ForecastingConfig) -> int:
     """How many days of calendar on each side of a row its features can depend on (the longest
     capped distance, plus a long closure's minimum length for telling a run's length)."""

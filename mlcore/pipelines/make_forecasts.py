@@ -23,8 +23,9 @@ import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
 
+from mlcore.config.errors import ConfigError
 from mlcore.forecasting.distributed import forecast_groups, group_partitions
-from mlcore.forecasting.features import calendar_columns
+from mlcore.forecasting.features import calendar_columns, feature_problems
 from mlcore.pipelines._calendar import featurizer, lookahead, planned_calendar
 from mlcore.pipelines._progress import StageReporter
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary, TableOutput
@@ -103,6 +104,9 @@ def run(ctx: JobContext) -> JobSummary:
     from mlcore.tracking.runs import TAG_RUN_DATE
 
     fc = ctx.config.forecasting
+    problems = feature_problems(fc)
+    if problems:  # before any Spark work: the features cannot be computed as configured
+        raise ConfigError("; ".join(problems))
     keys = list(fc.group_keys)
     summary = JobSummary()
     token = ctx.token(FORECASTS)

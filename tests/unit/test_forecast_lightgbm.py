@@ -149,6 +149,8 @@ def test_lightgbm_parameters_are_checked_when_the_job_starts():
     assert any("learning_rate must be in (0, 1]" in p for p in check_families(bad))
     unknown = dataclasses.replace(CONFIG, models=[ForecastModelSpec("lightgbm", {"depth": 3})])
     assert any("lightgbm takes no parameter(s) depth" in p for p in check_families(unknown))
+    no_window = dataclasses.replace(CONFIG, features=dataclasses.replace(CONFIG.features, event_window_days=0))
+    assert "forecasting.features.event_window_days must be >= 1, got 0" in check_families(no_window)
     no_features = dataclasses.replace(CONFIG, features=dataclasses.replace(CONFIG.features, enabled=False))
     assert any("needs feature(s) day_of_week" in p for p in check_families(no_features))
 
