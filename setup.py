@@ -28,7 +28,10 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10,<3.14",
     packages=find_packages(include=["mlcore", "mlcore.*"]),
-    package_data={"mlcore": ["py.typed", "log4j2.properties", "fairscheduler.xml"]},
+    package_data={
+        "mlcore": ["py.typed", "log4j2.properties", "fairscheduler.xml"],
+        "mlcore.serving": ["static/*.html", "static/*.js", "static/*.css"],
+    },
     install_requires=[
         "pyspark>=4.0.1,<4.3",
         "delta-spark>=4.0.0,<4.5",
@@ -47,6 +50,10 @@ setup(
         "scipy>=1.11,<2",
         "PyYAML>=6,<7",
         "matplotlib>=3.8,<4",
+        # The planners' service (mlcore serve): FastAPI on uvicorn (uvloop + httptools via
+        # "standard": the cached-response latency target needs them), reading Delta with delta-rs.
+        "fastapi>=0.115,<1",
+        "uvicorn[standard]>=0.30,<1",
     ],
     extras_require={
         # Spark Connect clients (Databricks serverless, scripts/connect_server.sh): pyspark's own
@@ -66,6 +73,10 @@ setup(
             # types of mlcore/ by mypy, in scripts/test.sh: tools, not hand-written checks.
             "import-linter>=2.1,<3",
             "mypy>=1.10,<3",
+            # The service's API tests (FastAPI's TestClient) and its dashboard test in headless
+            # Chromium (Debian's chromium + chromium-driver; Selenium drives it, no download).
+            "httpx>=0.27,<1",
+            "selenium>=4.20,<5",
         ],
     },
     entry_points={"console_scripts": ["mlcore=mlcore.cli:main"]},

@@ -18,7 +18,8 @@ def _epilog() -> str:
         "Run one: python -m mlcore run <job> [--env E] [--run-date YYYY-MM-DD] [--set k=v] [--dry-run]\n"
         "Job help: python -m mlcore run <job> --help\n"
         'Query the tables: python -m mlcore sql "SELECT ..." [--env E] [--limit N] [--format csv]\n'
-        "Convert tables of an older mlcore: python -m mlcore migrate [--env E] [--dry-run]"
+        "Convert tables of an older mlcore: python -m mlcore migrate [--env E] [--dry-run]\n"
+        "Serve forecasts to planners (API + dashboard): python -m mlcore serve [--env E] [--port P]"
     )
 
 
@@ -34,6 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mlcore.query import main as run_sql
 
         return run_sql(args_list[1:])
+    if args_list[:1] == ["serve"]:
+        from mlcore.serving.app import main as run_service
+
+        return run_service(args_list[1:])
     if args_list[:1] == ["migrate"]:
         from mlcore.migrate import main as run_migrate
 
@@ -47,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Listed for --help only: "sql" is handed to mlcore.query above, before this parser runs.
     commands.add_parser("sql", help='query the tables by name: mlcore sql "SELECT ..." (--help)')
     commands.add_parser("migrate", help="convert tables written by an older mlcore (--help)")
+    commands.add_parser("serve", help="the planners' forecast service: API + dashboard (--help)")
     args = parser.parse_args(args_list)
     if args.command == "list":
         for name, spec in JOBS.items():

@@ -93,6 +93,14 @@ JOBS: dict[str, JobSpec] = {
             serves=("forecasting.model_name",),
         ),
         JobSpec(
+            "find_similar_stores",
+            "mlcore.pipelines.find_similar_stores",
+            "Store profiles (shape, seasonality, level, attributes) -> k nearest -> Delta store_neighbours",
+            requires=("sales",),
+            produces=("store_neighbours",),
+            reads=("stores",),
+        ),
+        JobSpec(
             "train_classifier",
             "mlcore.pipelines.train_classifier",
             "bank -> SMOTE + random forest, randomized search on Spark -> MLflow bank_classifier",

@@ -3,7 +3,8 @@
 # local Spark, Delta tables under $MLCORE_HOME/lake, MLflow (sqlite) under $MLCORE_HOME/mlflow.
 # Uses the real datasets in ../shared/datasets when present, synthetic data otherwise.
 #
-#   ./scripts/demo.sh                 ingest all sources, forecast the first $DEMO_STORES stores,
+#   ./scripts/demo.sh                 ingest all sources, forecast the first $DEMO_STORES stores
+#                                     (and find every store's similar stores),
 #                                     train and score the bank classifier, detect ride
 #                                     anomalies (DBSCAN), train and score the anomaly model
 #   ./scripts/demo.sh --all-stores    forecast every store (1,115 on the real data: a few minutes)
@@ -44,6 +45,8 @@ run ingest_bank
 run_on "$RIDES_RUN_DATE" ingest_rides
 run train_forecasts "${STORES_SET[@]}"
 run make_forecasts
+# each store's most similar stores, for the planners' service (mlcore serve)
+run find_similar_stores
 run train_classifier
 run score_classifier
 run_on "$RIDES_RUN_DATE" detect_anomalies --set anomaly.batch_days=31
@@ -65,3 +68,4 @@ run_on "$DRIFT_RUN_DATE" run_pipeline "${NIGHTLY[@]}"
 run_on "$DRIFT_RUN_DATE" run_pipeline "${NIGHTLY[@]}"
 echo
 echo "Done. Tables: $MLCORE_HOME/lake   MLflow UI: ./scripts/mlflow_ui.sh"
+echo "Planners' dashboard and API: $PY -m mlcore serve --env local   (then open http://127.0.0.1:8000/)"

@@ -452,6 +452,53 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class SimilarityConfig:
+    """find_similar_stores: profile each store over ``lookback_days`` of sales before the run
+    date and keep its ``k`` nearest stores. ``weights``: each profile block's share of the
+    distance (``shape``, ``seasonality``, ``level``, ``attributes``); a store needs ``min_days``
+    days in the window to be compared."""
+
+    k: int = 10
+    lookback_days: int = 365
+    min_days: int = 56
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"shape": 1.0, "seasonality": 1.0, "level": 1.0, "attributes": 0.5}
+    )
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The planners' service (``mlcore serve``): where it listens, who may call it, how much it
+    keeps in memory and how far a request may reach.
+
+    ``auth_required``: every data endpoint wants ``Authorization: Bearer <token>``, the token
+    read from the environment variable ``token_env`` (never from config or a file in the repo).
+    ``refresh_seconds``: how often new Delta table versions and a new champion are looked for.
+    ``cache_entries``: responses kept (LRU), keyed by request and table versions;
+    ``model_cache_size``: champion models held for on-demand forecasts (LRU);
+    ``forecast_runs_cached``: forecast run dates held in memory. ``max_range_days``,
+    ``max_batch_stores``, ``max_history_weeks``, ``max_neighbours``: request bounds;
+    ``on_demand_days``: how far past the champion's training date an on-demand forecast may go.
+    ``cors_origins``: browser origins allowed to call the API (empty: CORS off)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    auth_required: bool = True
+    token_env: str = "MLCORE_SERVICE_TOKEN"
+    refresh_seconds: float = 30.0
+    cache_entries: int = 4096
+    model_cache_size: int = 64
+    forecast_runs_cached: int = 4
+    max_range_days: int = 120
+    max_batch_stores: int = 50
+    max_history_weeks: int = 104
+    max_neighbours: int = 20
+    on_demand_days: int = 180
+    cors_origins: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class MlcoreConfig:
     """The whole configuration of one job run."""
 
@@ -472,6 +519,8 @@ class MlcoreConfig:
     drift: DriftConfig = field(default_factory=DriftConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -491,5 +540,7 @@ CONFIG_SECTIONS = (
     "drift",
     "validation",
     "pipeline",
+    "similarity",
+    "service",
     "run",
 )

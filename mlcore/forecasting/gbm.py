@@ -187,7 +187,9 @@ class LightGBMForecaster:
         lower, upper = np.zeros(len(future)), np.zeros(len(future))
         if mask.any():
             design = self._design(future.loc[mask])
-            log_yhat = np.asarray(self.booster_.predict(design), dtype=np.float64)
+            # one thread: a booster read back from text has no num_threads, and OpenMP's default
+            # (every core) per call thrashes when groups or requests already run in parallel
+            log_yhat = np.asarray(self.booster_.predict(design, num_threads=1), dtype=np.float64)
             yhat[mask] = np.maximum(np.expm1(log_yhat), 0.0)
             lower[mask] = np.maximum(np.expm1(log_yhat + self.residual_low_), 0.0)
             upper[mask] = np.maximum(np.expm1(log_yhat + self.residual_high_), 0.0)

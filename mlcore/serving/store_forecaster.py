@@ -20,6 +20,8 @@ and the store attributes at the ``stores`` version training read.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import pandas as pd
@@ -41,7 +43,11 @@ class StoreForecasterModel(PythonModel):
         self.calendar_uris: dict[str, str] = dict(config.get("calendar_uris") or {})
         self.stores_uri = config.get("stores_uri")
         self.stores_version = config.get("stores_version")
-        self._models: dict[tuple, dict] | None = None
+        # None: every model of the run is read at the first request and kept (batch scoring);
+        # a number: at most that many groups' models are kept, least recently used first out.
+        self.max_loaded_models: int | None = None
+        self._lock = threading.Lock()  # the service predicts from several threads
+        self._loaded: OrderedDict[tuple, dict | None] = OrderedDict()
         self._stores: pd.DataFrame | None = None
 
     def _read(self, uri: str, columns: list[str], predicate: str, version: int | None = None) -> pd.DataFrame:
@@ -68,8 +74,17 @@ class StoreForecasterModel(PythonModel):
             self._stores = self._read(str(self.stores_uri), columns, "", version)
         return self._stores
 
-    def _featured(self, request: pd.DataFrame) -> pd.DataFrame:
-        """The request's rows with the shared features, computed over the calendar around them."""
+    def _featured(
+        self,
+        request: pd.DataFrame,
+        versions: dict[str, int] | None = None,
+        calendar_rows: Any = None,
+    ) -> pd.DataFrame:
+        """The request's rows with the shared features, computed over the calendar around them.
+
+        ``calendar_rows(name, start, end)``: the rows of table ``name`` with ``start <= date <
+        end`` when the caller already holds them (the planners' service: its snapshot), instead
+        of a delta-rs read (at ``versions[name]``, else the latest version)."""
         from mlcore.forecasting.features import add_features_pandas, calendar_columns, context_days
 
         fc = self.forecasting
@@ -87,8 +102,11 @@ class StoreForecasterModel(PythonModel):
             if not uri:
                 continue
             end = after + window
-            predicate = f"{date} >= '{start.isoformat()}' and {date} < '{end.isoformat()}'"
-            found = self._read(uri, columns, predicate)
+            if calendar_rows is not None:
+                found = calendar_rows(name, start, end)
+            else:
+                predicate = f"{date} >= '{start.isoformat()}' and {date} < '{end.isoformat()}'"
+                found = self._read(uri, columns, predicate, (versions or {}).get(name))
             if len(found):
                 found[date] = pd.to_datetime(found[date]).dt.date
                 outside = (found[date] < first) | (found[date] > last)  # the request's days are its own
@@ -100,34 +118,76 @@ class StoreForecasterModel(PythonModel):
         featured = add_features_pandas(known.reset_index(drop=True), fc, self._store_attributes())
         return featured[featured["_requested"].astype(bool)].drop(columns=["_priority", "_requested"])
 
-    def _load_models(self) -> dict[tuple, dict]:
-        if self._models is None:
-            import pyarrow as pa
-            from deltalake import DeltaTable
+    # A request for more groups than this reads the whole run's models in one scan.
+    _KEYED_SCAN_LIMIT = 256
 
-            keys = list(self.forecasting.group_keys)
-            table = DeltaTable(self.table_uri, version=self.table_version)
-            reader = table.scan(
-                columns=[
-                    *keys, "champion", "model_json", "baseline_json", "model_sha256",
-                    "baseline_sha256", "history_max",
-                ],  # fmt: skip
-                predicate=f"run_date = '{self.run_date}'",
-            )
-            frame = pa.table(reader).to_pandas()
-            self._models = {
-                tuple(row[k] for k in keys): row for row in frame.to_dict(orient="records")
-            }
-        return self._models
+    def _models_for(self, wanted: list[tuple]) -> dict[tuple, dict]:
+        """The stored rows of the ``wanted`` groups, read once and kept: every model of the run
+        by default (batch scoring); with ``max_loaded_models`` set (the planners' service), the
+        most recently used ones only, each read with a key predicate (one small scan)."""
+        with self._lock:
+            missing = [key for key in dict.fromkeys(wanted) if key not in self._loaded]
+            if missing:
+                limit = self.max_loaded_models
+                whole = limit is None or len(missing) > self._KEYED_SCAN_LIMIT
+                found = self._scan_models(None if whole else missing)
+                for key in missing:
+                    self._loaded[key] = found.get(key)  # None: no model for this group
+                if whole:
+                    for key, row in found.items():
+                        self._loaded.setdefault(key, row)
+            out: dict[tuple, dict] = {}
+            for key in wanted:
+                if key in self._loaded:
+                    self._loaded.move_to_end(key)
+                    stored = self._loaded[key]
+                    if stored is not None:
+                        out[key] = stored
+            limit = self.max_loaded_models
+            while limit is not None and len(self._loaded) > max(limit, len(set(wanted))):
+                self._loaded.popitem(last=False)
+            return out
+
+    @property
+    def loaded_models(self) -> int:
+        """Groups whose stored model rows are held in memory now."""
+        return sum(row is not None for row in self._loaded.values())
+
+    def _scan_models(self, keys: list[tuple] | None) -> dict[tuple, dict]:
+        import pyarrow as pa
+        from deltalake import DeltaTable
+
+        group_keys = list(self.forecasting.group_keys)
+        predicate = f"run_date = '{self.run_date}'"
+        if keys is not None:
+            predicate += f" and ({_keys_predicate(group_keys, keys)})"
+        table = DeltaTable(self.table_uri, version=self.table_version)
+        reader = table.scan(
+            columns=[
+                *group_keys, "champion", "model_json", "baseline_json", "model_sha256",
+                "baseline_sha256", "history_max",
+            ],  # fmt: skip
+            predicate=predicate,
+        )
+        frame = pa.table(reader).to_pandas()
+        return {
+            tuple(row[k] for k in group_keys): row for row in frame.to_dict(orient="records")
+        }
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
         from mlcore.forecasting.prediction import forecast_group
         from mlcore.forecasting.schemas import forecast_columns
 
         keys = list(self.forecasting.group_keys)
-        models = self._load_models()
-        if self.forecasting.features.enabled and len(model_input):
-            model_input = self._featured(model_input)
+        if not len(model_input):
+            return pd.DataFrame(columns=forecast_columns(keys))
+        wanted = [tuple(k) for k in model_input[keys].drop_duplicates().itertuples(index=False)]
+        models = self._models_for(wanted)
+        if self.forecasting.features.enabled:
+            # params["calendar_versions"]: the table versions to read the calendar at (the
+            # service pins them to the snapshot it answers from); latest versions otherwise
+            versions = dict((params or {}).get("calendar_versions") or {})
+            model_input = self._featured(model_input, versions, (params or {}).get("calendar_rows"))
         outputs = []
         for key_values, future in model_input.groupby(keys, sort=True):
             key_tuple = key_values if isinstance(key_values, tuple) else (key_values,)
@@ -142,6 +202,25 @@ class StoreForecasterModel(PythonModel):
         if not outputs:
             return pd.DataFrame(columns=forecast_columns(keys))
         return pd.concat(outputs, ignore_index=True)
+
+
+def _keys_predicate(names: list[str], keys: list[tuple]) -> str:
+    """A delta-rs predicate matching exactly ``keys``: integers as numbers, anything else as a
+    quoted string (quotes doubled), so a key from a request cannot change the predicate."""
+
+    def literal(value: Any) -> str:
+        import numbers
+
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return str(int(value))
+        return "'" + str(value).replace("'", "''") + "'"
+
+    if len(names) == 1:
+        return f"{names[0]} in ({', '.join(literal(key[0]) for key in keys)})"
+    return " or ".join(
+        "(" + " and ".join(f"{n} = {literal(v)}" for n, v in zip(names, key, strict=True)) + ")"
+        for key in keys
+    )
 
 
 set_model(StoreForecasterModel())
