@@ -54,6 +54,9 @@ setup(
         # "standard": the cached-response latency target needs them), reading Delta with delta-rs.
         "fastapi>=0.115,<1",
         "uvicorn[standard]>=0.30,<1",
+        # Swagger UI's files for the service's /docs, served by the service itself (FastAPI's
+        # default page loads them from a CDN, blank on a machine without the internet).
+        "swagger-ui-bundle>=1.1,<2",
     ],
     extras_require={
         # Spark Connect clients (Databricks serverless, scripts/connect_server.sh): pyspark's own

@@ -118,6 +118,8 @@ def create_app(config: MlcoreConfig, lake: Any = None, token: str | None = None)
         version=__version__,
         description="Per-store forecasts, actuals and similar stores for planners (read-only).",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load Swagger UI / ReDoc from a CDN: served locally below
+        redoc_url=None,
     )
 
     def authorized(credentials: HTTPAuthorizationCredentials | None) -> bool:
@@ -206,6 +208,19 @@ def create_app(config: MlcoreConfig, lake: Any = None, token: str | None = None)
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=_swagger_ui_path()), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Any:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="mlcore forecast service: API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
     @app.get("/health", summary="Versions served, the champion, cache statistics")
     async def health(
@@ -394,6 +409,13 @@ class CachedGets:
             await send(message)
 
         await self.app(scope, receive, remember)
+
+
+def _swagger_ui_path() -> str:
+    """Swagger UI's files from the swagger-ui-bundle package: /docs works with no internet."""
+    import swagger_ui_bundle
+
+    return str(swagger_ui_bundle.swagger_ui_path)
 
 
 def _rss_bytes() -> int | None:

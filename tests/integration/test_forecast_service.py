@@ -245,7 +245,12 @@ def test_bearer_token_guards_the_data_and_never_reaches_the_logs(service_lake, c
         assert "tables" in detailed and TOKEN not in str(detailed)
         page = client.get("/")
         assert page.status_code == 200 and "dashboard.js" in page.text  # the page holds no data
-        assert client.get("/openapi.json").status_code == 200
+        spec = client.get("/openapi.json").json()
+        assert {"/stores/{store}/forecast", "/stores/{store}/history", "/stores/{store}/similar",
+                "/forecasts/query", "/health"} <= set(spec["paths"])  # fmt: skip
+        docs = client.get("/docs").text
+        assert "/docs-assets/swagger-ui-bundle.js" in docs and "cdn." not in docs  # works offline
+        assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
         assert client.get("/static/dashboard.js").status_code == 200
         assert client.get("/static/../app.py").status_code == 404
     assert TOKEN not in caplog.text
