@@ -50,6 +50,23 @@ _PARAMS: Final[dict[str, type]] = {
 }
 
 
+def _training_scores(booster: Any, rows: int) -> np.ndarray:
+    """The fitted values of the training rows, as LightGBM kept them while boosting (its
+    ``eval_train`` hands them to a metric function): the same numbers as predicting the design
+    matrix again, without another pass of every row through every tree (~4 ms of a store's fit).
+    The regression objective's raw score is the prediction (identity link)."""
+    captured: list[np.ndarray] = []
+
+    def keep(scores: np.ndarray, _data: Any) -> tuple[str, float, bool]:
+        captured.append(np.asarray(scores, dtype=np.float64))
+        return "fitted", 0.0, False
+
+    booster.eval_train(feval=keep)
+    if not captured or captured[0].shape != (rows,):
+        raise RuntimeError("LightGBM returned no training scores")
+    return captured[0]
+
+
 class LightGBMForecaster:
     """One LightGBM regressor per group on the shared features (see the module docstring)."""
 
@@ -170,7 +187,7 @@ class LightGBMForecaster:
         booster = lightgbm.train(
             self._train_params(), data, num_boost_round=self.n_estimators, keep_training_booster=True
         )
-        residuals = target - booster.predict(design)
+        residuals = target - _training_scores(booster, len(target))
         alpha = (1.0 - self.interval_width) / 2.0
         low, high = np.quantile(residuals, [alpha, 1.0 - alpha])
         self.booster_ = booster

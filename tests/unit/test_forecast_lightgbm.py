@@ -250,3 +250,23 @@ def test_every_family_failing_for_a_group_gives_the_fallback_and_the_reason(feat
     monkeypatch.undo()
     healthy = train_group(featured[13], {"store": 13}, config, RUN_DATE)
     assert healthy["status"] == "ok", healthy["status_reason"]
+
+
+@pytest.mark.parametrize("bagging", [1.0, 0.7])
+def test_interval_residuals_are_the_fitted_values_lightgbm_kept(featured, bagging):
+    """The in-sample residuals for the intervals come from the scores LightGBM kept while boosting,
+    not a second pass of the design through the trees: they must be the predictions exactly,
+    with and without bagging (out-of-bag rows' scores are updated too)."""
+    from mlcore.forecasting.gbm import _open_mask, _training_scores
+
+    prep = prepare_history(featured[13], CONFIG, RUN_DATE)
+    model = LightGBMForecaster(bagging_fraction=bagging).fit(prep.frame)
+    y = pd.to_numeric(prep.frame["y"], errors="coerce").to_numpy(dtype=np.float64)
+    keep = np.isfinite(y) & (y > 0) & _open_mask(prep.frame)
+    design = model._design(prep.frame)[keep]
+    kept = _training_scores(model.booster_, len(design))
+    assert np.array_equal(kept, model.booster_.predict(design, num_threads=1))
+    residuals = np.log1p(y[keep]) - kept
+    low, high = np.quantile(residuals, [0.1, 0.9])
+    assert model.residual_low_ == pytest.approx(min(low, 0.0) * model.interval_scale)
+    assert model.residual_high_ == pytest.approx(max(high, 0.0) * model.interval_scale)
