@@ -10,6 +10,7 @@ Request values reach this module validated (integers, dates); none becomes a pat
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -21,6 +22,8 @@ import pandas as pd
 
 from mlcore.config.models import MlcoreConfig
 from mlcore.serving.lake import NotFound, Snapshot, Unavailable
+
+log = logging.getLogger(__name__)
 
 
 class BadRequest(ValueError):
@@ -288,11 +291,18 @@ class Planner:
             )
         frame, defaulted = self._planned_rows(snapshot, store, days)
         versions = {name: v for name, v in snapshot.versions.items() if v is not None}
-        predicted = champion.model.predict(
-            None,
-            frame,
-            params={"calendar_versions": versions, "calendar_rows": self._calendar_rows(snapshot, store)},
-        )
+        try:
+            predicted = champion.model.predict(
+                None,
+                frame,
+                params={"calendar_versions": versions, "calendar_rows": self._calendar_rows(snapshot, store)},
+            )
+        except Exception as exc:  # noqa: BLE001 - the models' table gone or unreadable: say so (503)
+            log.warning("on-demand forecast of store %s failed: %s: %s", store, type(exc).__name__, exc)
+            raise Unavailable(
+                f"on-demand forecasts from champion v{champion.version} failed for store {store}: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            ) from None
         if not len(predicted):
             raise NotFound(
                 f"store {store} has no forecasts in the table for these days and no model in "

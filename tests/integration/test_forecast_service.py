@@ -313,3 +313,18 @@ def test_find_similar_stores_rows_rerun_and_bad_config(service_lake, tmp_path, m
     newer = table(home, "store_neighbours")
     assert len(newer[newer["run_date"] == dt.date(2015, 6, 21)]) == STORES * 3
     assert len(newer[newer["run_date"] == TRAIN_DATE]) == len(neighbours)  # the other date kept
+
+
+def test_an_unreadable_models_table_is_a_503_with_the_reason(service_lake, tmp_path):
+    """On-demand days need the champion's stored models (the table its registration records):
+    when that table is gone the answer says so (503); the days the forecasts table holds are
+    still served."""
+    with TestClient(service(service_lake)) as client:
+        champion = client.app.state.lake.snapshot.champion
+        # the forecast_models table the registered version records, gone
+        champion.model.table_uri = str(tmp_path / "gone" / "forecast_models")
+        held = client.get("/stores/2/forecast")
+        assert held.status_code == 200 and held.json()["on_demand"] is None
+        beyond = client.get("/stores/2/forecast?start=2015-08-10&end=2015-08-12")
+        assert beyond.status_code == 503, beyond.text
+        assert "on-demand forecasts from champion v1 failed for store 2" in beyond.json()["error"]
