@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -234,3 +234,13 @@ def check_names_and_paths(config: MlcoreConfig, origin: Mapping[str, str]) -> No
             f"mlflow.experiment_root {root!r}: no quotes or control characters "
             f"({origin_of(origin, 'mlflow.experiment_root')})"
         )
+
+
+def below_minimum(section: str, values: Iterable[tuple[str, float, float]]) -> list[str]:
+    """One problem per ``(key, value, least)`` whose value is below its least allowed value,
+    worded as every range check of the config says it (``section.key must be at least ...``)."""
+    return [
+        f"{section}.{key} must be at least {least} (got {value})"
+        for key, value, least in values
+        if value < least
+    ]

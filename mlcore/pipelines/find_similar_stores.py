@@ -16,6 +16,7 @@ import datetime as dt
 import logging
 from typing import TYPE_CHECKING
 
+from mlcore.config.checks import below_minimum
 from mlcore.config.errors import ConfigError
 from mlcore.forecasting.similarity import (
     NEIGHBOUR_COLUMNS,
@@ -42,15 +43,10 @@ def run(ctx: JobContext) -> JobSummary:
 
     settings = ctx.config.similarity
     fc = ctx.config.forecasting
-    problems = [
-        f"similarity.{name} must be at least {least} (got {value})"
-        for name, value, least in (
-            ("k", settings.k, 1),
-            ("lookback_days", settings.lookback_days, 28),
-            ("min_days", settings.min_days, 1),
-        )
-        if value < least
-    ]
+    problems = below_minimum(
+        "similarity",
+        (("k", settings.k, 1), ("lookback_days", settings.lookback_days, 28), ("min_days", settings.min_days, 1)),
+    )
     unknown = sorted(set(settings.weights) - set(PROFILE_BLOCKS))
     if unknown:
         problems.append(

@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
+from mlcore.config.checks import below_minimum
 from mlcore.config.errors import ConfigError
 from mlcore.config.models import MlcoreConfig
 
@@ -43,9 +44,9 @@ STORE_ID_MAX = 2**31 - 1
 def service_problems(config: MlcoreConfig) -> list[str]:
     """Config values the service cannot run with (checked before it starts: exit 2)."""
     settings = config.service
-    problems = [
-        f"service.{name} must be at least {least} (got {value})"
-        for name, value, least in (
+    problems = below_minimum(
+        "service",
+        (
             ("port", settings.port, 1),
             ("workers", settings.workers, 1),
             ("cache_entries", settings.cache_entries, 0),
@@ -57,9 +58,8 @@ def service_problems(config: MlcoreConfig) -> list[str]:
             ("max_neighbours", settings.max_neighbours, 1),
             ("on_demand_days", settings.on_demand_days, 1),
             ("refresh_seconds", settings.refresh_seconds, 0),
-        )
-        if value < least
-    ]
+        ),
+    )
     if settings.port > 65535:
         problems.append(f"service.port must be at most 65535 (got {settings.port})")
     if len(config.forecasting.group_keys) != 1:

@@ -101,6 +101,12 @@ class ResponseCache:
             }
 
 
+def _records(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Equal-length column lists as one dict per row (JSON records), without pandas."""
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
 def _iso(value: Any) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
@@ -348,8 +354,7 @@ class Planner:
             if column and column in part.arrays:
                 values = part.arrays[column][lower:upper].tolist()
                 columns[name] = [bool(v) if v == v and v is not None else None for v in values]
-        names = list(columns)
-        points = [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+        points = _records(columns)
         return {
             self.key: store,
             "weeks": weeks,
@@ -378,8 +383,7 @@ class Planner:
             if name not in (self.key, "neighbour", "rank"):
                 values = part.arrays[name][first_row:stop_row].astype("float64")
                 columns[name] = np.round(values, 4).tolist()
-        names = list(columns)
-        neighbours = [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+        neighbours = _records(columns)
         return {
             self.key: store,
             "k": k,
