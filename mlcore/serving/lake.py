@@ -51,7 +51,8 @@ class NotFound(LookupError):
 class KeyedFrame:
     """Rows sorted by group key then ``order`` (a date or a rank), with each key's row range and
     every column as a numpy array (dates as ``datetime64[D]``): a key's rows, or its rows between
-    two dates, are found with a dict lookup and a binary search, never a scan."""
+    two dates, are found with a dict lookup and a binary search, never a scan. ``frame`` serves
+    the callers that need a DataFrame slice (the champion's calendar)."""
 
     frame: pd.DataFrame
     ranges: Mapping[Any, tuple[int, int]]
@@ -86,10 +87,6 @@ class KeyedFrame:
         lower = np.searchsorted(values, np.datetime64(first, "D"), side="left")
         upper = np.searchsorted(values, np.datetime64(last, "D"), side="right")
         return start + int(lower), start + int(upper)
-
-    def rows(self, key: int) -> pd.DataFrame:
-        start, stop = self.span(key)
-        return self.frame.iloc[start:stop]
 
     @property
     def keys(self) -> list[int]:
@@ -218,11 +215,9 @@ class Lake:
         with self._lock:
             versions, champion = self._versions(), self._champion_version()
             current = self.snapshot
-            now = (current.champion.version if current.champion else None)
-            if versions == current.versions and champion == now and not (
-                champion is not None and current.champion is None
-            ):
-                return False
+            serving = current.champion.version if current.champion else None
+            if versions == current.versions and champion == serving:
+                return False  # (a champion that failed to load is None here: retried)
             self.snapshot = self._build(versions, champion)
             _freeze_garbage_collector()
             log.info("serving table versions %s, champion %s", versions, champion)

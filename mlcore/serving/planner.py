@@ -107,10 +107,6 @@ def _records(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
-def _iso(value: Any) -> str:
-    return value.isoformat() if hasattr(value, "isoformat") else str(value)
-
-
 def _day(value: Any) -> dt.date:
     return value if isinstance(value, dt.date) and not isinstance(value, dt.datetime) else pd.Timestamp(value).date()
 
@@ -387,7 +383,7 @@ class Planner:
         return {
             self.key: store,
             "k": k,
-            "run_date": _iso(snapshot.neighbours_run_date),
+            "run_date": snapshot.neighbours_run_date.isoformat() if snapshot.neighbours_run_date else None,
             "versions": self.versions(snapshot),
             "neighbours": neighbours,
         }
