@@ -93,6 +93,10 @@ class SalesSourceConfig:
     store_path: str | None = None
     calendar_path: str | None = None  # test.csv format; optional, never synthesised
     if_missing: IfMissing = "synthetic"
+    # K > 0: each store's sales are published as K item series (mlcore.ingest.items), and the
+    # future calendar per store x item; 0 keeps the store level.
+    items_per_store: int = 0
+    items_seed: int = 0
 
 
 @dataclass(frozen=True)

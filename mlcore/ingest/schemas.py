@@ -13,7 +13,7 @@ rejected row can be inspected and replayed exactly as it was received.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyspark.sql.types import (
     DateType,
@@ -289,3 +289,19 @@ RIDES = TableContract(
 )
 
 CONTRACTS = {c.table: c for c in (SALES, STORES, CALENDAR, BANK, RIDES)}
+
+# Store x item tables (``sources.sales.items_per_store``): the store-level contract plus a derived
+# ``item`` column, which joins the natural key after the store.
+ITEM_COLUMN = "item"
+
+
+def item_level(contract: TableContract) -> TableContract:
+    """``contract`` at store x item level: ``item`` after the derived columns, in the key."""
+    fields = [f for f in contract.schema.fields if f.name not in RUN_COLUMNS]
+    schema = StructType([*fields, StructField(ITEM_COLUMN, IntegerType(), False), *RUN_FIELDS])
+    keys = list(contract.keys)
+    keys.insert(keys.index("store") + 1, ITEM_COLUMN)
+    return replace(contract, schema=schema, keys=tuple(keys))
+
+
+ITEM_CONTRACTS = {c.table: item_level(c) for c in (SALES, CALENDAR)}

@@ -23,7 +23,7 @@ Order: every table of the job is validated and counted first; if any exceeds
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -61,12 +61,26 @@ def date_policy(ctx: JobContext) -> DatePolicy:
 
 @dataclass
 class IngestBatch:
-    """One validated source: its contract, the classified frame (rows with ``rule``), the file."""
+    """One validated source: its contract, the classified frame (rows with ``rule``), the file.
+
+    ``derive`` turns the good rows into the rows published under ``published`` (the store x item
+    expansion); the quarantine keeps the source's rows under ``contract``."""
 
     contract: TableContract
     classified: DataFrame
     source: Source
     notes: list[tuple[str, str]] = field(default_factory=list)
+    derive: Callable[[DataFrame], DataFrame] | None = None
+    published: TableContract | None = None
+
+    @property
+    def output_contract(self) -> TableContract:
+        return self.published or self.contract
+
+    def good_rows(self, classified: DataFrame) -> DataFrame:
+        """The rows to publish: the good rows of ``classified``, derived when configured."""
+        good = split(classified, self.contract)[0]
+        return self.derive(good) if self.derive is not None else good
 
 
 @dataclass(frozen=True)
@@ -229,7 +243,7 @@ def run_ingest(ctx: JobContext, batches: Sequence[IngestBatch]) -> JobSummary:
             ctx,
             {
                 b.contract.table: conform(
-                    split(c, b.contract)[0], b.contract.schema, ctx.output_columns()
+                    b.good_rows(c), b.output_contract.schema, ctx.output_columns()
                 )
                 for b, c, _ in counted
             },
@@ -246,9 +260,14 @@ def run_ingest(ctx: JobContext, batches: Sequence[IngestBatch]) -> JobSummary:
         summary.add("dry run", "validated and counted; nothing written")
     for batch, classified, counts in counted:
         contract = batch.contract
-        good, bad = split(classified, contract)
+        bad = split(classified, contract)[1]
+        good, good_rows = batch.good_rows(classified), counts.good_rows
+        if batch.derive is not None:
+            good_rows = good.count()
+            summary.add(f"{contract.table} published rows", good_rows,
+                        metric=f"{contract.table}.published_rows")  # fmt: skip
         summary.outputs[contract.table] = _output(
-            ctx, good, contract.table, contract.schema, counts.good_rows
+            ctx, good, contract.table, batch.output_contract.schema, good_rows
         )
         summary.outputs[contract.quarantine_table] = _output(
             ctx, bad, contract.quarantine_table, contract.quarantine_schema, counts.quarantined_rows

@@ -15,13 +15,22 @@ row rule to ``validation_quarantine`` (table, rule, reason and the row as JSON).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from mlcore.config.models import TableRules
-from mlcore.ingest.schemas import BANK, CALENDAR, RIDES, SALES, STORES
+from mlcore.ingest.schemas import (
+    BANK,
+    CALENDAR,
+    ITEM_COLUMN,
+    ITEM_CONTRACTS,
+    RIDES,
+    SALES,
+    STORES,
+    TableContract,
+)
 from mlcore.io.frames import local_frame
 from mlcore.pipelines.context import JobContext, JobFailed
 from mlcore.validation.checks import DISABLED, TABLE, RuleResult, schema_contract_of, validate_frame
@@ -51,16 +60,35 @@ class RecordedResult:
     rows: int
 
 
-def table_rules(ctx: JobContext, table: str) -> TableRules:
-    return ctx.config.validation.tables.get(table, TableRules())
+def table_rules(ctx: JobContext, table: str, columns: Sequence[str] = ()) -> TableRules:
+    """``validation.tables.<table>``; for a store x item table (one with an ``item`` column,
+    written with ``sources.sales.items_per_store``) its ``unique_keys`` gain ``item`` after
+    ``store``, so one configuration validates both levels."""
+    rules = ctx.config.validation.tables.get(table, TableRules())
+    keys = list(rules.unique_keys)
+    if _item_level(table, columns) and "store" in keys and ITEM_COLUMN not in keys:
+        keys.insert(keys.index("store") + 1, ITEM_COLUMN)
+        return replace(rules, unique_keys=keys)
+    return rules
 
 
-def schema_contract(ctx: JobContext, table: str) -> dict[str, str]:
+def _item_level(table: str, columns: Sequence[str]) -> bool:
+    return table in ITEM_CONTRACTS and ITEM_COLUMN in columns
+
+
+def ingest_contract(table: str, columns: Sequence[str] = ()) -> TableContract | None:
+    """The contract ``table`` was ingested under (store or store x item level), if any."""
+    if _item_level(table, columns):
+        return ITEM_CONTRACTS[table]
+    return INGEST_CONTRACTS.get(table)
+
+
+def schema_contract(ctx: JobContext, table: str, columns: Sequence[str] = ()) -> dict[str, str]:
     """The configured ``columns``, else the ingest contract's schema, else no contract."""
     rules = table_rules(ctx, table)
     if rules.columns:
         return dict(rules.columns)
-    contract = INGEST_CONTRACTS.get(table)
+    contract = ingest_contract(table, columns)
     return schema_contract_of(contract.schema) if contract else {}
 
 
@@ -120,9 +148,9 @@ def check_inputs(
         checked = validate_frame(
             df,
             table,
-            table_rules(ctx, table),
+            table_rules(ctx, table, df.columns),
             ctx.run_date,
-            schema_contract(ctx, table),
+            schema_contract(ctx, table, df.columns),
             previous_row_count(ctx, table),
             settings.sample_reasons,
         )

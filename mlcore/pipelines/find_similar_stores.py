@@ -25,6 +25,7 @@ from mlcore.forecasting.similarity import (
     profile_matrix,
     store_profiles,
 )
+from mlcore.ingest.schemas import ITEM_COLUMN
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary, TableOutput
 
 if TYPE_CHECKING:
@@ -76,6 +77,11 @@ def run(ctx: JobContext) -> JobSummary:
         else None
     )
     promo = fc.features.promo_column if fc.features.promo_column in sales.columns else None
+    if ITEM_COLUMN in sales.columns:  # store x item sales: stores are compared on their totals
+        sales = sales.groupBy(key, date).agg(
+            F.sum(fc.target_column).alias(fc.target_column),
+            *[F.max(c).alias(c) for c in (fc.open_column, promo) if c],
+        )
     profiles = store_profiles(
         sales, stores, key, date, fc.target_column, fc.open_column, promo
     ).where(F.col("days") >= settings.min_days)

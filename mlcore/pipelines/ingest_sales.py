@@ -11,14 +11,24 @@ the table is the latest snapshot (older ones via Delta time travel) and a rerun 
 date adds no version. When ``sources.sales.calendar_path`` names a Rossmann ``test.csv``-format
 file, it is validated the same way into ``forecast_calendar`` (future open/promo/holiday flags
 for make_forecasts). See ``mlcore.pipelines._ingest`` for the shared flow.
+
+``sources.sales.items_per_store`` K > 0 publishes store x item series instead: the validated
+store rows are expanded into K generated items each (:mod:`mlcore.ingest.items`), and so is the
+calendar; the quarantine keeps the source's store-level rows.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from mlcore.config.checks import below_minimum
+from mlcore.config.errors import ConfigError
+from mlcore.ingest.items import expand_calendar, expand_sales
 from mlcore.ingest.rules import classify_calendar, classify_sales, classify_stores
-from mlcore.ingest.schemas import CALENDAR, SALES, STORES
+from mlcore.ingest.schemas import CALENDAR, ITEM_CONTRACTS, SALES, STORES
 from mlcore.ingest.sources import Source, path_exists, read_csv_source, resolve_sales_sources
 from mlcore.pipelines._ingest import (
     IngestBatch,
@@ -29,7 +39,38 @@ from mlcore.pipelines._ingest import (
 )
 from mlcore.pipelines.context import JobContext, JobFailed, JobSummary
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
 log = logging.getLogger(__name__)
+
+MAX_ITEMS_PER_STORE = 1000
+
+
+def items_per_store(ctx: JobContext) -> int:
+    """``sources.sales.items_per_store``, checked before any Spark work."""
+    items = ctx.config.sources.sales.items_per_store
+    problems = below_minimum("sources.sales", [("items_per_store", items, 0)])
+    if items > MAX_ITEMS_PER_STORE:
+        problems.append(
+            f"sources.sales.items_per_store must be at most {MAX_ITEMS_PER_STORE} (got {items})"
+        )
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return items
+
+
+def sales_per_item(items: int, seed: int) -> Callable[[DataFrame], DataFrame]:
+    """The expansion of the good store rows into ``items`` series per store."""
+
+    def expand(good: DataFrame) -> DataFrame:
+        from pyspark.sql import functions as F
+
+        first, last = good.agg(F.min("date"), F.max("date")).first() or (None, None)
+        today = dt.date.today()
+        return expand_sales(good, items, seed, (first or today, last or today))
+
+    return expand
 
 
 def calendar_source(ctx: JobContext, synthetic: bool) -> Source | None:
@@ -48,6 +89,7 @@ def calendar_source(ctx: JobContext, synthetic: bool) -> Source | None:
 
 
 def run(ctx: JobContext) -> JobSummary:
+    items = items_per_store(ctx)
     train, store = resolve_sales_sources(ctx.config)
     calendar = calendar_source(ctx, train.synthetic)
     contracts = (SALES, STORES, CALENDAR) if calendar else (SALES, STORES)
@@ -62,9 +104,18 @@ def run(ctx: JobContext) -> JobSummary:
     stores = classify_stores(
         read_csv_source(ctx.spark, store.path, STORES, limit), configured_rules(ctx, STORES)
     )
-    batches = [IngestBatch(SALES, sales, train), IngestBatch(STORES, stores, store)]
+    sales_batch = IngestBatch(SALES, sales, train)
+    batches = [sales_batch, IngestBatch(STORES, stores, store)]
     if calendar is not None:
         raw_calendar = read_csv_source(ctx.spark, calendar.path, CALENDAR, limit)
         future = classify_calendar(raw_calendar, configured_rules(ctx, CALENDAR), dates)
         batches.append(IngestBatch(CALENDAR, future, calendar))
+    if items:
+        seed = ctx.config.sources.sales.items_seed
+        sales_batch.derive = sales_per_item(items, seed)
+        sales_batch.notes.append(("sales items per store", f"{items} (seed {seed})"))
+        for batch in batches:
+            batch.published = ITEM_CONTRACTS.get(batch.contract.table)
+        if calendar is not None:
+            batches[-1].derive = lambda good: expand_calendar(good, items, seed)
     return run_ingest(ctx, batches)

@@ -9,6 +9,11 @@ Endpoints (JSON; OpenAPI at /openapi.json, docs at /docs):
     GET  /stores/{store}/similar?k=                       its most similar stores
     POST /forecasts/query                                 several stores at once
     GET  /stores                                          stores and published runs
+    GET  /stores/{store}/items                            its series, in a store x item lake
+
+A lake forecast per store x item (``forecasting.group_keys: [store, item]``) is served the same
+way with ``?item=`` on forecast and history (``"item"`` in the query body): a series is a store
+and an item; similar stores stay per store.
     GET  /health                                          versions served, champion, cache
 
 Reads Delta with delta-rs through :mod:`mlcore.serving.lake` (no Spark in a request); answers are
@@ -62,9 +67,10 @@ def service_problems(config: MlcoreConfig) -> list[str]:
     )
     if settings.port > 65535:
         problems.append(f"service.port must be at most 65535 (got {settings.port})")
-    if len(config.forecasting.group_keys) != 1:
+    if not 1 <= len(config.forecasting.group_keys) <= 2:
         problems.append(
-            f"the service needs one group key (forecasting.group_keys = {config.forecasting.group_keys})"
+            "the service serves a store key and at most one more, e.g. [store, item] "
+            f"(forecasting.group_keys = {config.forecasting.group_keys})"
         )
     if settings.auth_required and not os.environ.get(settings.token_env):
         problems.append(
@@ -201,6 +207,13 @@ def create_app(config: MlcoreConfig, lake: Any = None, token: str | None = None)
         return error(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
 
     store_path = Annotated[int, PathParam(ge=0, le=STORE_ID_MAX, description="store id")]
+    # The second group key (store x item lakes): a query parameter named after it.
+    extra_name = planner.extra or "item"
+    extra_query = Annotated[
+        int | None,
+        Query(alias=extra_name, ge=0, le=STORE_ID_MAX,
+              description=f"the {extra_name} (required when forecasting.group_keys has it)"),
+    ]  # fmt: skip
     protected = [Depends(require_token)]
 
     @app.get("/", include_in_schema=False)
@@ -264,22 +277,34 @@ def create_app(config: MlcoreConfig, lake: Any = None, token: str | None = None)
     @app.get("/stores/{store}/forecast", dependencies=protected, summary="A store's forecast")
     async def forecast(
         store: store_path,
+        extra: extra_query = None,
         start: Annotated[dt.date | None, Query(description="first day (default: the run's first)")] = None,
         end: Annotated[dt.date | None, Query(description="last day (default: the run's last)")] = None,
         run_date: Annotated[dt.date | None, Query(description="forecast run (default: latest)")] = None,
     ) -> Response:
         return await answer(
             "forecast",
-            (store, start, end, run_date),
-            lambda snapshot, on_demand: planner.forecast(snapshot, store, start, end, run_date, on_demand),
+            (store, extra, start, end, run_date),
+            lambda snapshot, on_demand: planner.forecast(
+                snapshot, planner.series(store, extra), start, end, run_date, on_demand
+            ),
         )
 
     @app.get("/stores/{store}/history", dependencies=protected, summary="A store's recent actuals")
     async def history(
         store: store_path,
+        extra: extra_query = None,
         weeks: Annotated[int, Query(ge=1, description="weeks back from the last actual")] = 8,
     ) -> Response:
-        return await answer("history", (store, weeks), lambda snapshot, _: planner.history(snapshot, store, weeks))
+        return await answer(
+            "history",
+            (store, extra, weeks),
+            lambda snapshot, _: planner.history(snapshot, planner.series(store, extra), weeks),
+        )
+
+    @app.get("/stores/{store}/items", dependencies=protected, summary="A store's series (store x item lakes)")
+    async def items(store: store_path) -> Response:
+        return await answer("items", (store,), lambda snapshot, _: planner.items(snapshot, store))
 
     @app.get("/stores/{store}/similar", dependencies=protected, summary="A store's most similar stores")
     async def similar(
@@ -295,6 +320,9 @@ def create_app(config: MlcoreConfig, lake: Any = None, token: str | None = None)
         stores: list[Annotated[int, Field(ge=0, le=STORE_ID_MAX)]] = Field(
             min_length=1, max_length=settings.max_batch_stores
         )
+        item: Annotated[int, Field(ge=0, le=STORE_ID_MAX)] | None = Field(
+            default=None, description="store x item lakes: the item, for every store asked"
+        )
         start: dt.date | None = None
         end: dt.date | None = None
         run_date: dt.date | None = None
@@ -305,14 +333,16 @@ def create_app(config: MlcoreConfig, lake: Any = None, token: str | None = None)
 
         def build(snapshot: Any, on_demand: bool) -> dict[str, Any]:
             results = [
-                planner.forecast(snapshot, store, body.start, body.end, body.run_date, on_demand)
+                planner.forecast(
+                    snapshot, planner.series(store, body.item), body.start, body.end, body.run_date, on_demand
+                )
                 for store in wanted
             ]
             for result in results:
                 result.pop("versions")
             return {"versions": planner.versions(snapshot), "forecasts": results, key_name + "s": list(wanted)}
 
-        return await answer("query", (wanted, body.start, body.end, body.run_date), build)
+        return await answer("query", (wanted, body.item, body.start, body.end, body.run_date), build)
 
     app.state.lake = lake
     app.state.cache = cache

@@ -60,8 +60,12 @@ class KeyedFrame:
     arrays: Mapping[str, np.ndarray]
 
     @classmethod
-    def build(cls, frame: pd.DataFrame, key: str, order: str, dates: Sequence[str] = ()) -> KeyedFrame:
-        frame = frame.sort_values([key, order], kind="mergesort").reset_index(drop=True)
+    def build(
+        cls, frame: pd.DataFrame, keys: Sequence[str], order: str, dates: Sequence[str] = ()
+    ) -> KeyedFrame:
+        """``keys``: the group key columns; a series is found by its value (one key) or by the
+        tuple of its values (several, e.g. ``(store, item)``)."""
+        frame = frame.sort_values([*keys, order], kind="mergesort").reset_index(drop=True)
         arrays = {}
         for column in frame.columns:
             if column in dates:  # datetime64, not one date object per row (less for the GC)
@@ -69,18 +73,26 @@ class KeyedFrame:
                 arrays[column] = frame[column].to_numpy().astype("datetime64[D]")
             else:
                 arrays[column] = frame[column].to_numpy()
-        keys = frame[key].to_numpy()
+        columns = [frame[key].to_numpy() for key in keys]
         ranges: dict[Any, tuple[int, int]] = {}
-        if len(keys):
-            starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-            stops = np.r_[starts[1:], len(keys)]
-            ranges = {int(keys[a]): (int(a), int(b)) for a, b in zip(starts, stops, strict=True)}
+        rows = len(frame)
+        if rows:
+            changed = np.zeros(rows - 1, dtype=bool)
+            for values in columns:
+                changed |= values[1:] != values[:-1]
+            starts = np.flatnonzero(np.r_[True, changed])
+            stops = np.r_[starts[1:], rows]
+            if len(columns) == 1:
+                ids: list[Any] = [int(columns[0][a]) for a in starts]
+            else:
+                ids = [tuple(int(values[a]) for values in columns) for a in starts]
+            ranges = {id_: (int(a), int(b)) for id_, a, b in zip(ids, starts, stops, strict=True)}
         return cls(frame, ranges, order, arrays)
 
-    def span(self, key: int) -> tuple[int, int]:
+    def span(self, key: Any) -> tuple[int, int]:
         return self.ranges.get(key, (0, 0))
 
-    def window(self, key: int, first: dt.date, last: dt.date) -> tuple[int, int]:
+    def window(self, key: Any, first: dt.date, last: dt.date) -> tuple[int, int]:
         """Positions of ``key``'s rows with ``first <= order <= last`` (dates)."""
         start, stop = self.span(key)
         values = self.arrays[self.order][start:stop]
@@ -89,7 +101,7 @@ class KeyedFrame:
         return start + int(lower), start + int(upper)
 
     @property
-    def keys(self) -> list[int]:
+    def keys(self) -> list[Any]:
         return sorted(self.ranges)
 
     @property
@@ -167,11 +179,13 @@ class Lake:
         self.config = config
         self.service = config.service
         fc = config.forecasting
-        if len(fc.group_keys) != 1:
+        if not 1 <= len(fc.group_keys) <= 2:
             raise ValueError(
-                f"the service serves one group key per store (forecasting.group_keys = {fc.group_keys})"
+                "the service serves a store key and at most one more (forecasting.group_keys = "
+                f"{fc.group_keys})"
             )
-        self.key = fc.group_keys[0]
+        self.keys = list(fc.group_keys)
+        self.store_key = fc.features.stores_key
         self.date = fc.date_column
         self.uris = {name: resolve_table(config, name).uri for name in SERVED_TABLES}
         self._champion_loader = champion_loader or self._load_champion
@@ -307,14 +321,14 @@ class Lake:
         if version is None:
             raise Unavailable("no forecasts are published yet: run make_forecasts")
         frame = self._scan(
-            FORECASTS, version, [self.key, *FORECAST_COLUMNS], f"run_date = '{run_date.isoformat()}'"
+            FORECASTS, version, [*self.keys, *FORECAST_COLUMNS], f"run_date = '{run_date.isoformat()}'"
         )
-        return KeyedFrame.build(frame, self.key, "ds", dates=("ds", "trained_run_date"))
+        return KeyedFrame.build(frame, self.keys, "ds", dates=("ds", "trained_run_date"))
 
     def _calendar_columns(self) -> list[str]:
         from mlcore.forecasting.features import calendar_columns
 
-        return [self.key, self.date, *calendar_columns(self.config.forecasting)]
+        return [*self.keys, self.date, *calendar_columns(self.config.forecasting)]
 
     def _read_history(self, version: int) -> KeyedFrame:
         """The last ``max_history_weeks`` weeks of actuals, with their calendar."""
@@ -326,14 +340,14 @@ class Lake:
         target = self.config.forecasting.target_column
         columns = [*self._calendar_columns(), target]
         if last is None:
-            return KeyedFrame.build(pd.DataFrame(columns=columns), self.key, self.date, (self.date,))
+            return KeyedFrame.build(pd.DataFrame(columns=columns), self.keys, self.date, (self.date,))
         first = last - dt.timedelta(weeks=self.service.max_history_weeks)
         frame = self._scan(SALES, version, columns, f"{self.date} > '{first.isoformat()}'")
-        return KeyedFrame.build(_compact(frame), self.key, self.date, (self.date,))
+        return KeyedFrame.build(_compact(frame), self.keys, self.date, (self.date,))
 
     def _read_calendar(self, version: int) -> KeyedFrame:
         frame = _compact(self._scan(CALENDAR, version, self._calendar_columns()))
-        return KeyedFrame.build(frame, self.key, self.date, (self.date,))
+        return KeyedFrame.build(frame, self.keys, self.date, (self.date,))
 
     def _read_neighbours(self, version: int) -> tuple[dt.date, KeyedFrame] | None:
         partitions = self._table(NEIGHBOURS, version).partitions()
@@ -343,9 +357,9 @@ class Lake:
         from mlcore.forecasting.similarity import NEIGHBOUR_COLUMNS
 
         frame = self._scan(
-            NEIGHBOURS, version, [self.key, "neighbour", *NEIGHBOUR_COLUMNS], f"run_date = '{dates[-1]}'"
+            NEIGHBOURS, version, [self.store_key, "neighbour", *NEIGHBOUR_COLUMNS], f"run_date = '{dates[-1]}'"
         )
-        return dt.date.fromisoformat(dates[-1]), KeyedFrame.build(frame, self.key, "rank")
+        return dt.date.fromisoformat(dates[-1]), KeyedFrame.build(frame, [self.store_key], "rank")
 
     def _load_champion(self) -> Champion | None:
         """The registered champion as a :class:`StoreForecasterModel` of this code, configured with

@@ -118,13 +118,38 @@ class Planner:
         self.config = config
         self.service = config.service
         fc = config.forecasting
-        self.key = fc.group_keys[0]
+        self.keys = list(fc.group_keys)
+        self.key = self.keys[0]  # the store
+        self.extra = self.keys[1] if len(self.keys) > 1 else None  # e.g. item: store x item series
         self.date = fc.date_column
         self.open_column = fc.open_column
         self.horizon_days = fc.horizon_days
 
+    # -- which series a request means ----------------------------------------------------------
+    def series(self, store: int, extra: int | None) -> Any:
+        """The series of ``store`` (and ``extra``, the second group key, when the lake is
+        forecast per store x item): the key the snapshot's frames are indexed by."""
+        if self.extra is None:
+            if extra is not None:
+                raise BadRequest(f"this lake is forecast per {self.key} (forecasting.group_keys): "
+                                 "ask without item")  # fmt: skip
+            return store
+        if extra is None:
+            raise BadRequest(
+                f"{self.extra} is required: forecasts are per {self.key} x {self.extra} "
+                f"(forecasting.group_keys); GET /stores/{store}/items lists them"
+            )
+        return (store, extra)
+
+    def ids(self, series: Any) -> dict[str, Any]:
+        """The key columns of ``series`` as answer fields (``{"store": 3, "item": 2}``)."""
+        return dict(zip(self.keys, series if isinstance(series, tuple) else (series,), strict=True))
+
+    def describe(self, series: Any) -> str:
+        return " ".join(f"{name} {value}" for name, value in self.ids(series).items())
+
     # -- the calendar a day is planned with -----------------------------------------------------
-    def _open_days(self, snapshot: Snapshot, store: int, first: dt.date, last: dt.date) -> dict[dt.date, bool]:
+    def _open_days(self, snapshot: Snapshot, store: Any, first: dt.date, last: dt.date) -> dict[dt.date, bool]:
         """Open flags of first..last from the planned calendar, then the sales calendar (the
         order make_forecasts uses); days in neither are absent (the default applies)."""
         flags: dict[dt.date, bool] = {}
@@ -141,9 +166,9 @@ class Planner:
                     flags[day] = bool(is_open)
         return flags
 
-    def _calendar_rows(self, snapshot: Snapshot, store: int) -> Callable[[str, dt.date, dt.date], pd.DataFrame]:
+    def _calendar_rows(self, snapshot: Snapshot, store: Any) -> Callable[[str, dt.date, dt.date], pd.DataFrame]:
         """The champion's calendar reader over this snapshot (no Delta read per request): the
-        store's rows of ``forecast_calendar`` or ``sales`` with start <= date < end."""
+        series' rows of ``forecast_calendar`` or ``sales`` with start <= date < end."""
 
         def rows(name: str, start: dt.date, end: dt.date) -> pd.DataFrame:
             part = snapshot.calendar if name == "forecast_calendar" else snapshot.history
@@ -154,7 +179,7 @@ class Planner:
 
         return rows
 
-    def _planned_rows(self, snapshot: Snapshot, store: int, days: list[dt.date]) -> tuple[pd.DataFrame, int]:
+    def _planned_rows(self, snapshot: Snapshot, store: Any, days: list[dt.date]) -> tuple[pd.DataFrame, int]:
         """The champion's input for ``days``: each day's planned calendar (forecast_calendar, else
         sales), else the documented defaults (open except Sundays, no promo, no holiday); returns
         the rows and how many days took the defaults."""
@@ -178,20 +203,21 @@ class Planner:
         parts = [frame for frame in (planned, defaults) if frame is not None and len(frame)]
         frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].copy()
         frame = frame.drop(columns=[c for c in (fc.target_column,) if c in frame.columns])
-        frame[self.key] = store
+        for name, value in self.ids(store).items():
+            frame[name] = value
         return frame.sort_values(self.date).reset_index(drop=True), len(defaults)
 
     # -- answers --------------------------------------------------------------------------------
     def forecast(
         self,
         snapshot: Snapshot,
-        store: int,
+        store: Any,
         start: dt.date | None,
         end: dt.date | None,
         run_date: dt.date | None,
         on_demand_allowed: bool = True,
     ) -> dict[str, Any]:
-        """One store's forecast for start..end (default: the run's horizon), day by day, with the
+        """One series' forecast (``store``: see :meth:`series`) for start..end (default: the run's horizon), day by day, with the
         interval, the family, where each day came from and whether the store is open. Without
         ``on_demand_allowed``, days the table lacks raise :class:`NeedsModel` instead."""
         chosen, run = snapshot.forecast_run(run_date)
@@ -200,7 +226,7 @@ class Planner:
         if first_row == stop_row and (
             not latest or snapshot.history is None or store not in snapshot.history.ranges
         ):  # a store the lake does not know: no model lookup
-            raise NotFound(f"store {store} has no forecasts in run {chosen}")
+            raise NotFound(f"{self.describe(store)} has no forecasts in run {chosen}")
         held = run.arrays["ds"][first_row:stop_row]
         held_first = held[0].item() if len(held) else None
         held_last = held[-1].item() if len(held) else None
@@ -246,15 +272,15 @@ class Planner:
         if missing:
             if not latest:
                 raise NotFound(
-                    f"run {chosen} holds {held_first or chosen} .. {held_last or chosen} for store "
-                    f"{store}; days outside it are forecast on demand by the current champion: "
+                    f"run {chosen} holds {held_first or chosen} .. {held_last or chosen} for "
+                    f"{self.describe(store)}; days outside it are forecast on demand by the current champion: "
                     "ask without run_date"
                 )
             if not on_demand_allowed:
                 raise NeedsModel()
             on_demand = self._on_demand(snapshot, store, missing, opened, points)
         return {
-            self.key: store,
+            **self.ids(store),
             "run_date": chosen.isoformat(),
             "run_id": str(arrays["run_id"][first_row]) if first_row < stop_row else None,
             "start": start.isoformat(),
@@ -268,7 +294,7 @@ class Planner:
     def _on_demand(
         self,
         snapshot: Snapshot,
-        store: int,
+        store: Any,
         days: list[dt.date],
         opened: dict[dt.date, bool],
         points: dict[dt.date, dict[str, Any]],
@@ -300,14 +326,14 @@ class Planner:
                 params={"calendar_versions": versions, "calendar_rows": self._calendar_rows(snapshot, store)},
             )
         except Exception as exc:  # noqa: BLE001 - the models' table gone or unreadable: say so (503)
-            log.warning("on-demand forecast of store %s failed: %s: %s", store, type(exc).__name__, exc)
+            log.warning("on-demand forecast of %s failed: %s: %s", self.describe(store), type(exc).__name__, exc)
             raise Unavailable(
-                f"on-demand forecasts from champion v{champion.version} failed for store {store}: "
+                f"on-demand forecasts from champion v{champion.version} failed for {self.describe(store)}: "
                 f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
             ) from None
         if not len(predicted):
             raise NotFound(
-                f"store {store} has no forecasts in the table for these days and no model in "
+                f"{self.describe(store)} has no forecasts in the table for these days and no model in "
                 f"champion v{champion.version}"
             )
         for record in predicted.to_dict("records"):
@@ -328,8 +354,8 @@ class Planner:
             "default_calendar_days": defaulted,
         }
 
-    def history(self, snapshot: Snapshot, store: int, weeks: int) -> dict[str, Any]:
-        """The store's last ``weeks`` weeks of actuals (sales, open, promo), for the chart."""
+    def history(self, snapshot: Snapshot, store: Any, weeks: int) -> dict[str, Any]:
+        """The series' last ``weeks`` weeks of actuals (sales, open, promo), for the chart."""
         if snapshot.history is None:
             raise Unavailable("no sales are published yet: run ingest_sales")
         if weeks > self.service.max_history_weeks:
@@ -337,7 +363,7 @@ class Planner:
         part = snapshot.history
         first_row, stop_row = part.span(store)
         if first_row == stop_row:
-            raise NotFound(f"store {store} has no sales in the last {self.service.max_history_weeks} weeks")
+            raise NotFound(f"{self.describe(store)} has no sales in the last {self.service.max_history_weeks} weeks")
         target = self.config.forecasting.target_column
         last = part.arrays[self.date][stop_row - 1].item()
         lower, upper = part.window(store, last - dt.timedelta(weeks=weeks) + dt.timedelta(days=1), last)
@@ -352,7 +378,7 @@ class Planner:
                 columns[name] = [bool(v) if v == v and v is not None else None for v in values]
         points = _records(columns)
         return {
-            self.key: store,
+            **self.ids(store),
             "weeks": weeks,
             "start": points[0]["date"] if points else None,
             "end": last.isoformat(),
@@ -388,17 +414,31 @@ class Planner:
             "neighbours": neighbours,
         }
 
+    def _known_series(self, snapshot: Snapshot) -> list[Any]:
+        """The series with forecasts in the latest run (with sales, before any run)."""
+        if not snapshot.run_dates:
+            return snapshot.history.keys if snapshot.history is not None else []
+        return snapshot.forecast_run(None)[1].keys
+
     def stores(self, snapshot: Snapshot) -> dict[str, Any]:
         """The stores with forecasts in the latest run, and the published runs."""
-        if not snapshot.run_dates:
-            ids: list[int] = snapshot.history.keys if snapshot.history is not None else []
-        else:
-            ids = snapshot.forecast_run(None)[1].keys
+        known = self._known_series(snapshot)
+        ids = sorted({series[0] for series in known}) if self.extra else known
         return {
             "stores": ids,
+            "series_keys": self.keys,
             "run_dates": [d.isoformat() for d in reversed(snapshot.run_dates)],
             "versions": self.versions(snapshot),
         }
+
+    def items(self, snapshot: Snapshot, store: int) -> dict[str, Any]:
+        """The store's series (the second group key's values) in the latest run."""
+        if self.extra is None:
+            raise BadRequest(f"this lake is forecast per {self.key}: it has no items")
+        values = [series[1] for series in self._known_series(snapshot) if series[0] == store]
+        if not values:
+            raise NotFound(f"{self.key} {store} has no series in the latest run")
+        return {self.key: store, "items": values, "versions": self.versions(snapshot)}
 
     @staticmethod
     def versions(snapshot: Snapshot) -> dict[str, Any]:

@@ -29,11 +29,22 @@ def _free_port() -> int:
 @pytest.fixture
 def served(service_lake):
     """The service on a loopback port in a thread (a real uvicorn, as `mlcore serve` runs it)."""
-    import uvicorn
-
     from tests.integration.test_forecast_service import service
 
-    app = service(service_lake)
+    yield from _serve(service(service_lake))
+
+
+@pytest.fixture
+def served_items(item_lake):
+    """The same over the store x item lake."""
+    from tests.integration.test_store_items import item_service
+
+    yield from _serve(item_service(item_lake))
+
+
+def _serve(app):
+    import uvicorn
+
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -149,4 +160,29 @@ def test_dashboard_end_to_end_in_headless_chromium(served, browser):
         entry for entry in browser.get_log("browser")
         if entry["level"] == "SEVERE" and "4242" not in entry["message"]  # the expected 404 above
     ]  # fmt: skip
+    assert errors == [], errors
+
+
+def test_dashboard_picks_an_item_in_a_store_x_item_lake(served_items, browser, item_lake):
+    from deltalake import DeltaTable
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    forecasts = DeltaTable(str(item_lake / "lake" / "forecasts")).to_pandas()
+    store = int(forecasts["store"].min())
+    items = sorted(int(i) for i in forecasts.loc[forecasts["store"] == store, "item"].unique())
+    find = browser.find_element
+    browser.get(served_items + "/")
+    _wait(lambda: find(By.ID, "item-label").is_displayed(), "the item picker")
+    find(By.ID, "store-input").send_keys(str(store))
+    find(By.ID, "load-button").click()
+    title = f"Store {store} item {items[0]}: forecast run"
+    _wait(lambda: find(By.ID, "chart-title").text.startswith(title), "the first item's chart")
+    picker = Select(find(By.ID, "item-select"))
+    assert [int(o.text) for o in picker.options] == items
+    assert find(By.ID, "forecast-line").get_attribute("d").count("L") == 47  # 48 days
+    picker.select_by_visible_text(str(items[-1]))
+    _wait(lambda: find(By.ID, "chart-title").text.startswith(f"Store {store} item {items[-1]}:"), "the other item")
+    assert "error" not in find(By.ID, "status").get_attribute("class")
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == [], errors

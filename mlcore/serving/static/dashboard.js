@@ -3,7 +3,7 @@
 // Plain browser JavaScript, no build step and nothing loaded from the internet.
 "use strict";
 
-const state = { store: null, runDate: "", history: null, forecast: null, similar: null, overlays: {} };
+const state = { store: null, item: null, itemMode: false, itemsOf: null, runDate: "", history: null, forecast: null, similar: null, overlays: {} };
 const COLORS = ["#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"];
 const $ = (id) => document.getElementById(id);
 
@@ -33,6 +33,9 @@ function setStatus(text, isError) {
 
 async function loadCatalog() {
   const catalog = await api("/stores");
+  // a store x item lake (forecasting.group_keys [store, item]): a series is a store and an item
+  state.itemMode = (catalog.series_keys || []).length > 1;
+  $("item-label").hidden = !state.itemMode;
   $("store-list").replaceChildren(...catalog.stores.map((id) => new Option(String(id))));
   const runs = $("run-select");
   runs.replaceChildren(...catalog.run_dates.map((d, i) => new Option(i === 0 ? d + " (latest)" : d, i === 0 ? "" : d)));
@@ -41,9 +44,30 @@ async function loadCatalog() {
   if (wanted) { $("store-input").value = wanted; await show(); }
 }
 
+function itemQuery(prefix) {
+  return state.itemMode ? prefix + "item=" + state.item : "";
+}
+
 function forecastPath(store) {
   const run = $("run-select").value;
-  return "/stores/" + store + "/forecast" + (run ? "?run_date=" + encodeURIComponent(run) : "");
+  const query = [run ? "run_date=" + encodeURIComponent(run) : "", itemQuery("")].filter(Boolean).join("&");
+  return "/stores/" + store + "/forecast" + (query ? "?" + query : "");
+}
+
+async function chooseItem(store) {
+  // the store's items, fetched when the store changes; keeps the chosen item when it has it
+  if (state.itemsOf !== store) {
+    const items = (await api("/stores/" + store + "/items")).items;
+    const wanted = Number($("item-select").value);
+    $("item-select").replaceChildren(...items.map((id) => new Option(String(id))));
+    if (items.includes(wanted)) $("item-select").value = String(wanted);
+    state.itemsOf = store;
+  }
+  state.item = Number($("item-select").value);
+}
+
+function seriesName(store) {
+  return "Store " + store + (state.itemMode ? " item " + state.item : "");
 }
 
 async function show() {
@@ -52,18 +76,20 @@ async function show() {
   const store = Number(raw);
   setStatus("Loading store " + store + "…");
   try {
+    if (state.itemMode) await chooseItem(store);
     const weeks = $("weeks-select").value;
     const [history, forecast, similar] = await Promise.all([
-      api("/stores/" + store + "/history?weeks=" + weeks),
+      api("/stores/" + store + "/history?weeks=" + weeks + itemQuery("&")),
       api(forecastPath(store)),
       api("/stores/" + store + "/similar?k=5").catch((err) => ({ neighbours: [], error: err.message })),
     ]);
     Object.assign(state, { store, history, forecast, similar, overlays: {} });
     renderSimilar();
     const first = similar.neighbours.slice(0, 3).map((n) => n.store);
-    await loadOverlays(first);
+    // a similar store without this series (store x item lakes) leaves the chart without overlays
+    await loadOverlays(first).catch((err) => { similar.error = err.message; render(); });
     window.history.replaceState(null, "", location.pathname + "?store=" + store);
-    setStatus("Store " + store + ": " + forecast.points.length + " forecast days, " + history.points.length + " days of actuals" +
+    setStatus(seriesName(store) + ": " + forecast.points.length + " forecast days, " + history.points.length + " days of actuals" +
       (similar.error ? " (similar stores: " + similar.error + ")" : "") + ".");
     $("download-csv").disabled = false;
   } catch (err) {
@@ -76,6 +102,7 @@ async function loadOverlays(stores) {
   if (stores.length) {
     const body = { stores, run_date: $("run-select").value || null,
                    start: state.forecast.start, end: state.forecast.end };
+    if (state.itemMode) body.item = state.item;  // the same item at the similar stores
     const result = await api("/forecasts/query", { method: "POST", headers: Object.assign(headers(), { "Content-Type": "application/json" }), body: JSON.stringify(body) });
     result.forecasts.forEach((f) => { state.overlays[f.store] = f; });
   }
@@ -157,7 +184,7 @@ function render() {
     return span;
   }));
   const f = state.forecast;
-  $("chart-title").textContent = "Store " + state.store + ": forecast run " + f.run_date;
+  $("chart-title").textContent = seriesName(state.store) + ": forecast run " + f.run_date;
   const model = f.model ? f.model.name + " v" + f.model.version + " (trained as of " + f.model.trained_run_date + ")" : "";
   const onDemand = f.on_demand ? "; " + f.on_demand.days + " day(s) forecast on demand by champion v" + f.on_demand.model_version : "";
   $("forecast-meta").textContent = f.start + " … " + f.end + " · " + model + onDemand;
@@ -180,7 +207,7 @@ function downloadCsv() {
   const text = rows.map((r) => r.map(csvCell).join(",")).join("\n") + "\n";
   const link = document.createElement("a");
   link.href = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
-  link.download = "store_" + state.store + "_forecast_" + state.forecast.run_date + ".csv";
+  link.download = "store_" + state.store + itemQuery("_").replace("=", "_") + "_forecast_" + state.forecast.run_date + ".csv";
   document.body.append(link);
   link.click();
   link.remove();
@@ -189,6 +216,7 @@ function downloadCsv() {
 document.addEventListener("DOMContentLoaded", () => {
   $("controls").addEventListener("submit", (e) => { e.preventDefault(); show(); });
   $("run-select").addEventListener("change", () => { if (state.store !== null) show(); });
+  $("item-select").addEventListener("change", () => { if (state.store !== null) show(); });
   $("download-csv").addEventListener("click", downloadCsv);
   $("token-form").addEventListener("submit", (e) => {
     e.preventDefault();
