@@ -81,6 +81,9 @@ setup(
             "httpx>=0.27,<1",
             "selenium>=4.20,<5",
         ],
+        # scripts/bench_peers.py measures the peers users copy beside our default: statsforecast's
+        # AutoETS through its own Spark backend (fugue) is one of them, so it runs as published.
+        "bench": ["statsforecast>=2.0,<3", "fugue[spark]>=0.9,<1"],
     },
     entry_points={"console_scripts": ["mlcore=mlcore.cli:main"]},
     classifiers=[

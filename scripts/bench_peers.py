@@ -19,6 +19,7 @@ start included). Series per core-second = series / (wall x cores). Accuracy is p
 48 days from the run date (the last 48 days of train.csv for 2015-06-14), open days with sales
 > 0. Published anchors are printed for context only (other machines, other data).
 
+    .venv/bin/pip install -e ".[bench]"        # statsforecast and fugue (its Spark backend)
     .venv/bin/python scripts/bench_peers.py --stores 100
     .venv/bin/python scripts/bench_peers.py --stores 20 --skip-mlcore      # the peers alone
 """
@@ -61,7 +62,7 @@ def prophet_store(history: pd.DataFrame) -> pd.DataFrame:
     from prophet import Prophet
 
     for name in ("cmdstanpy", "prophet"):
-        logs.getLogger(name).setLevel(logs.ERROR)
+        logs.getLogger(name).disabled = True  # cmdstanpy logs each chain at INFO otherwise
     store = int(history["store"].iloc[0])
     train = history[history["open"] == 1][["ds", "y"]]
     model = Prophet()
@@ -153,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     from pyspark.sql import SparkSession
 
     logging.getLogger("py4j").setLevel(logging.ERROR)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers: this interpreter's packages
     spark = (
         SparkSession.builder.master(f"local[{cores}]").appName("bench_peers")
-        .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", str(cores * 4))
+        .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false").config("spark.sql.shuffle.partitions", str(cores * 4))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .getOrCreate()
     )  # fmt: skip

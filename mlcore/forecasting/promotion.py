@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mlcore.forecasting.metrics import compute_metrics
+from mlcore.forecasting.results import metric_sums, metrics_from_sums
 
 if TYPE_CHECKING:
-    import pandas as pd
+    from pyspark.sql import DataFrame
 
 
 @dataclass(frozen=True)
@@ -22,18 +22,28 @@ class GateComparison:
 
 
 def compare_on_common_groups(
-    challenger: pd.DataFrame, champion: pd.DataFrame | None, keys: list[str], metric: str
+    challenger: DataFrame, champion: DataFrame | None, keys: list[str], metric: str
 ) -> GateComparison | None:
-    """``metric`` of both sides' champion backtest points over the groups present in both (the
-    evaluation rule of ``compute_metrics``): a 1,115-store challenger is judged against a
-    100-store champion on those 100 stores, not on different store sets."""
+    """``metric`` of both sides' champion backtest points (keys, y, yhat) over the groups
+    present in both (the evaluation rule of ``compute_metrics``): a 1,115-store challenger is
+    judged against a 100-store champion on those 100 stores, not on different store sets.
+    Spark aggregates: nothing per point reaches the driver."""
+    from pyspark.sql import functions as F
+
     if champion is None:  # no champion, or one without backtest rows: its stored metric is used
         return None
-    common = challenger[keys].drop_duplicates().merge(champion[keys].drop_duplicates(), on=keys)
-    mine = challenger.merge(common, on=keys)
-    theirs = champion.merge(common, on=keys)
-    return GateComparison(
-        compute_metrics(mine["y"], mine["yhat"])[metric],
-        compute_metrics(theirs["y"], theirs["yhat"])[metric] if len(common) else None,
-        len(common),
-    )
+    common = challenger.select(*keys).distinct().join(champion.select(*keys).distinct(), keys)
+    common = common.persist()
+    try:
+        groups = common.count()
+        sides = (
+            challenger.join(common, keys).withColumn("_side", F.lit("challenger"))
+            .unionByName(champion.join(common, keys).withColumn("_side", F.lit("champion")))
+            .groupBy("_side").agg(*metric_sums())
+        )  # fmt: skip
+        values = {row["_side"]: metrics_from_sums(row.asDict())[metric] for row in sides.collect()}
+    finally:
+        common.unpersist()
+    if not groups:  # nothing in common: nothing measured on either side
+        return GateComparison(float("nan"), None, 0)
+    return GateComparison(values.get("challenger", float("nan")), values.get("champion", float("nan")), groups)

@@ -138,7 +138,7 @@ def forecast_report_html(
         parts.append("<p>None: every group trained with its selected model.</p>")
 
     parts.append("<h2>Forecasts against what happened</h2>")
-    examples = _example_groups(scored, keys, example_groups)
+    examples = drawn_examples(scored, keys, example_groups)
     fig = draw_backtests(examples, points, keys, target) if len(examples) else None
     if fig is not None:
         named = ", ".join(
@@ -153,8 +153,9 @@ def forecast_report_html(
     return "".join(parts)
 
 
-def _example_groups(scored: pd.DataFrame, keys: list[str], count: int) -> pd.DataFrame:
-    """The best, the median and the worst stores by WAPE (``count`` in all), labelled."""
+def drawn_examples(scored: pd.DataFrame, keys: list[str], count: int) -> pd.DataFrame:
+    """The best, the median and the worst stores by WAPE (``count`` in all), labelled: the
+    groups the report draws (train_forecasts collects their points alone)."""
     if count <= 0 or scored.empty:
         return scored.head(0).assign(why=[])
     ranked = scored.sort_values("champion_wape").reset_index(drop=True)

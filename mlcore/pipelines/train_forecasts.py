@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, astuple
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from mlcore.config.errors import ConfigError
 from mlcore.forecasting.distributed import (
@@ -32,8 +32,14 @@ from mlcore.forecasting.families import check_families, configured_families
 from mlcore.forecasting.features import calendar_columns
 from mlcore.forecasting.plots import backtest_plot
 from mlcore.forecasting.promotion import GateComparison, compare_on_common_groups
-from mlcore.forecasting.report import forecast_report_html
-from mlcore.forecasting.results import NESTED, CollectedResults, aggregate_metrics, collect_results
+from mlcore.forecasting.report import drawn_examples, forecast_report_html
+from mlcore.forecasting.results import (
+    NESTED,
+    CollectedResults,
+    aggregate_metrics,
+    collect_results,
+    pooled_metrics,
+)
 from mlcore.forecasting.retrain import groups_to_keep, kept_rows
 from mlcore.io.faults import forecast_group_faults
 from mlcore.pipelines._calendar import featurizer, lookahead, planned_calendar
@@ -47,7 +53,6 @@ from mlcore.tracking.candidates import ModelCandidate, PyfuncModel
 if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame
-    from pyspark.sql.types import StructType
 
 log = logging.getLogger(__name__)
 
@@ -112,38 +117,40 @@ def model_rows(ctx: JobContext, results: DataFrame) -> DataFrame:
     return ctx.stamp(models.withColumn("created_at", F.current_timestamp()))
 
 
-def exploded_outputs(
-    ctx: JobContext, collected: CollectedResults, result_schema: StructType
-) -> dict[str, DataFrame]:
-    """``forecast_metrics`` and ``forecast_backtest`` rows as driver-local frames, typed as Spark
-    types them (``result_schema``: the per-group results' schema), written from the driver."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    from pyspark.sql.pandas.types import to_arrow_schema
-    from pyspark.sql.types import BooleanType, DateType, StringType, StructField, StructType
+def exploded_outputs(ctx: JobContext, collected: CollectedResults) -> dict[str, DataFrame]:
+    """``forecast_metrics`` and ``forecast_backtest`` rows: the exploded arrays of every group
+    (keys, the array's fields, ``is_champion``, the run columns), written by the executors."""
+    from pyspark.sql import functions as F
 
     keys = list(ctx.config.forecasting.group_keys)
-    fields = {f.name: f for f in result_schema.fields}
-    tail = [
-        StructField("is_champion", BooleanType(), True),
-        StructField("run_id", StringType(), False),
-        StructField("run_date", DateType(), False),
-    ]
     out = {}
-    for name, table, nested in (
-        (METRICS, collected.metrics, "metrics"),
-        (BACKTEST, collected.points, "backtest_points"),
-    ):
-        items = cast(Any, fields[nested].dataType).elementType.fields
-        schema = StructType([fields[k] for k in keys] + list(items) + tail)
-        n = table.num_rows
-        arrays = [table.column(f.name) for f in schema.fields[: len(keys) + len(items)]]
-        arrays.append(pc.equal(table.column("model"), table.column("champion")))
-        arrays.append(pa.array([ctx.run_id] * n, pa.string()))
-        arrays.append(pa.array([ctx.run_date] * n, pa.date32()))
-        target = to_arrow_schema(schema, timezone="UTC")
-        out[name] = ctx.spark.createDataFrame(pa.Table.from_arrays(arrays, schema=target))
+    for name, frame in ((METRICS, collected.metrics), (BACKTEST, collected.points)):
+        fields = [c for c in frame.columns if c not in (*keys, "champion", "action")]
+        out[name] = frame.select(
+            *keys, *fields, (F.col("model") == F.col("champion")).alias("is_champion")
+        ).withColumns({"run_id": F.lit(ctx.run_id), "run_date": F.lit(ctx.run_date)})
     return out
+
+
+def shown_points(
+    ctx: JobContext, collected: CollectedResults, keys: list[str], plot_groups: int
+) -> pd.DataFrame:
+    """The backtest points of the groups the plot and the report draw (the first
+    ``plot_groups`` trained groups; the best, median, p90 and worst by WAPE): a few hundred
+    rows collected, whatever the number of groups."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    groups = collected.groups
+    drawn = groups[groups["status"].isin(["ok", "fallback"])].sort_values(keys).head(max(plot_groups, 0))
+    trained = groups[groups["action"] == "trained"].dropna(subset=["champion_wape"])
+    wanted = pd.concat([drawn[keys], drawn_examples(trained, keys, REPORT_EXAMPLES)[keys]])
+    rows = wanted.drop_duplicates().astype(object).to_numpy().tolist()
+    points = collected.points.drop("action")
+    if not rows:
+        return points.limit(0).toPandas()
+    chosen = ctx.spark.createDataFrame(rows, points.select(*keys).schema)
+    return points.join(F.broadcast(chosen), keys).toPandas()
 
 
 def _model_code_file(module: Any) -> str:
@@ -159,13 +166,15 @@ def _model_code_file(module: Any) -> str:
 
 
 BACKTEST_VERSION_TAG = "mlcore.forecast_backtest_version"
+REPORT_EXAMPLES = 4  # the groups the report draws (forecast_report_html: example_groups)
 
 
-def champion_backtest(ctx: JobContext) -> pd.DataFrame | None:
-    """The registered champion's own backtest points (group keys, y, yhat of each group's
-    champion model), read before this run publishes: at the ``forecast_backtest`` version the
-    champion recorded, else that run date's rows as the table holds them now. None when there
-    is no champion or nothing to read."""
+def champion_comparison(ctx: JobContext, challenger: DataFrame) -> GateComparison | None:
+    """This run's champion points (``challenger``: keys, y, yhat) against the registered
+    champion's own backtest points on the groups both backtested. The champion's points are
+    read at the ``forecast_backtest`` version it recorded, else that run date's rows as the
+    table holds them now; measured now, before this run publishes. None when there is no
+    champion or nothing to read."""
     from pyspark.sql import functions as F
 
     from mlcore.tracking.registry import ModelRegistry
@@ -184,7 +193,8 @@ def champion_backtest(ctx: JobContext) -> pd.DataFrame | None:
     for at in ([int(version)] if version else []) + [None]:
         try:  # the recorded version may have been vacuumed away: then the rows as they are now
             rows = ctx.tables.read(BACKTEST, version=at, where=where, record_input=False)
-            return rows.filter(F.col("is_champion")).select(*keys, "y", "yhat").toPandas()
+            theirs = rows.filter(F.col("is_champion")).select(*keys, "y", "yhat")
+            return compare_on_common_groups(challenger, theirs, keys, fc.promotion_metric)
         except Exception as exc:  # noqa: BLE001 - an unreadable version: try the next source
             log.warning("champion backtest unreadable at version %s: %s", at, exc)
     return None
@@ -339,7 +349,8 @@ def run(ctx: JobContext) -> JobSummary:
         trained = results.filter("action = 'trained'").count()
     train_seconds = time.perf_counter() - started
     collected = collect_results(results, keys)
-    groups, points = collected.groups, collected.points.to_pandas()
+    groups = collected.groups
+    trained_points = collected.points.filter(F.col("action") == "trained")
     statuses = groups["status"].value_counts().to_dict()
     failed = statuses.get("failed", 0)
     summary.add("groups", total, metric="groups_total")
@@ -369,7 +380,7 @@ def run(ctx: JobContext) -> JobSummary:
         )
 
     trained_groups = groups[groups["action"] == "trained"]
-    aggregates = aggregate_metrics(trained_groups, points.merge(trained_groups[keys], on=keys))
+    aggregates = aggregate_metrics(trained_groups, pooled_metrics(trained_points) if trained else {})
     summary.metrics.update(aggregates)
     families = configured_families(fc)
     for name in families:
@@ -391,11 +402,9 @@ def run(ctx: JobContext) -> JobSummary:
     ctx.artifacts["group_summary.csv"] = per_group.to_csv(index=False)
     # The gate compares this run with the champion on the groups both backtested: the
     # champion's points are read now, before this run's rows replace a same-date partition.
-    challenger_points = points.merge(trained_groups[keys], on=keys)
-    challenger_points = challenger_points[challenger_points["model"] == challenger_points["champion"]]
-    comparison = compare_on_common_groups(
-        challenger_points, champion_backtest(ctx), keys, fc.promotion_metric
-    )
+    challenger_points = trained_points.filter(F.col("model") == F.col("champion"))
+    comparison = champion_comparison(ctx, challenger_points.select(*keys, "y", "yhat"))
+    points = shown_points(ctx, collected, keys, fc.plot_groups)
     # The plot and the report render on a driver thread while the runner writes the tables
     # (executor and delta-rs work that leaves the driver's interpreter mostly waiting): ~1 s
     # off the job at any scale. The runner collects them after the writes.
@@ -410,7 +419,7 @@ def run(ctx: JobContext) -> JobSummary:
     background.shutdown(wait=False)  # the thread ends with its last task
     # forecast_models written before content hashes gains those columns: merge_schema
     summary.outputs[MODELS] = TableOutput(model_rows(ctx, results), merge_schema=True)
-    for name, frame in exploded_outputs(ctx, collected, results.schema).items():
+    for name, frame in exploded_outputs(ctx, collected).items():
         summary.outputs[name] = TableOutput(frame)
     summary.cached.extend(f for f in (results, unchanged) if f is not None)
 

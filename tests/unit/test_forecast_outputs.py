@@ -1,19 +1,20 @@
-"""train_forecasts writes ``forecast_metrics`` / ``forecast_backtest`` from one collect of the
-per-group results (exploded in Arrow on the driver). Those rows and types must be exactly what
-Spark's ``explode`` of the nested result columns gives."""
+"""train_forecasts collects one summary row per group and writes ``forecast_metrics`` /
+``forecast_backtest`` from the nested result columns exploded in Spark, by the executors (the
+driver's memory must not grow with the points). Those rows and types must be exactly what
+Spark's ``explode`` of the nested result columns gives, and the plot and report get the points
+of the groups they draw."""
 
 from __future__ import annotations
 
 import datetime as dt
 from types import SimpleNamespace
 
-import pyarrow as pa
 import pytest
 
 from mlcore.config.models import ForecastingConfig
-from mlcore.forecasting.results import collect_results, explode_list
+from mlcore.forecasting.results import collect_results
 from mlcore.forecasting.schemas import model_schema
-from mlcore.pipelines.train_forecasts import BACKTEST, METRICS, exploded_outputs
+from mlcore.pipelines.train_forecasts import BACKTEST, METRICS, exploded_outputs, shown_points
 
 RUN_DATE = dt.date(2015, 6, 14)
 
@@ -84,7 +85,7 @@ def spark_exploded(results, run_id: str) -> dict:
     }
 
 
-def test_driver_exploded_tables_equal_spark_explode(spark, results) -> None:
+def test_exploded_tables_equal_spark_explode_and_stay_off_the_driver(spark, results) -> None:
     from mlcore.io.frames import is_driver_local
 
     ctx = SimpleNamespace(
@@ -97,10 +98,10 @@ def test_driver_exploded_tables_equal_spark_explode(spark, results) -> None:
     assert sorted(collected.groups["store"]) == [3, 7, 11]
     assert collected.groups.set_index("store").loc[7, "champion_wape"] == pytest.approx(0.1)
     assert "model_json" not in collected.groups.columns
-    ours = exploded_outputs(ctx, collected, results.schema)
+    ours = exploded_outputs(ctx, collected)
     reference = spark_exploded(results, "run-1")
     for name in (METRICS, BACKTEST):
-        assert is_driver_local(ours[name]), name
+        assert not is_driver_local(ours[name]), name  # executors write them
         assert ours[name].columns == reference[name].columns
         assert [f.dataType for f in ours[name].schema] == [
             f.dataType for f in reference[name].schema
@@ -114,21 +115,12 @@ def test_driver_exploded_tables_equal_spark_explode(spark, results) -> None:
     assert flags[(3, "seasonal_naive")] is True and flags[(3, "prophet")] is False
 
 
-def test_explode_list_handles_chunks_offsets_and_empty_lists() -> None:
-    item = pa.struct([("a", pa.int32()), ("b", pa.string())])
-    chunks = [
-        pa.array([[{"a": 1, "b": "x"}], [], [{"a": 2, "b": "y"}, {"a": 3, "b": None}]], pa.list_(item)),
-        pa.array([[{"a": 4, "b": "z"}]], pa.list_(item)),
-    ]
-    table = pa.table({"k": pa.chunked_array([pa.array([10, 11, 12]), pa.array([13])]),
-                      "items": pa.chunked_array(chunks)})  # fmt: skip
-    sliced = table.slice(1)  # offsets into the first chunk
-    out = explode_list(sliced, "items", ["k"])
-    assert out.column_names == ["k", "a", "b"]
-    assert out.to_pylist() == [
-        {"k": 12, "a": 2, "b": "y"},
-        {"k": 12, "a": 3, "b": None},
-        {"k": 13, "a": 4, "b": "z"},
-    ]
-    empty = explode_list(table.slice(1, 1), "items", ["k"])
-    assert empty.num_rows == 0 and empty.column_names == ["k", "a", "b"]
+def test_only_the_drawn_groups_points_are_collected(spark, results) -> None:
+    ctx = SimpleNamespace(spark=spark)
+    collected = collect_results(results, ["store"])
+    drawn = shown_points(ctx, collected, ["store"], plot_groups=1)
+    # the first trained store for the plot; best, median, worst by WAPE for the report
+    assert set(drawn["store"]) == {3, 7} and len(drawn) == len(
+        collected.points.filter("store in (3, 7)").collect()
+    )
+    assert "action" not in drawn.columns and {"model", "champion", "ds", "y", "yhat"} <= set(drawn.columns)

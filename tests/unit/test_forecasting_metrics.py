@@ -135,10 +135,12 @@ def test_realised_wape_in_spark_is_the_backtest_wape(spark):
     assert none is None, "no scored day: no realised WAPE"
 
 
-def test_pooled_backtest_metrics_use_the_per_group_rule():
+def test_pooled_backtest_metrics_use_the_per_group_rule(spark):
+    """Pooled in Spark from sums (nothing per point on the driver), equal to compute_metrics
+    over the same points for every metric."""
     import pandas as pd
 
-    from mlcore.forecasting.results import aggregate_metrics
+    from mlcore.forecasting.results import aggregate_metrics, pooled_metrics
 
     points = pd.DataFrame({
         "store": [1, 1, 1, 2, 2, 2], "model": ["prophet"] * 3 + ["seasonal_naive"] * 3,
@@ -148,29 +150,35 @@ def test_pooled_backtest_metrics_use_the_per_group_rule():
         "store": [1, 2], "champion": ["prophet", "prophet"], "fit_seconds": [1.0, 1.0],
         "backtest_seconds": [1.0, 1.0], "champion_wape": [0.1, 0.2], "champion_rmspe": [0.1, 0.2],
     })  # fmt: skip
-    out = aggregate_metrics(groups, points)
+    pooled = pooled_metrics(spark.createDataFrame(points.astype({"yhat": object}).where(points.notna(), None)))
     prophet = compute_metrics(POINTS_Y[:3], POINTS_YHAT[:3])
     naive = compute_metrics(POINTS_Y[3:], POINTS_YHAT[3:])
+    for name in ("mae", "rmse", "mape", "smape", "wape", "rmspe"):
+        assert pooled["prophet"][name] == pytest.approx(prophet[name], nan_ok=True), name
+        assert pooled["seasonal_naive"][name] == pytest.approx(naive[name], nan_ok=True), name
+    out = aggregate_metrics(groups, pooled)
     assert out["pooled_wape_prophet"] == pytest.approx(prophet["wape"]) == pytest.approx(10 / 100)
     assert out["pooled_rmspe_seasonal_naive"] == pytest.approx(naive["rmspe"])
     assert out["pooled_wape_champion"] == pytest.approx(prophet["wape"])
 
 
-def test_gate_compares_challenger_and_champion_on_their_common_groups():
-    import pandas as pd
-
+def test_gate_compares_challenger_and_champion_on_their_common_groups(spark):
     from mlcore.forecasting.promotion import compare_on_common_groups
 
-    challenger = pd.DataFrame({
-        "store": [1, 1, 2, 2, 3, 3], "y": [100.0, 100.0, 100.0, 100.0, 100.0, 0.0],
-        "yhat": [90.0, 110.0, 100.0, 100.0, 50.0, 10.0],
-    })  # fmt: skip
-    champion = pd.DataFrame({"store": [2, 2, 3, 3, 9], "y": [100.0, 100.0, 100.0, 0.0, 100.0],
-                             "yhat": [80.0, 80.0, 100.0, 5.0, 0.0]})  # fmt: skip
+    challenger = spark.createDataFrame(
+        list(zip([1, 1, 2, 2, 3, 3], [100.0, 100.0, 100.0, 100.0, 100.0, 0.0],
+                 [90.0, 110.0, 100.0, 100.0, 50.0, 10.0], strict=True)),
+        "store int, y double, yhat double",
+    )  # fmt: skip
+    champion = spark.createDataFrame(
+        list(zip([2, 2, 3, 3, 9], [100.0, 100.0, 100.0, 0.0, 100.0], [80.0, 80.0, 100.0, 5.0, 0.0],
+                 strict=True)),
+        "store int, y double, yhat double",
+    )  # fmt: skip
     compared = compare_on_common_groups(challenger, champion, ["store"], "wape")
     assert compared.groups == 2, "stores 2 and 3: store 1 is new, store 9 left"
     assert compared.challenger_value == pytest.approx(50 / 300)
     assert compared.champion_value == pytest.approx(40 / 300)
-    disjoint = compare_on_common_groups(challenger, champion[champion["store"] == 9], ["store"], "wape")
+    disjoint = compare_on_common_groups(challenger, champion.filter("store = 9"), ["store"], "wape")
     assert disjoint.groups == 0 and disjoint.champion_value is None
     assert compare_on_common_groups(challenger, None, ["store"], "wape") is None
