@@ -43,8 +43,8 @@ class StoreForecasterModel(PythonModel):
         self.calendar_uris: dict[str, str] = dict(config.get("calendar_uris") or {})
         self.stores_uri = config.get("stores_uri")
         self.stores_version = config.get("stores_version")
-        # None: every model of the run is read at the first request and kept (batch scoring);
-        # a number: at most that many groups' models are kept, least recently used first out.
+        # None: every model read is kept (batch scoring); a number: at most that many groups'
+        # models are kept, least recently used first out.
         self.max_loaded_models: int | None = None
         self._lock = threading.Lock()  # the service predicts from several threads
         self._loaded: OrderedDict[tuple, dict | None] = OrderedDict()
@@ -118,18 +118,20 @@ class StoreForecasterModel(PythonModel):
         featured = add_features_pandas(known.reset_index(drop=True), fc, self._store_attributes())
         return featured[featured["_requested"].astype(bool)].drop(columns=["_priority", "_requested"])
 
-    # A request for more groups than this reads the whole run's models in one scan.
+    # A request for more groups than this reads the whole run's models in one scan; up to it,
+    # only its groups' rows (one keyed scan). MLflow predicts on the input example when the
+    # model is logged: one group, so registering a 30,000-series run reads one model, not all.
     _KEYED_SCAN_LIMIT = 256
 
     def _models_for(self, wanted: list[tuple]) -> dict[tuple, dict]:
-        """The stored rows of the ``wanted`` groups, read once and kept: every model of the run
-        by default (batch scoring); with ``max_loaded_models`` set (the planners' service), the
-        most recently used ones only, each read with a key predicate (one small scan)."""
+        """The stored rows of the ``wanted`` groups, read once and kept (with
+        ``max_loaded_models`` set, as the planners' service does, the most recently used ones
+        only). Up to ``_KEYED_SCAN_LIMIT`` missing groups are read with a key predicate (one
+        small scan); more, with the whole run's models in one scan (batch scoring)."""
         with self._lock:
             missing = [key for key in dict.fromkeys(wanted) if key not in self._loaded]
             if missing:
-                limit = self.max_loaded_models
-                whole = limit is None or len(missing) > self._KEYED_SCAN_LIMIT
+                whole = len(missing) > self._KEYED_SCAN_LIMIT
                 found = self._scan_models(None if whole else missing)
                 for key in missing:
                     self._loaded[key] = found.get(key)  # None: no model for this group

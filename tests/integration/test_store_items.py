@@ -175,3 +175,25 @@ def test_the_generator_is_deterministic_and_its_calendar_agrees(spark):
     calendar = expand_calendar(frame.drop("sales", "customers"), 5, 5).toPandas()
     both = first.merge(calendar, on=keys, suffixes=("_sales", "_calendar"))
     assert len(both) == len(first) and (both["promo_sales"] == both["promo_calendar"]).all()
+
+
+def test_the_registered_forecaster_reads_only_the_groups_asked_for(item_lake):
+    """MLflow predicts on the input example (one group) when the model is logged: that must
+    read one group's models, not the run's (30,000 series' JSON on the driver otherwise)."""
+    import mlflow
+
+    from mlcore.config.loader import load_config
+    from mlcore.tracking.runs import configure_mlflow
+
+    config = load_config("test", conf_dir=CONF_DIR, environ={"MLCORE_HOME": str(item_lake)})
+    configure_mlflow(config)
+    model = mlflow.pyfunc.load_model("models:/store_forecaster@champion").unwrap_python_model()
+    forecasts = table(item_lake, "forecasts")
+    store, item = (int(v) for v in forecasts[["store", "item"]].iloc[0])
+    days = pd.date_range("2015-06-14", periods=3, freq="D").date
+    predicted = model.predict(None, pd.DataFrame({"store": store, "item": item, "date": days}))
+    assert len(predicted) == 3 and model.loaded_models == 1
+    everything = forecasts[["store", "item"]].drop_duplicates()
+    many = everything.merge(pd.DataFrame({"date": days}), how="cross")
+    assert len(model.predict(None, many)) == 3 * len(everything)
+    assert model.loaded_models == len(everything)

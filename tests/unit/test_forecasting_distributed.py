@@ -139,3 +139,15 @@ def test_a_fault_plan_passed_in_fails_exactly_its_groups(spark, history, monkeyp
     assert statuses[4] == ("failed", "InjectedFault")
     assert all(statuses[s][0] == "ok" for s in (1, 2, 3))
     assert rows[3]["model_json"] is None and rows[3]["model_sha256"] is None
+
+
+def test_grouped_stage_tasks_grow_with_the_groups_so_a_task_stays_bounded():
+    from mlcore.config.models import ForecastingConfig
+    from mlcore.forecasting.distributed import MAX_GROUPS_PER_TASK, group_partitions
+
+    config = ForecastingConfig()
+    assert group_partitions(2, config, 1115) == 16  # the calibrated 8 per core
+    assert group_partitions(2, config, 30_000) == 60
+    assert 30_000 / group_partitions(2, config, 30_000) <= MAX_GROUPS_PER_TASK
+    assert group_partitions(2, config, 5) == 5
+    assert group_partitions(2, ForecastingConfig(group_partitions=7), 30_000) == 7
