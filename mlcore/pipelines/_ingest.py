@@ -239,13 +239,13 @@ def run_ingest(ctx: JobContext, batches: Sequence[IngestBatch]) -> JobSummary:
         for batch, _, counts in counted:
             record_parse_results(ctx, batch.contract.table, counts, budget)
         before = len(ctx.validation_problems)
+        # derived once: the store x item expansion reads its period with a Spark action
+        published = [b.good_rows(c) for b, c, _ in counted]
         check_inputs(
             ctx,
             {
-                b.contract.table: conform(
-                    b.good_rows(c), b.output_contract.schema, ctx.output_columns()
-                )
-                for b, c, _ in counted
+                b.contract.table: conform(good, b.output_contract.schema, ctx.output_columns())
+                for (b, _, _), good in zip(counted, published, strict=True)
             },
             raise_on_failure=False,
         )
@@ -258,10 +258,10 @@ def run_ingest(ctx: JobContext, batches: Sequence[IngestBatch]) -> JobSummary:
         raise
     if ctx.dry_run:
         summary.add("dry run", "validated and counted; nothing written")
-    for batch, classified, counts in counted:
+    for (batch, classified, counts), good in zip(counted, published, strict=True):
         contract = batch.contract
         bad = split(classified, contract)[1]
-        good, good_rows = batch.good_rows(classified), counts.good_rows
+        good_rows = counts.good_rows
         if batch.derive is not None:
             good_rows = good.count()
             summary.add(f"{contract.table} published rows", good_rows,
