@@ -249,6 +249,7 @@ def fit_line(points: list[tuple[int, float]]) -> tuple[float, float]:
 
 
 def report(results: list[dict], out: Path) -> None:
+    results = sorted(results, key=lambda result: result["series"])
     print()
     header = (f"{'job':<16} {'series':>7} {'wall s':>8} {'core-s/series':>13} {'serial s/series':>15} "
               f"{'efficiency':>10} {'driver py MiB':>13} {'JVM MiB':>8} {'MLflow calls':>12}")  # fmt: skip
