@@ -26,6 +26,7 @@ the dashboard page itself holds no data. The service is read-only.
 # No ``from __future__ import annotations``: FastAPI reads the route signatures' types at runtime,
 # and they are defined inside create_app.
 import argparse
+import contextvars
 import datetime as dt
 import hmac
 import json
@@ -39,6 +40,12 @@ from typing import Annotated, Any
 from mlcore.config.checks import below_minimum
 from mlcore.config.errors import ConfigError
 from mlcore.config.models import MlcoreConfig
+
+# The GET being answered, as CachedGets saw it (path, query string): the app caches a GET's answer
+# under the key CachedGets looks it up by, so each answer is stored once.
+_GET_REQUEST: contextvars.ContextVar[tuple[str, bytes] | None] = contextvars.ContextVar(
+    "mlcore_service_get", default=None
+)
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +167,8 @@ def create_app(config: MlcoreConfig, lake: Any = None, token: str | None = None)
         or on a worker thread when it needs an on-demand forecast (``build(snapshot, True)``),
         which must not hold up the other answers."""
         snapshot = current()  # taken once: one response, one set of versions
-        key = (snapshot.id, kind, params)
+        get = _GET_REQUEST.get()
+        key = (snapshot.id, "GET", *get) if get is not None else (snapshot.id, kind, params)
         body = cache.get(key)
         hit = body is not None
         if body is None:
@@ -378,8 +386,9 @@ def _bearer_credentials(header: bytes | None) -> Any:
 class CachedGets:
     """The front of the app (ASGI): a GET of ``/stores...`` whose exact path and query were
     answered from the current snapshot is answered from the cache before routing and parameter
-    parsing (after the token check), which is most of a cached answer's cost. Answers come from
-    the app's own cached responses: only a 200 marked ``x-cache`` is remembered."""
+    parsing (after the token check), which is most of a cached answer's cost. A miss goes on to
+    the app, which caches its answer under this same key (``_GET_REQUEST``): one entry per
+    answer, never an error."""
 
     PREFIX = "/stores"
 
@@ -419,26 +428,11 @@ class CachedGets:
             })  # fmt: skip
             await send({"type": "http.response.body", "body": body})
             return
-        start: dict[str, Any] = {}
-        chunks: list[bytes] = []
-
-        async def remember(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                start.update(message)
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-                headers = dict(start.get("headers", []))
-                answered_from = headers.get(b"x-snapshot", b"").decode()
-                if (
-                    not message.get("more_body")
-                    and start.get("status") == 200
-                    and b"x-cache" in headers
-                    and answered_from
-                ):
-                    self.cache.put((answered_from, "GET", scope["path"], scope["query_string"]), b"".join(chunks))
-            await send(message)
-
-        await self.app(scope, receive, remember)
+        token = _GET_REQUEST.set((scope["path"], scope["query_string"]))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _GET_REQUEST.reset(token)
 
 
 def _swagger_ui_path() -> str:
