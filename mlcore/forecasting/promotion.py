@@ -36,6 +36,8 @@ def compare_on_common_groups(
     common = common.persist()
     try:
         groups = common.count()
+        if not groups:  # nothing in common: nothing measured on either side
+            return GateComparison(float("nan"), None, 0)
         sides = (
             challenger.join(common, keys).withColumn("_side", F.lit("challenger"))
             .unionByName(champion.join(common, keys).withColumn("_side", F.lit("champion")))
@@ -44,6 +46,4 @@ def compare_on_common_groups(
         values = {row["_side"]: metrics_from_sums(row.asDict())[metric] for row in sides.collect()}
     finally:
         common.unpersist()
-    if not groups:  # nothing in common: nothing measured on either side
-        return GateComparison(float("nan"), None, 0)
     return GateComparison(values.get("challenger", float("nan")), values.get("champion", float("nan")), groups)
