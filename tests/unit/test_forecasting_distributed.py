@@ -1,5 +1,6 @@
-"""The grouped training run on Spark: ``applyInArrow`` (the default for plain column types) gives
-exactly the rows ``applyInPandas`` gives, one per group, poison groups included."""
+"""The grouped runs on Spark: ``applyInArrow`` (the default for plain column types) gives exactly
+the rows ``applyInPandas`` gives, in training (one per group, poison groups included) and in
+forecasting's cogroup (forecast rows plus one status row per group, damaged models included)."""
 
 from __future__ import annotations
 
@@ -94,6 +95,49 @@ def test_arrow_and_pandas_group_runs_give_the_same_rows(spark, history, monkeypa
     ok = arrow[0]
     assert ok["model_json"] and ok["train_end"] == RUN_DATE - dt.timedelta(days=1)
     assert ok["metrics"] and all(m["value"] is None or m["value"] == m["value"] for m in ok["metrics"])
+
+
+def forecast_rows(df) -> list[dict]:
+    return [r.asDict() for r in df.orderBy("store", distributed.ROW_KIND, "ds").collect()]
+
+
+def test_arrow_and_pandas_forecast_runs_give_the_same_rows(spark, history, monkeypatch):
+    """Store 1 healthy, store 2's champion JSON altered after training (its baseline forecasts),
+    store 3 without calendar rows (failed), store 9 with calendar rows but no model (nothing)."""
+    from pyspark.sql import functions as F
+
+    config = ForecastingConfig()
+    trained = distributed.train_groups(history, config, RUN_DATE, partitions=3, features=featured(config))
+    wanted = ["champion", "model_json", "baseline_json", "model_sha256", "baseline_sha256", "history_max"]
+    models = trained.filter("store in (1, 2, 3)").select("store", *wanted).withColumn(
+        "model_json",
+        F.when(F.col("store") == 2, F.concat(F.col("model_json"), F.lit(" "))).otherwise(F.col("model_json")),
+    )
+    models = spark.createDataFrame(models.collect(), models.schema)  # train once, not per run
+    days = [RUN_DATE + dt.timedelta(days=d) for d in range(config.horizon_days)]
+    calendar = spark.createDataFrame(
+        [(store, day, int(day.weekday() != 6), day.day % 2, 0, "0") for store in (1, 2, 9) for day in days],
+        "store int, date date, open int, promo int, school_holiday int, state_holiday string",
+    )
+    assert distributed.arrow_groups_supported(calendar.schema)
+    arrow_run = distributed.forecast_groups(models, calendar, config, 3, featured(config))
+    assert "FlatMapCoGroupsInArrow" in arrow_run._jdf.queryExecution().optimizedPlan().toString()
+    arrow = forecast_rows(arrow_run)
+    monkeypatch.setattr(distributed, "arrow_groups_supported", lambda schema: False)
+    plain = distributed.forecast_groups(models, calendar, config, 3, featured(config))
+    assert "FlatMapCoGroupsInPandas" in plain._jdf.queryExecution().optimizedPlan().toString()
+    assert forecast_rows(plain) == arrow
+
+    statuses = {r["store"]: r for r in arrow if r[distributed.ROW_KIND] == distributed.STATUS_ROW}
+    assert sorted(statuses) == [1, 2, 3]  # exactly one status row per group with a model
+    assert statuses[1]["status"] == "ok" and statuses[1]["forecast_rows"] == config.horizon_days
+    assert statuses[2]["status"] == "fallback" and "content hash mismatch" in statuses[2]["status_reason"]
+    assert statuses[3]["status"] == "failed" and statuses[3]["forecast_rows"] == 0
+    assert statuses[1]["ds"] is None and statuses[1]["yhat"] is None
+    points = [r for r in arrow if r["store"] == 1 and r[distributed.ROW_KIND] == distributed.FORECAST_ROW]
+    assert [r["ds"] for r in points] == days
+    assert all(r["status"] == "ok" and r["yhat_lower"] <= r["yhat"] <= r["yhat_upper"] for r in points)
+    assert {r["model_type"] for r in points} == {statuses[1]["model_type"]}
 
 
 def test_arrow_row_follows_spark_pandas_output_conventions():
