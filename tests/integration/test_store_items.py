@@ -179,7 +179,8 @@ def test_the_generator_is_deterministic_and_its_calendar_agrees(spark):
 
 def test_the_registered_forecaster_reads_only_the_groups_asked_for(item_lake):
     """MLflow predicts on the input example (one group) when the model is logged: that must
-    read one group's models, not the run's (30,000 series' JSON on the driver otherwise)."""
+    read one group's models and calendar rows, not the run's (30,000 series' JSON and ~4 M
+    calendar rows on the driver otherwise)."""
     import mlflow
 
     from mlcore.config.loader import load_config
@@ -191,8 +192,19 @@ def test_the_registered_forecaster_reads_only_the_groups_asked_for(item_lake):
     forecasts = table(item_lake, "forecasts")
     store, item = (int(v) for v in forecasts[["store", "item"]].iloc[0])
     days = pd.date_range("2015-06-14", periods=3, freq="D").date
+    reads: list[pd.DataFrame] = []
+    read = model._read
+
+    def recorded(uri, columns, predicate, version=None):
+        reads.append(read(uri, columns, predicate, version))
+        return reads[-1]
+
+    model._read = recorded
     predicted = model.predict(None, pd.DataFrame({"store": store, "item": item, "date": days}))
     assert len(predicted) == 3 and model.loaded_models == 1
+    calendars = [found for found in reads if "item" in found.columns]  # sales, forecast_calendar
+    assert calendars and sum(map(len, calendars)) > 0
+    assert all(set(zip(found["store"], found["item"])) == {(store, item)} for found in calendars if len(found))
     everything = forecasts[["store", "item"]].drop_duplicates()
     many = everything.merge(pd.DataFrame({"date": days}), how="cross")
     assert len(model.predict(None, many)) == 3 * len(everything)
